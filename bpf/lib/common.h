@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Constants and structs shared by every vpcd program and, through bpf2go
+ * (-type), by the Go loader. Everything here is plain data: no logic. */
+#ifndef VPCD_COMMON_H
+#define VPCD_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+
+#define ETH_ALEN 6
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_ICMPV6_ 58
+
+#define VXLAN_PORT 4789
+#define VXLAN_FLAG_VNI 0x08000000 /* the I flag, RFC 7348 */
+#define IP_DF 0x4000
+#define IP_MF 0x2000
+#define IP_OFFMASK 0x1fff
+
+/* Outer headers the ENI program pushes in front of the inner Ethernet frame:
+ * IPv4 (20) + UDP (8) + VXLAN (8). */
+#define VXLAN_OUTER_LEN 36
+/* Outer headers plus the inner Ethernet header. */
+#define VXLAN_ENCAP_LEN (VXLAN_OUTER_LEN + ETH_HLEN)
+
+#define MAX_ENIS 4096
+#define MAX_ROUTES 65536
+#define MAX_PEERS 1024
+
+/* Direction as seen by the workload. */
+enum direction {
+	DIR_INGRESS = 0, /* into the workload */
+	DIR_EGRESS = 1,  /* out of the workload */
+	__DIR_MAX = 2,
+};
+
+/* Per-host settings written by the daemon into the one-slot config map. */
+struct vpcd_config {
+	__u32 tun_ifindex;      /* tunnel device; 0 = no tunnel (fail closed) */
+	__u32 underlay_ip;      /* this host's underlay address, network order */
+	__u16 wg_port;          /* WireGuard listen port, network order */
+	__u16 inner_mtu;        /* largest inner IP packet that fits the tunnel */
+	__u8 gw_mac[ETH_ALEN];  /* the VPC router's fixed MAC */
+	__u16 _pad;
+};
+
+/* One ENI attached on this host, keyed by the ifindex of its host-side
+ * interface. */
+struct eni_info {
+	__u32 vni;
+	__u32 ip;       /* network order */
+	__u32 gateway;  /* the subnet's .1, network order */
+	__u32 vpc_net;  /* VPC CIDR network, network order */
+	__u32 vpc_mask; /* VPC CIDR mask, network order */
+	__u32 eni_id;   /* dense index for per-ENI counters, < MAX_ENIS */
+	__u8 mac[ETH_ALEN];
+	__u8 source_dest_check;
+	__u8 _pad;
+};
+
+struct route_key {
+	__u32 vni;
+	__u32 ip; /* network order */
+};
+
+/* Where an address of a VPC lives. Exactly one of ifindex (local ENI) and
+ * remote_ip (the underlay address of the host that has it) is non-zero. */
+struct route {
+	__u32 ifindex;
+	__u32 remote_ip;
+	__u32 eni_id; /* valid for local routes */
+	__u8 mac[ETH_ALEN];
+	__u16 _pad;
+};
+
+struct peer_info {
+	__u32 id;
+};
+
+struct underlay_allow_key {
+	__u8 protocol;
+	__u8 _pad;
+	__u16 port; /* network order; 0 = any */
+};
+
+struct eni_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__u32 addr; /* network order */
+};
+
+#endif

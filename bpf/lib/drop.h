@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The one list of reasons a vpcd program drops a packet, and the one helper
+ * that counts a drop. bpf2go turns enum drop_reason into a Go type; the Go
+ * side names each value (dataplane/drops.go) and a test checks that every
+ * value has a name. */
+#ifndef VPCD_DROP_H
+#define VPCD_DROP_H
+
+#include "common.h"
+#include "maps.h"
+
+enum drop_reason {
+	DROP_UNSPEC = 0,
+	DROP_SOURCE_CHECK,    /* spoofed source IP or MAC */
+	DROP_NO_ROUTE,        /* no ENI has the destination in this VPC */
+	DROP_SUBSTRATE,       /* aimed at a host, the underlay or the tunnel */
+	DROP_SG_INGRESS,
+	DROP_SG_EGRESS,
+	DROP_NACL_INGRESS,
+	DROP_NACL_EGRESS,
+	DROP_CT_INVALID,
+	DROP_NO_TUNNEL,       /* remote destination but no tunnel device */
+	DROP_UNDERLAY_FILTER, /* underlay packet that is not ours to take */
+	DROP_FRAG_NEEDED,     /* DF packet too big for the tunnel: ICMP sent */
+	DROP_MALFORMED,       /* truncated or invalid headers */
+	DROP_UNSUPPORTED,     /* a protocol the VPC does not carry (IPv6, VLAN) */
+	DROP_UNKNOWN_ENI,     /* program runs on an interface with no ENI */
+	DROP_DEST_CHECK,      /* delivered frame not addressed to the ENI */
+	DROP_ENCAP_FAILED,    /* the kernel refused to resize the packet */
+	DROP_ARP,             /* ARP the VPC router does not answer */
+	__DROP_MAX,
+};
+
+/* Keeps the enum in the object's BTF so that bpf2go can generate it. */
+const enum drop_reason *__drop_reason_btf __attribute__((unused));
+
+/* count_drop records one dropped packet under its reason and direction. */
+static __always_inline void count_drop(enum drop_reason reason, enum direction dir)
+{
+	__u32 key = (__u32)reason * __DIR_MAX + (__u32)dir;
+	__u64 *v = bpf_map_lookup_elem(&drops, &key);
+
+	if (v)
+		*v += 1;
+}
+
+#endif

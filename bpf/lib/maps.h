@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Maps shared by all vpcd programs. Every map is pinned by name under the
+ * daemon's bpffs directory so that the programs of all attach points share
+ * one set and a restarted daemon adopts them. */
+#ifndef VPCD_MAPS_H
+#define VPCD_MAPS_H
+
+#include <bpf/bpf_helpers.h>
+#include "common.h"
+
+/* __DROP_MAX * __DIR_MAX slots; sized generously so that adding a reason
+ * does not change the map's shape. */
+#define DROP_SLOTS 128
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct vpcd_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENIS);
+	__type(key, __u32); /* ifindex of the host-side interface */
+	__type(value, struct eni_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} enis SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ROUTES);
+	__type(key, struct route_key);
+	__type(value, struct route);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} routes SEC(".maps");
+
+/* Host, underlay and link-local prefixes a workload must never reach. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} substrate SEC(".maps");
+
+/* Underlay addresses of the other hosts, network order. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PEERS);
+	__type(key, __u32);
+	__type(value, struct peer_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct underlay_allow_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} underlay_allow SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} drops SEC(".maps");
+
+/* Per ENI and direction: eni_id * __DIR_MAX + direction. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_ENIS * __DIR_MAX);
+	__type(key, __u32);
+	__type(value, struct eni_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eni_stats SEC(".maps");
+
+static __always_inline struct vpcd_config *get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+static __always_inline void count_eni(__u32 eni_id, enum direction dir, __u32 bytes)
+{
+	__u32 key = eni_id * __DIR_MAX + (__u32)dir;
+	struct eni_counter *c = bpf_map_lookup_elem(&eni_stats, &key);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += bytes;
+	}
+}
+
+#endif

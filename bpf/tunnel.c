@@ -1,0 +1,97 @@
+//go:build ignore
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The tunnel program: runs at ingress of the WireGuard tunnel device, which
+ * carries only what wireguard-go decrypted from an authenticated peer. It
+ * accepts VXLAN from the peer's underlay address, checks that the inner
+ * source lives on that peer in that VPC and the inner destination is an ENI
+ * of this host, strips the VPC header and delivers the inner packet to the
+ * ENI. Everything else is dropped: nothing from the tunnel reaches the host. */
+
+#define VPCD_HOOK_TC
+#include "lib/ctx.h"
+#include "lib/common.h"
+#include "lib/maps.h"
+#include "lib/drop.h"
+#include "lib/parse.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+static __always_inline int drop(enum drop_reason reason)
+{
+	count_drop(reason, DIR_INGRESS);
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int tunnel_ingress(struct __sk_buff *skb)
+{
+	struct cursor c = { .pos = (void *)(long)skb->data, .end = (void *)(long)skb->data_end };
+	struct vpcd_config *cfg;
+	struct route_key rk;
+	struct route *dst, *src;
+	struct iphdr *outer, *inner;
+	struct udphdr *udp;
+	struct vxlanhdr *vx;
+	struct ethhdr *ieth, *eth;
+	__u32 vni, ifindex, eni_id;
+	__u8 mac[ETH_ALEN];
+
+	cfg = get_config();
+	if (!cfg)
+		return drop(DROP_UNKNOWN_ENI);
+
+	outer = parse_ipv4(&c);
+	if (!outer || outer->ihl != 5 || ip_is_fragment(outer))
+		return drop(DROP_MALFORMED);
+	if (outer->protocol != IPPROTO_UDP_)
+		return drop(DROP_MALFORMED);
+	if (!bpf_map_lookup_elem(&peers, &outer->saddr) || outer->daddr != cfg->underlay_ip)
+		return drop(DROP_SOURCE_CHECK);
+	udp = parse_udp(&c);
+	if (!udp || udp->dest != bpf_htons(VXLAN_PORT))
+		return drop(DROP_MALFORMED);
+	vx = parse_vxlan(&c);
+	if (!vx || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
+		return drop(DROP_MALFORMED);
+	vni = bpf_ntohl(vx->vni) >> 8;
+	ieth = parse_eth(&c);
+	if (!ieth || ieth->h_proto != bpf_htons(ETH_P_IP))
+		return drop(DROP_MALFORMED);
+	inner = parse_ipv4(&c);
+	if (!inner)
+		return drop(DROP_MALFORMED);
+
+	/* The inner source must be an ENI of this VPC on the sending host. */
+	rk.vni = vni;
+	rk.ip = inner->saddr;
+	src = bpf_map_lookup_elem(&routes, &rk);
+	if (!src || src->remote_ip != outer->saddr)
+		return drop(DROP_SOURCE_CHECK);
+
+	rk.ip = inner->daddr;
+	dst = bpf_map_lookup_elem(&routes, &rk);
+	if (!dst || !dst->ifindex)
+		return drop(DROP_NO_ROUTE);
+	ifindex = dst->ifindex;
+	eni_id = dst->eni_id;
+	mac_copy(mac, dst->mac);
+
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0) < 0)
+		return drop(DROP_ENCAP_FAILED);
+	/* The tunnel is a layer-3 device: give the inner packet the Ethernet
+	 * header the workload expects, from the VPC router. */
+	if (bpf_skb_change_head(skb, ETH_HLEN, 0) < 0)
+		return drop(DROP_ENCAP_FAILED);
+
+	c.pos = (void *)(long)skb->data;
+	c.end = (void *)(long)skb->data_end;
+	eth = parse_eth(&c);
+	if (!eth)
+		return drop(DROP_MALFORMED);
+	mac_copy(eth->h_dest, mac);
+	mac_copy(eth->h_source, cfg->gw_mac);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+
+	count_eni(eni_id, DIR_INGRESS, skb->len - ETH_HLEN);
+	return bpf_redirect_peer(ifindex, 0);
+}

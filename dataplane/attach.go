@@ -1,0 +1,172 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+)
+
+// Hook is where a program runs on an interface.
+type Hook string
+
+const (
+	HookTCX Hook = "tcx-ingress"
+	HookXDP Hook = "xdp"
+)
+
+func (d *Datapath) linkPin(name string) string {
+	return filepath.Join(d.dir, "links", name)
+}
+
+// attachPinned attaches prog to ifname at hook, reusing a pinned link of
+// an earlier daemon when it still points at the same interface (the
+// program is then replaced atomically, so traffic never sees a gap).
+func (d *Datapath) attachPinned(pinName, ifname string, hook Hook, prog *ebpf.Program) error {
+	iface, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attach %s to %s: %w", hook, ifname, err)
+	}
+	ifindex := iface.Attrs().Index
+	path := d.linkPin(pinName)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+
+	if l, err := link.LoadPinnedLink(path, nil); err == nil {
+		info, ierr := l.Info()
+		if ierr == nil && linkIfindex(info) == ifindex {
+			if uerr := l.Update(prog); uerr == nil {
+				d.record(pinName, ifname, ifindex, hook, prog, path)
+				l.Close()
+				return nil
+			}
+		}
+		// Stale (interface recreated) or not updatable: replace it.
+		l.Unpin()
+		l.Close()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		os.Remove(path)
+	}
+
+	var l link.Link
+	switch hook {
+	case HookTCX:
+		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+	case HookXDP:
+		l, err = link.AttachXDP(link.XDPOptions{Interface: ifindex, Program: prog})
+	default:
+		err = fmt.Errorf("unknown hook %q", hook)
+	}
+	if err != nil {
+		return fmt.Errorf("attach %s to %s: %w", hook, ifname, err)
+	}
+	defer l.Close()
+	if err := l.Pin(path); err != nil {
+		return fmt.Errorf("pin %s link of %s: %w", hook, ifname, err)
+	}
+	d.record(pinName, ifname, ifindex, hook, prog, path)
+	return nil
+}
+
+func linkIfindex(info *link.Info) int {
+	if tcx := info.TCX(); tcx != nil {
+		return int(tcx.Ifindex)
+	}
+	if xdp := info.XDP(); xdp != nil {
+		return int(xdp.Ifindex)
+	}
+	return -1
+}
+
+func (d *Datapath) record(pinName, ifname string, ifindex int, hook Hook, prog *ebpf.Program, path string) {
+	a := Attachment{Interface: ifname, Ifindex: ifindex, Hook: string(hook), Pinned: path}
+	if info, err := prog.Info(); err == nil {
+		a.Program = info.Name
+		a.ProgramID, _ = info.ID()
+	}
+	d.attached[pinName] = a
+}
+
+// AttachENI attaches the ENI program at tcx ingress of an ENI's host-side
+// interface.
+func (d *Datapath) AttachENI(ifname string) error {
+	return d.attachPinned("eni-"+ifname, ifname, HookTCX, d.eni.EniIngress)
+}
+
+// DetachENI removes the ENI program from ifname (the pin goes too).
+func (d *Datapath) DetachENI(ifname string) error {
+	delete(d.attached, "eni-"+ifname)
+	return unpinLink(d.linkPin("eni-" + ifname))
+}
+
+// AttachUnderlay attaches the underlay filter (XDP) to the underlay
+// interface.
+func (d *Datapath) AttachUnderlay(ifname string) error {
+	return d.attachPinned("underlay", ifname, HookXDP, d.underlay.UnderlayFilter)
+}
+
+// AttachTunnel attaches the tunnel program at tcx ingress of the tunnel
+// device. The link is not pinned: the device goes away with the daemon.
+func (d *Datapath) AttachTunnel(ifname string) error {
+	iface, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("attach tunnel program to %s: %w", ifname, err)
+	}
+	if d.tunnelLink != nil {
+		d.tunnelLink.Close()
+		d.tunnelLink = nil
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: iface.Attrs().Index, Program: d.tunnel.TunnelIngress, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("attach tunnel program to %s: %w", ifname, err)
+	}
+	d.tunnelLink = l
+	d.record("tunnel", ifname, iface.Attrs().Index, HookTCX, d.tunnel.TunnelIngress, "")
+	return nil
+}
+
+// Attachments lists what this daemon attached.
+func (d *Datapath) Attachments() []Attachment {
+	out := make([]Attachment, 0, len(d.attached))
+	for _, a := range d.attached {
+		out = append(out, a)
+	}
+	return out
+}
+
+// PinnedENILinks lists the interface names that have a pinned ENI link,
+// including ones a previous daemon left.
+func (d *Datapath) PinnedENILinks() []string {
+	entries, _ := os.ReadDir(filepath.Join(d.dir, "links"))
+	var out []string
+	for _, e := range entries {
+		if n := e.Name(); len(n) > 4 && n[:4] == "eni-" {
+			out = append(out, n[4:])
+		}
+	}
+	return out
+}
+
+func unpinLink(path string) error {
+	l, err := link.LoadPinnedLink(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return os.Remove(path)
+	}
+	defer l.Close()
+	return l.Unpin()
+}
+
+// Programs returns the loaded programs, for BPF_PROG_TEST_RUN in tests and
+// benchmarks: the ENI program (tc), the tunnel program (tc) and the underlay
+// filter (XDP).
+func (d *Datapath) Programs() (eni, tunnel, underlay *ebpf.Program) {
+	return d.eni.EniIngress, d.tunnel.TunnelIngress, d.underlay.UnderlayFilter
+}

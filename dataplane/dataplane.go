@@ -1,0 +1,145 @@
+// Package dataplane loads vpcd's eBPF programs with cilium/ebpf, pins their
+// maps and links under bpffs so that they outlive the daemon, attaches them
+// to interfaces and reconciles the maps against the desired state by diff.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcd/vpcd/bpf"
+)
+
+// DefaultBPFFS is where a daemon on a real host pins its objects.
+const DefaultBPFFS = "/sys/fs/bpf/vpcd"
+
+// Datapath is the loaded set of programs and maps of one host.
+//
+// Its methods are not safe for concurrent use except the read-only counter
+// methods (Drops, ENICounters), which only read maps.
+type Datapath struct {
+	dir      string
+	log      *slog.Logger
+	eni      bpf.EniObjects
+	tunnel   bpf.TunnelObjects
+	underlay bpf.UnderlayObjects
+
+	// tunnelLink is not pinned: the tunnel device dies with the daemon.
+	tunnelLink link.Link
+	attached   map[string]Attachment // by pin name
+	// eniIDs remembers the dense counter index given to each ENI name.
+	eniIDs map[string]uint32
+}
+
+// Attachment describes one program attached by vpcd.
+type Attachment struct {
+	Interface string
+	Ifindex   int
+	Program   string
+	Hook      string // "tcx-ingress" or "xdp"
+	ProgramID ebpf.ProgramID
+	Pinned    string
+}
+
+// EnsureBPFFS mounts bpffs at /sys/fs/bpf when nothing is mounted there and
+// checks that dir lies on a bpffs.
+func EnsureBPFFS(dir string) error {
+	const root = "/sys/fs/bpf"
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("bpffs: %w", err)
+		}
+		if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("bpffs not mounted at %s and mounting it failed: %w", root, err)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("bpffs dir %s: %w", dir, err)
+	}
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("bpffs dir %s: %w", dir, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return fmt.Errorf("bpffs dir %s is not on a bpf filesystem", dir)
+	}
+	return nil
+}
+
+// Open loads (or adopts, from the pins under dir) the datapath's maps and
+// loads its programs. Nothing is attached yet.
+func Open(dir string, log *slog.Logger) (*Datapath, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := EnsureBPFFS(dir); err != nil {
+		return nil, err
+	}
+	mapDir := filepath.Join(dir, "maps")
+	if err := os.MkdirAll(mapDir, 0o700); err != nil {
+		return nil, err
+	}
+	d := &Datapath{dir: dir, log: log, attached: map[string]Attachment{}, eniIDs: map[string]uint32{}}
+	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
+
+	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadEniObjects(&d.eni, opts) }); err != nil {
+		return nil, fmt.Errorf("load ENI program: %w", err)
+	}
+	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadTunnelObjects(&d.tunnel, opts) }); err != nil {
+		d.eni.Close()
+		return nil, fmt.Errorf("load tunnel program: %w", err)
+	}
+	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadUnderlayObjects(&d.underlay, opts) }); err != nil {
+		d.eni.Close()
+		d.tunnel.Close()
+		return nil, fmt.Errorf("load underlay program: %w", err)
+	}
+	return d, nil
+}
+
+// loadAdopting loads a collection. When pinned maps left by an older
+// version no longer match the programs, it removes the map pins and loads
+// again: the daemon then refills every map from the topology.
+func loadAdopting(mapDir string, log *slog.Logger, load func() error) error {
+	err := load()
+	if !errors.Is(err, ebpf.ErrMapIncompatible) {
+		return err
+	}
+	log.Warn("pinned maps do not match this version; recreating them", "dir", mapDir, "err", err)
+	entries, rerr := os.ReadDir(mapDir)
+	if rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	for _, e := range entries {
+		os.Remove(filepath.Join(mapDir, e.Name()))
+	}
+	return load()
+}
+
+// Dir is the bpffs directory of this datapath.
+func (d *Datapath) Dir() string { return d.dir }
+
+// Close releases the daemon's handles. Pinned maps and links stay, so
+// traffic keeps flowing while no daemon runs.
+func (d *Datapath) Close() error {
+	if d.tunnelLink != nil {
+		d.tunnelLink.Close()
+	}
+	return errors.Join(d.underlay.Close(), d.tunnel.Close(), d.eni.Close())
+}
+
+// Teardown removes every pin under dir: links (which detaches their
+// programs) and maps. It is the uninstall; it works without a daemon.
+func Teardown(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return os.RemoveAll(dir)
+}

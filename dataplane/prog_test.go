@@ -1,0 +1,375 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// Verdicts of tc programs (linux/pkt_cls.h).
+const (
+	tcActShot     = 2
+	tcActRedirect = 7
+	xdpDrop       = 1
+	xdpPass       = 2
+)
+
+const testENIIfindex = 1 // loopback: BPF_PROG_TEST_RUN needs a real device
+
+var (
+	macA   = net.HardwareAddr{0x02, 0, 10, 0, 1, 10}
+	macB   = net.HardwareAddr{0x02, 0, 10, 0, 1, 11}
+	macR   = net.HardwareAddr{0x02, 0, 10, 0, 2, 10}
+	ipA    = netip.MustParseAddr("10.0.1.10")
+	ipB    = netip.MustParseAddr("10.0.1.11")
+	ipR    = netip.MustParseAddr("10.0.2.10")
+	hostA  = netip.MustParseAddr("198.18.0.11")
+	hostB  = netip.MustParseAddr("198.18.0.12")
+	vniRed = uint32(1001)
+)
+
+// testDatapath loads the real programs into a private bpffs directory with a
+// small topology: ENI a (on loopback's ifindex) and b on this host, r on
+// host B.
+func testDatapath(t testing.TB) *Datapath {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to load eBPF programs")
+	}
+	dir := fmt.Sprintf("/sys/fs/bpf/vpcd-test-%d-%s", os.Getpid(), sanitize(t.Name()))
+	d, err := Open(dir, nil)
+	if err != nil {
+		t.Fatalf("open datapath: %v", err)
+	}
+	t.Cleanup(func() {
+		d.Close()
+		Teardown(dir)
+	})
+	vpc := netip.MustParsePrefix("10.0.0.0/16")
+	st := &State{
+		UnderlayIP:    hostA,
+		ListenPort:    51820,
+		UnderlayMTU:   1500,
+		TunnelIfindex: 4242,
+		ENIs: []ENI{
+			{Name: "a", Interface: "if-a", VNI: vniRed, IP: ipA, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, MAC: macA, SourceDestCheck: true},
+			{Name: "b", Interface: "if-b", VNI: vniRed, IP: ipB, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, MAC: macB, SourceDestCheck: true},
+		},
+		Routes: []Route{
+			{VNI: vniRed, IP: ipA, MAC: macA, ENI: "a"},
+			{VNI: vniRed, IP: ipB, MAC: macB, ENI: "b"},
+			{VNI: vniRed, IP: ipR, MAC: macR, Remote: hostB},
+		},
+		Peers:     []netip.Addr{hostB},
+		Substrate: []netip.Prefix{netip.PrefixFrom(hostA, 32), netip.PrefixFrom(hostB, 32), netip.MustParsePrefix("169.254.0.0/16")},
+	}
+	ifx := map[string]int{"if-a": testENIIfindex, "if-b": 777}
+	err = d.Reconcile(st, func(n string) (int, error) { return ifx[n], nil })
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	return d
+}
+
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// skbCtx is the head of struct __sk_buff up to ifindex, the part
+// BPF_PROG_TEST_RUN lets a caller set.
+func skbCtx(ifindex uint32) []byte {
+	b := make([]byte, 44)
+	binary.NativeEndian.PutUint32(b[40:], ifindex)
+	return b
+}
+
+func runTC(t testing.TB, prog *ebpf.Program, ifindex uint32, pkt []byte) (uint32, []byte) {
+	t.Helper()
+	out := make([]byte, len(pkt)+256)
+	ret, err := prog.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbCtx(ifindex)})
+	if err != nil {
+		t.Fatalf("test run: %v", err)
+	}
+	return ret, out
+}
+
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// ipv4Packet builds Ethernet + IPv4 + payload (proto, with DF when df).
+func ipv4Packet(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, proto uint8, df bool, payload []byte) []byte {
+	p := make([]byte, 14+20+len(payload))
+	copy(p[0:6], dstMAC)
+	copy(p[6:12], srcMAC)
+	binary.BigEndian.PutUint16(p[12:], 0x0800)
+	ip := p[14:34]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(payload)))
+	if df {
+		binary.BigEndian.PutUint16(ip[6:], 0x4000)
+	}
+	ip[8] = 64
+	ip[9] = proto
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:16], s[:])
+	copy(ip[16:20], d[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	copy(p[34:], payload)
+	return p
+}
+
+func icmpEcho(n int) []byte {
+	b := make([]byte, 8+n)
+	b[0] = 8
+	binary.BigEndian.PutUint16(b[2:], checksum(b))
+	return b
+}
+
+func dropCount(t testing.TB, d *Datapath, reason string) uint64 {
+	t.Helper()
+	m, err := d.Drops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m[reason]
+	return c[0] + c[1]
+}
+
+func TestENIProxyARP(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	pkt := make([]byte, 42)
+	copy(pkt[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(pkt[6:12], macA)
+	binary.BigEndian.PutUint16(pkt[12:], 0x0806)
+	arp := pkt[14:]
+	binary.BigEndian.PutUint16(arp[0:], 1)
+	binary.BigEndian.PutUint16(arp[2:], 0x0800)
+	arp[4], arp[5] = 6, 4
+	binary.BigEndian.PutUint16(arp[6:], 1)
+	copy(arp[8:14], macA)
+	a := ipA.As4()
+	copy(arp[14:18], a[:])
+	gw := netip.MustParseAddr("10.0.1.1").As4()
+	copy(arp[24:28], gw[:])
+
+	ret, out := runTC(t, eni, testENIIfindex, pkt)
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d, want redirect back to the workload", ret)
+	}
+	if got := net.HardwareAddr(out[6:12]); got.String() != GatewayMAC.String() {
+		t.Errorf("reply from %v, want gateway MAC %v", got, GatewayMAC)
+	}
+	if op := binary.BigEndian.Uint16(out[20:22]); op != 2 {
+		t.Errorf("ARP op %d, want reply", op)
+	}
+	if got := net.HardwareAddr(out[22:28]); got.String() != GatewayMAC.String() {
+		t.Errorf("sender hardware address %v, want %v", got, GatewayMAC)
+	}
+	if got := netip.AddrFrom4([4]byte(out[28:32])); got != netip.MustParseAddr("10.0.1.1") {
+		t.Errorf("sender protocol address %v, want 10.0.1.1", got)
+	}
+
+	// A request for an address outside the VPC is not answered.
+	outside := netip.MustParseAddr("192.0.2.1").As4()
+	copy(arp[24:28], outside[:])
+	before := dropCount(t, d, "arp")
+	if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
+		t.Fatalf("verdict %d for ARP outside the VPC, want drop", ret)
+	}
+	if dropCount(t, d, "arp") != before+1 {
+		t.Error("ARP drop not counted")
+	}
+}
+
+func TestENISourceCheck(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	cases := []struct {
+		name string
+		mac  net.HardwareAddr
+		src  netip.Addr
+	}{
+		{"spoofed IP", macA, netip.MustParseAddr("10.0.1.99")},
+		{"spoofed MAC", net.HardwareAddr{2, 0, 0, 0, 0, 99}, ipA},
+	}
+	for _, c := range cases {
+		before := dropCount(t, d, "source_check")
+		pkt := ipv4Packet(c.mac, GatewayMAC, c.src, ipB, 1, false, icmpEcho(8))
+		if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
+			t.Errorf("%s: verdict %d, want drop", c.name, ret)
+		}
+		if got := dropCount(t, d, "source_check"); got != before+1 {
+			t.Errorf("%s: source_check drops %d, want %d", c.name, got, before+1)
+		}
+	}
+}
+
+func TestENILocalDelivery(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipB, 1, false, icmpEcho(8))
+	ret, out := runTC(t, eni, testENIIfindex, pkt)
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d, want redirect", ret)
+	}
+	if got := net.HardwareAddr(out[0:6]); got.String() != macB.String() {
+		t.Errorf("destination MAC %v, want %v", got, macB)
+	}
+	if got := net.HardwareAddr(out[6:12]); got.String() != GatewayMAC.String() {
+		t.Errorf("source MAC %v, want gateway %v", got, GatewayMAC)
+	}
+	c, err := d.ENICounters("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c[Ingress].Packets != 1 || c[Ingress].Bytes != uint64(len(pkt)-14) {
+		t.Errorf("ENI b ingress counters %+v, want 1 packet of %d bytes", c[Ingress], len(pkt)-14)
+	}
+}
+
+func TestENIRemoteEncapsulates(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, false, icmpEcho(8))
+	ret, out := runTC(t, eni, testENIIfindex, pkt)
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d, want redirect to the tunnel", ret)
+	}
+	out = out[:len(pkt)+50]
+	outer := out[14:34]
+	if outer[0] != 0x45 || outer[9] != 17 {
+		t.Fatalf("outer header %x is not IPv4/UDP", outer)
+	}
+	if got := netip.AddrFrom4([4]byte(outer[12:16])); got != hostA {
+		t.Errorf("outer source %v, want %v", got, hostA)
+	}
+	if got := netip.AddrFrom4([4]byte(outer[16:20])); got != hostB {
+		t.Errorf("outer destination %v, want %v", got, hostB)
+	}
+	if checksum(outer) != 0 {
+		t.Error("outer IPv4 checksum is wrong")
+	}
+	if tl := binary.BigEndian.Uint16(outer[2:]); int(tl) != len(out)-14 {
+		t.Errorf("outer total length %d, want %d", tl, len(out)-14)
+	}
+	udp := out[34:42]
+	if port := binary.BigEndian.Uint16(udp[2:]); port != 4789 {
+		t.Errorf("UDP destination port %d, want 4789", port)
+	}
+	vx := out[42:50]
+	if vx[0] != 0x08 {
+		t.Errorf("VXLAN flags %#x, want I flag", vx[0])
+	}
+	if vni := binary.BigEndian.Uint32(vx[4:]) >> 8; vni != vniRed {
+		t.Errorf("VNI %d, want %d", vni, vniRed)
+	}
+	if got := net.HardwareAddr(out[50:56]); got.String() != macR.String() {
+		t.Errorf("inner destination MAC %v, want %v", got, macR)
+	}
+	if string(out[64:]) != string(pkt[14:]) {
+		t.Error("inner IP packet changed by encapsulation")
+	}
+}
+
+func TestENIFragNeeded(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, true, icmpEcho(1400))
+	before := dropCount(t, d, "frag_needed")
+	ret, out := runTC(t, eni, testENIIfindex, pkt)
+	if ret != tcActRedirect {
+		t.Fatalf("verdict %d, want ICMP redirected back", ret)
+	}
+	ip := out[14:34]
+	if ip[9] != 1 {
+		t.Fatalf("reply protocol %d, want ICMP", ip[9])
+	}
+	if got := netip.AddrFrom4([4]byte(ip[16:20])); got != ipA {
+		t.Errorf("ICMP to %v, want %v", got, ipA)
+	}
+	icmp := out[34:70]
+	if icmp[0] != 3 || icmp[1] != 4 {
+		t.Errorf("ICMP type/code %d/%d, want 3/4", icmp[0], icmp[1])
+	}
+	if mtu := binary.BigEndian.Uint16(icmp[6:]); int(mtu) != InnerMTU(1500) {
+		t.Errorf("MTU %d, want %d", mtu, InnerMTU(1500))
+	}
+	if checksum(icmp) != 0 || checksum(ip) != 0 {
+		t.Error("bad checksum in ICMP reply")
+	}
+	if dropCount(t, d, "frag_needed") != before+1 {
+		t.Error("frag_needed not counted")
+	}
+	// Without DF the packet goes into the tunnel.
+	pkt = ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, false, icmpEcho(1400))
+	if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActRedirect {
+		t.Fatalf("verdict %d for a big non-DF packet, want redirect", ret)
+	}
+}
+
+func TestENIDropsByReason(t *testing.T) {
+	d := testDatapath(t)
+	eni, _, _ := d.Programs()
+	cases := []struct {
+		dst    string
+		reason string
+	}{
+		{"198.18.0.11", "substrate"}, // own host's underlay
+		{"198.18.0.12", "substrate"}, // another host
+		{"169.254.169.254", "substrate"},
+		{"10.0.1.1", "substrate"}, // the router itself
+		{"10.0.9.9", "no_route"},  // in the VPC, no ENI
+		{"8.8.8.8", "no_route"},
+	}
+	for _, c := range cases {
+		before := dropCount(t, d, c.reason)
+		pkt := ipv4Packet(macA, GatewayMAC, ipA, netip.MustParseAddr(c.dst), 1, false, icmpEcho(8))
+		if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
+			t.Errorf("to %s: verdict %d, want drop", c.dst, ret)
+		}
+		if got := dropCount(t, d, c.reason); got != before+1 {
+			t.Errorf("to %s: %s drops %d, want %d", c.dst, c.reason, got, before+1)
+		}
+	}
+}
+
+func TestDropReasonsAllNamed(t *testing.T) {
+	seen := map[string]bool{}
+	for _, n := range DropReasonNames() {
+		if n == "unknown" {
+			t.Errorf("a drop reason has no name: %v", DropReasonNames())
+		}
+		if seen[n] {
+			t.Errorf("drop reason name %q used twice", n)
+		}
+		seen[n] = true
+	}
+	for _, must := range []string{"source_check", "no_route", "substrate", "sg_ingress", "sg_egress", "nacl_ingress", "nacl_egress", "ct_invalid", "no_tunnel", "underlay_filter", "frag_needed", "malformed"} {
+		if !seen[must] {
+			t.Errorf("SPEC §8 reason %q missing", must)
+		}
+	}
+}

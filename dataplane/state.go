@@ -1,0 +1,268 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vpcd/vpcd/bpf"
+)
+
+// GatewayMAC is the fixed MAC of the VPC router that answers every ARP of a
+// workload ("vpc" in its middle bytes, locally administered).
+var GatewayMAC = net.HardwareAddr{0x02, 0x76, 0x70, 0x63, 0x00, 0x01}
+
+// WireGuardOverhead is what WireGuard over IPv4 adds to a packet: IPv4 (20),
+// UDP (8), the message header (16) and the authentication tag (16).
+const WireGuardOverhead = 60
+
+// VXLANOverhead is what the VPC header adds inside the tunnel: IPv4 (20),
+// UDP (8), VXLAN (8) and the inner Ethernet header (14).
+const VXLANOverhead = 50
+
+// TunnelMTU is the MTU of the tunnel device for an underlay MTU.
+func TunnelMTU(underlayMTU int) int { return underlayMTU - WireGuardOverhead }
+
+// InnerMTU is the largest workload IP packet that crosses the tunnel whole.
+func InnerMTU(underlayMTU int) int { return TunnelMTU(underlayMTU) - VXLANOverhead }
+
+// ENI is one local ENI in the desired state.
+type ENI struct {
+	Name            string
+	Interface       string
+	VNI             uint32
+	IP              netip.Addr
+	Gateway         netip.Addr
+	VPC             netip.Prefix
+	MAC             net.HardwareAddr
+	SourceDestCheck bool
+}
+
+// Route says where an address of a VPC lives: on a local ENI (ENI set) or
+// on another host (Remote set to that host's underlay address).
+type Route struct {
+	VNI    uint32
+	IP     netip.Addr
+	MAC    net.HardwareAddr
+	ENI    string     // local ENI name, "" when remote
+	Remote netip.Addr // underlay address of the host, invalid when local
+}
+
+// AllowRule lets the underlay deliver one more protocol/port to the host.
+type AllowRule struct {
+	Protocol uint8
+	Port     uint16
+}
+
+// State is the desired content of every map for one host.
+type State struct {
+	UnderlayIP    netip.Addr
+	ListenPort    uint16
+	UnderlayMTU   int
+	TunnelIfindex int // 0 when the tunnel is down: remote traffic drops
+	ENIs          []ENI
+	Routes        []Route
+	Peers         []netip.Addr // underlay addresses of the other hosts
+	Substrate     []netip.Prefix
+	UnderlayAllow []AllowRule
+}
+
+func be32(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.NativeEndian.Uint32(b[:])
+}
+
+func be16(v uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+func mask32(p netip.Prefix) uint32 {
+	m := net.CIDRMask(p.Bits(), 32)
+	return binary.NativeEndian.Uint32(m)
+}
+
+func mac6(m net.HardwareAddr) (out [6]uint8) {
+	copy(out[:], m)
+	return out
+}
+
+// Reconcile brings every map to the desired state by diff: entries that
+// are already right are not touched, so traffic never sees a gap.
+// ifindexOf resolves interface names in the host's namespace.
+func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) error {
+	var errs []error
+
+	cfg := bpf.EniVpcdConfig{
+		TunIfindex: uint32(s.TunnelIfindex),
+		UnderlayIp: be32(s.UnderlayIP),
+		WgPort:     be16(s.ListenPort),
+		InnerMtu:   uint16(InnerMTU(s.UnderlayMTU)),
+		GwMac:      mac6(GatewayMAC),
+	}
+	if err := d.eni.Config.Put(uint32(0), &cfg); err != nil {
+		errs = append(errs, fmt.Errorf("config map: %w", err))
+	}
+
+	ifindexes := map[string]int{}
+	enis := map[uint32]bpf.EniEniInfo{}
+	ids := d.assignENIIDs(s.ENIs)
+	for _, e := range s.ENIs {
+		idx, err := ifindexOf(e.Interface)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("ENI %s: interface %s: %w", e.Name, e.Interface, err))
+			continue
+		}
+		ifindexes[e.Name] = idx
+		var sdc uint8
+		if e.SourceDestCheck {
+			sdc = 1
+		}
+		enis[uint32(idx)] = bpf.EniEniInfo{
+			Vni:             e.VNI,
+			Ip:              be32(e.IP),
+			Gateway:         be32(e.Gateway),
+			VpcNet:          be32(e.VPC.Masked().Addr()),
+			VpcMask:         mask32(e.VPC),
+			EniId:           ids[e.Name],
+			Mac:             mac6(e.MAC),
+			SourceDestCheck: sdc,
+		}
+	}
+
+	routes := map[bpf.EniRouteKey]bpf.EniRoute{}
+	for _, r := range s.Routes {
+		v := bpf.EniRoute{Mac: mac6(r.MAC)}
+		if r.ENI != "" {
+			idx, ok := ifindexes[r.ENI]
+			if !ok {
+				continue // its interface is missing: reported above
+			}
+			v.Ifindex = uint32(idx)
+			v.EniId = ids[r.ENI]
+		} else {
+			v.RemoteIp = be32(r.Remote)
+		}
+		routes[bpf.EniRouteKey{Vni: r.VNI, Ip: be32(r.IP)}] = v
+	}
+
+	peers := map[uint32]bpf.EniPeerInfo{}
+	for i, p := range s.Peers {
+		peers[be32(p)] = bpf.EniPeerInfo{Id: uint32(i + 1)}
+	}
+	substrate := map[bpf.EniLpmV4Key]uint8{}
+	for _, p := range s.Substrate {
+		substrate[bpf.EniLpmV4Key{Prefixlen: uint32(p.Bits()), Addr: be32(p.Masked().Addr())}] = 1
+	}
+	allow := map[bpf.EniUnderlayAllowKey]uint8{}
+	for _, a := range s.UnderlayAllow {
+		allow[bpf.EniUnderlayAllowKey{Protocol: a.Protocol, Port: be16(a.Port)}] = 1
+	}
+
+	// Order matters for a consistent datapath: routes reference ENIs, so
+	// add ENIs first; stale routes go before stale ENIs (syncMap deletes
+	// after it writes, per map).
+	errs = append(errs,
+		syncMap(d.eni.Enis, enis),
+		syncMap(d.eni.Routes, routes),
+		syncMap(d.eni.Peers, peers),
+		syncMap(d.eni.Substrate, substrate),
+		syncMap(d.eni.UnderlayAllow, allow),
+	)
+	return errors.Join(errs...)
+}
+
+// assignENIIDs gives each ENI a dense counter index, keeping the index an
+// ENI already had in this daemon. A new daemon assigns free indexes in name
+// order, so the same topology gets the same indexes after a restart.
+func (d *Datapath) assignENIIDs(enis []ENI) map[string]uint32 {
+	want := map[string]bool{}
+	for _, e := range enis {
+		want[e.Name] = true
+	}
+	for name := range d.eniIDs {
+		if !want[name] {
+			delete(d.eniIDs, name)
+		}
+	}
+	used := map[uint32]bool{}
+	for _, id := range d.eniIDs {
+		used[id] = true
+	}
+	names := make([]string, 0, len(enis))
+	for _, e := range enis {
+		names = append(names, e.Name)
+	}
+	sort.Strings(names)
+	var next uint32
+	for _, n := range names {
+		if _, ok := d.eniIDs[n]; ok {
+			continue
+		}
+		for used[next] {
+			next++
+		}
+		d.eniIDs[n] = next
+		used[next] = true
+	}
+	out := make(map[string]uint32, len(d.eniIDs))
+	for k, v := range d.eniIDs {
+		out[k] = v
+	}
+	return out
+}
+
+// ENIID returns the counter index of a local ENI.
+func (d *Datapath) ENIID(name string) (uint32, bool) {
+	id, ok := d.eniIDs[name]
+	return id, ok
+}
+
+// syncMap makes m hold exactly want: it writes missing or different
+// entries, then deletes the rest.
+func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
+	have := map[K]V{}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		have[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read map %s: %w", m.String(), err)
+	}
+	var errs []error
+	for k, v := range want {
+		if old, ok := have[k]; ok && old == v {
+			continue
+		}
+		if err := m.Put(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("update map %s: %w", m.String(), err))
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok {
+			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("delete from map %s: %w", m.String(), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetTunnelIfindex points remote traffic at the tunnel device (0: none, so
+// remote traffic is dropped and counted as no_tunnel).
+func (d *Datapath) SetTunnelIfindex(idx int) error {
+	var cfg bpf.EniVpcdConfig
+	if err := d.eni.Config.Lookup(uint32(0), &cfg); err != nil {
+		return err
+	}
+	cfg.TunIfindex = uint32(idx)
+	return d.eni.Config.Put(uint32(0), &cfg)
+}
