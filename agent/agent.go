@@ -1,0 +1,311 @@
+// Package agent is the vpcd daemon of one host: it loads and attaches the
+// eBPF datapath, runs the WireGuard tunnel to every peer host, keeps the
+// maps in line with the topology file (reloading on SIGHUP or a change of
+// the file), and serves metrics and a local control socket.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/tunnel"
+)
+
+// Options configure a daemon.
+type Options struct {
+	ConfigPath   string
+	Host         string
+	StateDir     string // private key lives here (0600)
+	BPFFS        string // where maps and links are pinned
+	MetricsAddr  string // "" disables the metrics server
+	SocketPath   string // control socket
+	TunnelDevice string // "" = vpcd0
+	Logger       *slog.Logger
+	// ReloadPoll is how often the config file is checked for changes.
+	ReloadPoll time.Duration
+}
+
+// Defaults for a real host.
+const (
+	DefaultStateDir     = "/var/lib/vpcd"
+	DefaultSocket       = "/run/vpcd/vpcd.sock"
+	DefaultMetricsAddr  = "127.0.0.1:9477"
+	DefaultTunnelDevice = "vpcd0"
+)
+
+// Agent is a running daemon.
+type Agent struct {
+	opts Options
+	log  *slog.Logger
+	dp   *dataplane.Datapath
+	tun  *tunnel.Tunnel
+	priv tunnel.Key
+	psk  *tunnel.Key
+
+	mu      sync.Mutex // guards topo, enis, fileMod and the datapath's maps
+	topo    *topology.Topology
+	enis    map[string]string // ENI name → attached interface
+	fileMod time.Time
+
+	reloads   *prometheus.CounterVec
+	integrity *prometheus.CounterVec
+	registry  *prometheus.Registry
+}
+
+// LoadTopology reads and validates the topology for host: the file must be
+// valid and name host, and every peer must have a public key.
+func LoadTopology(path, host string) (*topology.Topology, error) {
+	t, err := topology.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if t.HostByName(host) == nil {
+		return nil, fmt.Errorf("%s: host %q is not in hosts", path, host)
+	}
+	if err := t.RequireKeys(host); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Run starts the daemon and blocks until ctx ends. The datapath stays
+// pinned and attached when it returns; only the tunnel goes down.
+func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.TunnelDevice == "" {
+		o.TunnelDevice = DefaultTunnelDevice
+	}
+	if o.ReloadPoll == 0 {
+		o.ReloadPoll = 2 * time.Second
+	}
+	topo, err := LoadTopology(o.ConfigPath, o.Host)
+	if err != nil {
+		return err
+	}
+	a := &Agent{opts: o, log: o.Logger, topo: topo, enis: map[string]string{}}
+	if st, err := os.Stat(o.ConfigPath); err == nil {
+		a.fileMod = st.ModTime()
+	}
+	if a.priv, err = tunnel.LoadOrCreateKey(o.StateDir); err != nil {
+		return err
+	}
+	if mine := topo.HostByName(o.Host).PublicKey; mine != "" && mine != a.priv.PublicKey().String() {
+		a.log.Warn("the topology's public key for this host does not match the private key in the state directory; peers will refuse us",
+			"host", o.Host, "state_dir", o.StateDir)
+	}
+	if f := topo.Tunnel.PresharedKeyFile; f != "" {
+		k, err := tunnel.ReadKeyFile(f)
+		if err != nil {
+			return fmt.Errorf("tunnel.preshared_key_file: %w", err)
+		}
+		a.psk = &k
+	}
+
+	if a.dp, err = dataplane.Open(o.BPFFS, a.log); err != nil {
+		return err
+	}
+	defer a.dp.Close()
+
+	state, err := desiredState(topo, o.Host)
+	if err != nil {
+		return err
+	}
+	// The tunnel starts with no device in the maps: remote traffic drops
+	// (counted) until the encrypted path exists. Never a cleartext one.
+	if err := a.dp.Reconcile(state, ifindexByName); err != nil {
+		a.log.Warn("reconcile", "err", err)
+	}
+
+	tcfg, err := tunnelConfig(topo, o.Host, o.TunnelDevice, a.priv, a.psk)
+	if err != nil {
+		return err
+	}
+	if a.tun, err = tunnel.Start(tcfg, a.log); err != nil {
+		return err
+	}
+	defer func() {
+		// Point remote traffic at nothing before the device disappears.
+		a.dp.SetTunnelIfindex(0)
+		a.tun.Close()
+	}()
+	if err := a.dp.AttachTunnel(a.tun.Name()); err != nil {
+		return err
+	}
+	a.log.Info("tunnel up", "device", a.tun.Name(), "ifindex", a.tun.Ifindex(),
+		"listen_port", tcfg.ListenPort, "peers", len(tcfg.Peers), "mtu", tcfg.MTU,
+		"public_key", a.priv.PublicKey().String())
+
+	if err := a.apply(topo); err != nil {
+		a.log.Warn("apply topology", "err", err)
+	}
+	h := topo.HostByName(o.Host)
+	if err := a.dp.AttachUnderlay(h.UnderlayInterface); err != nil {
+		return err
+	}
+	a.log.Info("attached underlay filter", "interface", h.UnderlayInterface, "hook", "xdp")
+
+	a.initMetrics()
+	var wg sync.WaitGroup
+	if o.MetricsAddr != "" {
+		srv, err := a.serveMetrics(o.MetricsAddr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	if o.SocketPath != "" {
+		l, err := a.serveControl(o.SocketPath)
+		if err != nil {
+			return err
+		}
+		defer func() { l.Close(); os.Remove(o.SocketPath) }()
+	}
+
+	ticker := time.NewTicker(o.ReloadPoll)
+	defer ticker.Stop()
+	a.log.Info("vpcd running", "host", o.Host, "enis", len(state.ENIs), "bpffs", o.BPFFS)
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			a.log.Info("stopping; the datapath stays pinned", "bpffs", o.BPFFS)
+			return nil
+		case <-reload:
+			a.Reload("signal")
+		case <-ticker.C:
+			if st, err := os.Stat(o.ConfigPath); err == nil && !st.ModTime().Equal(a.fileMod) {
+				a.Reload("file change")
+			}
+		}
+	}
+}
+
+func ifindexByName(name string) (int, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
+// apply attaches and detaches ENI programs and reconciles every map for
+// topology t. The caller holds no lock.
+func (a *Agent) apply(t *topology.Topology) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	state, err := desiredState(t, a.opts.Host)
+	if err != nil {
+		return err
+	}
+	state.TunnelIfindex = a.tun.Ifindex()
+	var errs []error
+	if err := a.dp.Reconcile(state, ifindexByName); err != nil {
+		errs = append(errs, err)
+	}
+	want := map[string]string{}
+	for _, e := range state.ENIs {
+		want[e.Name] = e.Interface
+	}
+	for name, ifname := range a.enis {
+		if want[name] != ifname {
+			if err := a.dp.DetachENI(ifname); err != nil {
+				errs = append(errs, err)
+			}
+			delete(a.enis, name)
+			a.log.Info("detached ENI", "eni", name, "interface", ifname)
+		}
+	}
+	for _, e := range state.ENIs {
+		if err := a.dp.AttachENI(e.Interface); err != nil {
+			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
+			continue
+		}
+		if _, ok := a.enis[e.Name]; !ok {
+			a.log.Info("attached ENI", "eni", e.Name, "interface", e.Interface, "hook", dataplane.HookTCX,
+				"ip", e.IP, "vni", e.VNI)
+		}
+		a.enis[e.Name] = e.Interface
+	}
+	// Links a crashed daemon left for ENIs that no longer exist.
+	attached := map[string]bool{}
+	for _, ifname := range a.enis {
+		attached[ifname] = true
+	}
+	for _, ifname := range a.dp.PinnedENILinks() {
+		if !attached[ifname] {
+			a.dp.DetachENI(ifname)
+		}
+	}
+	a.topo = t
+	return errors.Join(errs...)
+}
+
+// Reload re-reads the topology file. An invalid file changes nothing.
+func (a *Agent) Reload(why string) {
+	if st, err := os.Stat(a.opts.ConfigPath); err == nil {
+		a.mu.Lock()
+		a.fileMod = st.ModTime()
+		a.mu.Unlock()
+	}
+	t, err := LoadTopology(a.opts.ConfigPath, a.opts.Host)
+	if err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.log.Error("reload refused; the running state is unchanged", "why", why, "err", err)
+		return
+	}
+	tcfg, err := tunnelConfig(t, a.opts.Host, a.opts.TunnelDevice, a.priv, a.psk)
+	if err == nil {
+		err = a.tun.UpdatePeers(tcfg)
+	}
+	if err == nil {
+		err = a.apply(t)
+	}
+	if err != nil {
+		a.reloads.WithLabelValues("error").Inc()
+		a.log.Error("reload applied with errors", "why", why, "err", err)
+		return
+	}
+	a.reloads.WithLabelValues("success").Inc()
+	a.log.Info("reloaded topology", "why", why, "enis", len(t.ENIsOnHost(a.opts.Host)))
+}
+
+func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	a.log.Info("metrics", "addr", l.Addr().String())
+	return srv, nil
+}
+
+// localENIs lists this host's ENIs sorted by name, under a.mu.
+func (a *Agent) localENIs() []*topology.ENI {
+	enis := a.topo.ENIsOnHost(a.opts.Host)
+	sort.Slice(enis, func(i, j int) bool { return enis[i].Name < enis[j].Name })
+	return enis
+}
+
+func ensureDir(path string) error {
+	return os.MkdirAll(filepath.Dir(path), 0o700)
+}

@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/tunnel"
+)
+
+// Status is what `vpcd status` shows. It never holds key material other
+// than public keys.
+type Status struct {
+	Host        string                 `json:"host"`
+	Tunnel      TunnelStatus           `json:"tunnel"`
+	ENIs        []ENIStatus            `json:"enis"`
+	Drops       map[string]uint64      `json:"drops"`
+	Attachments []dataplane.Attachment `json:"attachments"`
+	BPFFS       string                 `json:"bpffs"`
+}
+
+// TunnelStatus is the tunnel part of Status.
+type TunnelStatus struct {
+	Device     string              `json:"device"`
+	PublicKey  string              `json:"public_key"`
+	ListenPort uint16              `json:"listen_port"`
+	Peers      []tunnel.PeerStatus `json:"peers"`
+}
+
+// ENIStatus is one local ENI.
+type ENIStatus struct {
+	Name           string   `json:"name"`
+	Interface      string   `json:"interface"`
+	IP             string   `json:"ip"`
+	MAC            string   `json:"mac"`
+	Subnet         string   `json:"subnet"`
+	VPC            string   `json:"vpc"`
+	VNI            uint32   `json:"vni"`
+	SecurityGroups []string `json:"security_groups"`
+	IngressPackets uint64   `json:"ingress_packets"`
+	IngressBytes   uint64   `json:"ingress_bytes"`
+	EgressPackets  uint64   `json:"egress_packets"`
+	EgressBytes    uint64   `json:"egress_bytes"`
+}
+
+type request struct {
+	Cmd string `json:"cmd"`
+}
+
+type response struct {
+	Error  string  `json:"error,omitempty"`
+	Status *Status `json:"status,omitempty"`
+}
+
+// status builds the current Status.
+func (a *Agent) status() *Status {
+	s := &Status{Host: a.opts.Host, BPFFS: a.opts.BPFFS, Drops: map[string]uint64{}}
+	a.mu.Lock()
+	h := a.topo.HostByName(a.opts.Host)
+	s.Tunnel = TunnelStatus{Device: a.tun.Name(), PublicKey: a.priv.PublicKey().String(), ListenPort: h.ListenPort}
+	for _, e := range a.localENIs() {
+		sub, vpc := a.topo.SubnetByName(e.Subnet)
+		es := ENIStatus{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MAC.String(),
+			Subnet: e.Subnet, SecurityGroups: e.SecurityGroups}
+		if sub != nil && vpc != nil {
+			es.VPC, es.VNI = vpc.Name, vpc.VNI
+		}
+		if c, err := a.dp.ENICounters(e.Name); err == nil {
+			es.IngressPackets, es.IngressBytes = c[dataplane.Ingress].Packets, c[dataplane.Ingress].Bytes
+			es.EgressPackets, es.EgressBytes = c[dataplane.Egress].Packets, c[dataplane.Egress].Bytes
+		}
+		s.ENIs = append(s.ENIs, es)
+	}
+	s.Attachments = a.dp.Attachments()
+	a.mu.Unlock()
+	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
+	if peers, err := a.tun.Peers(); err == nil {
+		s.Tunnel.Peers = peers
+	}
+	if drops, err := a.dp.Drops(); err == nil {
+		for r, d := range drops {
+			if d[0]+d[1] > 0 {
+				s.Drops[r] = d[0] + d[1]
+			}
+		}
+	}
+	return s
+}
+
+// serveControl listens on a root-only unix socket for status requests.
+func (a *Agent) serveControl(path string) (net.Listener, error) {
+	if err := ensureDir(path); err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	os.Remove(path) // a socket a crashed daemon left
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go a.handleControl(c)
+		}
+	}()
+	return l, nil
+}
+
+func (a *Agent) handleControl(c net.Conn) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	var req request
+	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+		json.NewEncoder(c).Encode(response{Error: "bad request: " + err.Error()})
+		return
+	}
+	switch req.Cmd {
+	case "status":
+		json.NewEncoder(c).Encode(response{Status: a.status()})
+	case "reload":
+		a.Reload("control socket")
+		json.NewEncoder(c).Encode(response{Status: a.status()})
+	default:
+		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
+	}
+}
+
+// QueryStatus asks the daemon behind socket for its status.
+func QueryStatus(socket string) (*Status, error) {
+	c, err := net.DialTimeout("unix", socket, 3*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("no daemon at %s: %w", socket, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(request{Cmd: "status"}); err != nil {
+		return nil, err
+	}
+	var resp response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("daemon at %s: %w", socket, err)
+	}
+	if resp.Error != "" {
+		return nil, fmt.Errorf("daemon at %s: %s", socket, resp.Error)
+	}
+	return resp.Status, nil
+}

@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+var (
+	descENIPackets = prometheus.NewDesc("vpcd_eni_packets_total", "Packets seen at an ENI, by direction as seen by the workload.", []string{"eni", "direction"}, nil)
+	descENIBytes   = prometheus.NewDesc("vpcd_eni_bytes_total", "IP bytes seen at an ENI, by direction as seen by the workload.", []string{"eni", "direction"}, nil)
+	descDrops      = prometheus.NewDesc("vpcd_drops_total", "Packets the datapath dropped, by reason.", []string{"reason"}, nil)
+	descHandshake  = prometheus.NewDesc("vpcd_tunnel_peer_last_handshake_seconds", "Unix time of the last WireGuard handshake with a peer host (0: never).", []string{"peer"}, nil)
+	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
+)
+
+func (a *Agent) initMetrics() {
+	a.registry = prometheus.NewRegistry()
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vpcd_config_reloads_total", Help: "Topology reloads by result.",
+	}, []string{"result"})
+	a.integrity = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vpcd_datapath_integrity_failures_total", Help: "Datapath integrity check failures by reason.",
+	}, []string{"reason"})
+	a.reloads.WithLabelValues("success")
+	a.reloads.WithLabelValues("error")
+	a.registry.MustRegister(a.reloads, a.integrity, (*datapathCollector)(a),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+}
+
+// datapathCollector reads the BPF maps and the tunnel at scrape time.
+type datapathCollector Agent
+
+func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descENIPackets
+	ch <- descENIBytes
+	ch <- descDrops
+	ch <- descHandshake
+	ch <- descPeerBytes
+}
+
+func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	a := (*Agent)(c)
+	a.mu.Lock()
+	enis := a.localENIs()
+	for _, e := range enis {
+		cnt, err := a.dp.ENICounters(e.Name)
+		if err != nil {
+			continue
+		}
+		for dir, name := range []string{"ingress", "egress"} {
+			ch <- prometheus.MustNewConstMetric(descENIPackets, prometheus.CounterValue, float64(cnt[dir].Packets), e.Name, name)
+			ch <- prometheus.MustNewConstMetric(descENIBytes, prometheus.CounterValue, float64(cnt[dir].Bytes), e.Name, name)
+		}
+	}
+	a.mu.Unlock()
+	if drops, err := a.dp.Drops(); err == nil {
+		for reason, d := range drops {
+			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(d[0]+d[1]), reason)
+		}
+	}
+	if peers, err := a.tun.Peers(); err == nil {
+		for _, p := range peers {
+			var hs float64
+			if !p.LastHandshake.IsZero() {
+				hs = float64(p.LastHandshake.UnixNano()) / float64(time.Second)
+			}
+			ch <- prometheus.MustNewConstMetric(descHandshake, prometheus.GaugeValue, hs, p.Name)
+			ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(p.RxBytes), p.Name, "ingress")
+			ch <- prometheus.MustNewConstMetric(descPeerBytes, prometheus.CounterValue, float64(p.TxBytes), p.Name, "egress")
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/tunnel"
+)
+
+func cmdRun(args []string) error {
+	fs := newFlags("run", "run --config FILE --host NAME [flags]")
+	config := fs.String("config", "/etc/vpcd/topology.yaml", "topology file")
+	host := fs.String("host", "", "this host's name in the topology (required)")
+	stateDir := fs.String("state-dir", agent.DefaultStateDir, "state directory (private key, 0600)")
+	bpffs := fs.String("bpffs", dataplane.DefaultBPFFS, "bpffs directory for pinned maps and links")
+	metrics := fs.String("metrics", agent.DefaultMetricsAddr, "Prometheus listen address (empty: off)")
+	socket := fs.String("socket", agent.DefaultSocket, "control socket path")
+	tunDev := fs.String("tunnel-device", agent.DefaultTunnelDevice, "WireGuard tunnel device name")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *host == "" {
+		return errors.New("run: --host is required")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("run: --log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if _, err := agent.LoadTopology(*config, *host); err != nil {
+		printTopologyErrors(*config, err)
+		return exitError{1}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return agent.Run(ctx, agent.Options{
+		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
+		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log,
+	}, reload)
+}
+
+// printTopologyErrors prints one PATH: message line per error on stderr.
+func printTopologyErrors(file string, err error) {
+	var list topology.ErrorList
+	if errors.As(err, &list) {
+		for _, e := range list {
+			fmt.Fprintln(os.Stderr, e.Error())
+		}
+		return
+	}
+	fmt.Fprintln(os.Stderr, strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
+}
+
+func cmdValidate(args []string) error {
+	fs := newFlags("validate", "validate --config FILE")
+	config := fs.String("config", "", "topology file (required)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *config == "" {
+		return errors.New("validate: --config is required")
+	}
+	if _, err := topology.Load(*config); err != nil {
+		printTopologyErrors(*config, err)
+		return exitError{1}
+	}
+	return nil
+}
+
+func cmdKeygen(args []string) error {
+	fs := newFlags("keygen", "keygen")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	k, err := tunnel.GeneratePrivateKey()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("private_key: %s\npublic_key: %s\n", k, k.PublicKey())
+	return nil
+}
+
+func cmdTeardown(args []string) error {
+	fs := newFlags("teardown", "teardown [--bpffs DIR]")
+	bpffs := fs.String("bpffs", dataplane.DefaultBPFFS, "bpffs directory of the datapath to remove")
+	tunDev := fs.String("tunnel-device", agent.DefaultTunnelDevice, "tunnel device name")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := dataplane.Teardown(*bpffs); err != nil {
+		return fmt.Errorf("teardown %s: %w", *bpffs, err)
+	}
+	// The tunnel device and its UAPI socket live only as long as a daemon;
+	// a socket a crashed one left is removed here.
+	os.Remove("/var/run/wireguard/" + *tunDev + ".sock")
+	fmt.Printf("removed the datapath pinned under %s\n", *bpffs)
+	return nil
+}
+
+func cmdStatus(args []string) error {
+	fs := newFlags("status", "status [--socket PATH] [--json]")
+	socket := fs.String("socket", agent.DefaultSocket, "control socket of the daemon")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := agent.QueryStatus(*socket)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printStatus(st)
+	return nil
+}
+
+func printStatus(st *agent.Status) {
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "host %s  bpffs %s\n", st.Host, st.BPFFS)
+	fmt.Fprintf(w, "tunnel %s  port %d  public key %s\n", st.Tunnel.Device, st.Tunnel.ListenPort, st.Tunnel.PublicKey)
+	fmt.Fprintln(w, "PEER\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
+	for _, p := range st.Tunnel.Peers {
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", p.Name, p.Endpoint, hs, p.RxBytes, p.TxBytes)
+	}
+	fmt.Fprintln(w, "\nENI\tINTERFACE\tIP\tVPC/VNI\tSUBNET\tGROUPS\tIN pkts/bytes\tOUT pkts/bytes")
+	for _, e := range st.ENIs {
+		groups := strings.Join(e.SecurityGroups, ",")
+		if groups == "" {
+			groups = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%d/%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
+			e.Subnet, groups, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes)
+	}
+	fmt.Fprintln(w, "\nATTACHED\tHOOK\tPROGRAM\tID")
+	for _, a := range st.Attachments {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)
+	}
+	fmt.Fprintln(w, "\nDROP REASON\tPACKETS")
+	reasons := make([]string, 0, len(st.Drops))
+	for r := range st.Drops {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		fmt.Fprintf(w, "%s\t%d\n", r, st.Drops[r])
+	}
+	if len(reasons) == 0 {
+		fmt.Fprintln(w, "(none)\t0")
+	}
+	w.Flush()
+}

@@ -1,0 +1,118 @@
+// Command vpcd is the VPC dataplane daemon and its tools: run, status,
+// keygen, validate, teardown, lab and demo (SPEC §1).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+type command struct {
+	name    string
+	summary string
+	run     func(args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run the daemon for one host", cmdRun},
+		{"status", "ask a running daemon for its state", cmdStatus},
+		{"keygen", "print a new WireGuard private key and its public key", cmdKeygen},
+		{"validate", "check a topology file", cmdValidate},
+		{"teardown", "remove everything vpcd left on this host", cmdTeardown},
+		{"lab", "build and drive a whole topology in network namespaces", cmdLab},
+		{"demo", "build a built-in lab, send traffic, report, tear down", cmdDemo},
+	}
+}
+
+// exitError carries an exit code without a message of its own (the message
+// was printed already, e.g. validation errors, or a child's exit code).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: vpcd COMMAND [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'vpcd COMMAND --help' for a command's flags.")
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(os.Stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return report(c.run(args[1:]))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "vpcd: unknown command %q (see vpcd --help)\n", args[0])
+	return 2
+}
+
+// report turns a command's error into an exit code and one line on stderr.
+func report(err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	msg := strings.TrimSpace(err.Error())
+	fmt.Fprintln(os.Stderr, "vpcd: "+strings.ReplaceAll(msg, "\n", "; "))
+	return 1
+}
+
+// newFlags makes a flag set whose --help prints usage to stdout and
+// returns flag.ErrHelp.
+func newFlags(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fs.SetOutput(os.Stdout)
+		fmt.Fprintf(os.Stdout, "usage: vpcd %s\n\nflags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags, interspersed with positional arguments, up to "--".
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if len(args) > 0 && args[0] == "--" {
+			return append(pos, args...), nil
+		}
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, exitError{2}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}

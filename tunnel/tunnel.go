@@ -1,0 +1,295 @@
+// Package tunnel runs the host-to-host WireGuard tunnel that carries every
+// VPC packet crossing hosts: a wireguard-go device on a TUN, one peer per
+// other host, a UAPI socket so that `wg show` works. The eBPF datapath
+// redirects VXLAN-wrapped frames into the TUN and takes decrypted ones from
+// its ingress; there is no other path between hosts, so no cleartext one.
+package tunnel
+
+import (
+	"bufio"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ipc"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Peer is another host.
+type Peer struct {
+	Name      string
+	PublicKey Key
+	Endpoint  netip.AddrPort // its underlay address and listen port
+	// AllowedIP is the address the VXLAN outer header names for this peer
+	// (its underlay address, /32).
+	AllowedIP netip.Prefix
+}
+
+// Config describes this host's end of the tunnel.
+type Config struct {
+	Device       string // tunnel device name, e.g. wg-host-a or vpcd0
+	PrivateKey   Key
+	ListenPort   uint16
+	MTU          int
+	PresharedKey *Key
+	Peers        []Peer
+	// Keepalive makes each peer send a keepalive at this interval so that
+	// sessions exist before the first packet needs them; 0 disables.
+	Keepalive time.Duration
+}
+
+// Tunnel is a running WireGuard device.
+type Tunnel struct {
+	log     *slog.Logger
+	dev     *device.Device
+	tun     tun.Device
+	uapi    net.Listener
+	name    string
+	ifindex int
+
+	mu    sync.Mutex // guards peers
+	peers map[Key]string
+}
+
+// openTUN creates a TUN device without a virtio-net header. With no
+// offloads the kernel segments and checksums in software before the
+// device, so every packet wireguard-go reads is a whole, valid one.
+func openTUN(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("create tunnel device %s: %w", name, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
+}
+
+// Start creates the device, configures the peers and brings it up.
+func Start(cfg Config, log *slog.Logger) (*Tunnel, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	f, err := openTUN(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	td, err := tun.CreateTUNFromFile(f, cfg.MTU)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tunnel device %s: %w", cfg.Device, err)
+	}
+	t := &Tunnel{log: log, tun: td, name: cfg.Device, peers: map[Key]string{}}
+	wglog := &device.Logger{
+		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...), "component", "wireguard") },
+		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...), "component", "wireguard") },
+	}
+	t.dev = device.NewDevice(td, conn.NewDefaultBind(), wglog)
+
+	if err := t.configure(cfg, true); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if err := t.dev.Up(); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tunnel %s up: %w", cfg.Device, err)
+	}
+	l, err := netlink.LinkByName(cfg.Device)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tunnel device %s: %w", cfg.Device, err)
+	}
+	t.ifindex = l.Attrs().Index
+	// The tunnel carries only what the eBPF programs put in it: no IPv6
+	// link-local chatter from the host.
+	os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Device+"/disable_ipv6", []byte("1"), 0o644)
+	if err := netlink.LinkSetUp(l); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tunnel device %s up: %w", cfg.Device, err)
+	}
+
+	uf, err := ipc.UAPIOpen(cfg.Device)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("tunnel %s: UAPI socket: %w", cfg.Device, err)
+	}
+	t.uapi, err = ipc.UAPIListen(cfg.Device, uf)
+	if err != nil {
+		uf.Close()
+		t.Close()
+		return nil, fmt.Errorf("tunnel %s: UAPI socket: %w", cfg.Device, err)
+	}
+	go t.serveUAPI()
+	return t, nil
+}
+
+func (t *Tunnel) serveUAPI() {
+	for {
+		c, err := t.uapi.Accept()
+		if err != nil {
+			return
+		}
+		go t.dev.IpcHandle(c)
+	}
+}
+
+func hexKey(k Key) string { return hex.EncodeToString(k[:]) }
+
+// configure writes the device configuration; replace drops peers that are
+// not in cfg.
+func (t *Tunnel) configure(cfg Config, withKey bool) error {
+	var b strings.Builder
+	if withKey {
+		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexKey(cfg.PrivateKey), cfg.ListenPort)
+	}
+	b.WriteString("replace_peers=true\n")
+	peers := map[Key]string{}
+	for _, p := range cfg.Peers {
+		peers[p.PublicKey] = p.Name
+		fmt.Fprintf(&b, "public_key=%s\n", hexKey(p.PublicKey))
+		if cfg.PresharedKey != nil {
+			fmt.Fprintf(&b, "preshared_key=%s\n", hexKey(*cfg.PresharedKey))
+		}
+		fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
+		fmt.Fprintf(&b, "replace_allowed_ips=true\nallowed_ip=%s\n", p.AllowedIP)
+		if cfg.Keepalive > 0 {
+			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", int(cfg.Keepalive/time.Second))
+		}
+	}
+	if err := t.dev.IpcSet(b.String()); err != nil {
+		// The configuration holds keys: never echo it.
+		return fmt.Errorf("tunnel %s: configure peers: %v", t.name, redact(err))
+	}
+	t.mu.Lock()
+	t.peers = peers
+	t.mu.Unlock()
+	return nil
+}
+
+// redact keeps an IPC error's kind without any text that could carry key
+// material.
+func redact(err error) string {
+	var ipcErr *device.IPCError
+	if errors.As(err, &ipcErr) {
+		return fmt.Sprintf("IPC error %d", ipcErr.ErrorCode())
+	}
+	return "invalid configuration"
+}
+
+// UpdatePeers replaces the peer set (a topology reload). Sessions of peers
+// whose key and endpoint did not change are kept.
+func (t *Tunnel) UpdatePeers(cfg Config) error { return t.configure(cfg, false) }
+
+// Name is the tunnel device's name; Ifindex its interface index.
+func (t *Tunnel) Name() string { return t.name }
+func (t *Tunnel) Ifindex() int { return t.ifindex }
+
+// PeerStatus is what `wg show` prints of a peer.
+type PeerStatus struct {
+	Name          string    `json:"name"`
+	PublicKey     string    `json:"public_key"`
+	Endpoint      string    `json:"endpoint"`
+	LastHandshake time.Time `json:"last_handshake"`
+	RxBytes       uint64    `json:"rx_bytes"`
+	TxBytes       uint64    `json:"tx_bytes"`
+}
+
+// Peers reads the peers' state from the device.
+func (t *Tunnel) Peers() ([]PeerStatus, error) {
+	s, err := t.dev.IpcGet()
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	names := t.peers
+	t.mu.Unlock()
+	return parsePeers(s, func(pub Key) string { return names[pub] }), nil
+}
+
+// parsePeers reads the peer sections of a UAPI "get" answer. Private and
+// preshared keys in it are skipped.
+func parsePeers(s string, name func(Key) string) []PeerStatus {
+	var out []PeerStatus
+	var cur *PeerStatus
+	var sec, nsec int64
+	flush := func() {
+		if cur != nil {
+			if sec > 0 || nsec > 0 {
+				cur.LastHandshake = time.Unix(sec, nsec)
+			}
+			out = append(out, *cur)
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "public_key":
+			flush()
+			var pub Key
+			if b, err := hex.DecodeString(v); err == nil && len(b) == 32 {
+				copy(pub[:], b)
+			}
+			cur = &PeerStatus{PublicKey: pub.String(), Name: name(pub)}
+			sec, nsec = 0, 0
+		case "endpoint":
+			if cur != nil {
+				cur.Endpoint = v
+			}
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		case "rx_bytes":
+			if cur != nil {
+				cur.RxBytes, _ = strconv.ParseUint(v, 10, 64)
+			}
+		case "tx_bytes":
+			if cur != nil {
+				cur.TxBytes, _ = strconv.ParseUint(v, 10, 64)
+			}
+		}
+	}
+	flush()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Close stops the device; the TUN and the UAPI socket go with it.
+func (t *Tunnel) Close() {
+	if t.uapi != nil {
+		t.uapi.Close()
+	}
+	if t.dev != nil {
+		t.dev.Close()
+	} else if t.tun != nil {
+		t.tun.Close()
+	}
+}

@@ -1,0 +1,78 @@
+package tunnel
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestKeyRoundTrip(t *testing.T) {
+	k, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ParseKey(k.String())
+	if err != nil || p != k {
+		t.Fatalf("ParseKey(String()) = %v, %v", p, err)
+	}
+	if k.PublicKey() == k || k.PublicKey() == (Key{}) {
+		t.Fatal("public key not derived")
+	}
+	if _, err := ParseKey("AAAA"); err == nil {
+		t.Fatal("short key accepted")
+	}
+}
+
+func TestLoadOrCreateKeyMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	k1, err := LoadOrCreateKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, PrivateKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %o, want 0600", st.Mode().Perm())
+	}
+	k2, err := LoadOrCreateKey(dir)
+	if err != nil || k2 != k1 {
+		t.Fatalf("second load gave a different key (%v)", err)
+	}
+	os.Chmod(filepath.Join(dir, PrivateKeyFile), 0o644)
+	if _, err := LoadOrCreateKey(dir); err == nil || !strings.Contains(err.Error(), "0600") {
+		t.Fatalf("world-readable key accepted: %v", err)
+	}
+}
+
+func TestParsePeers(t *testing.T) {
+	var pub Key
+	pub[0] = 1
+	get := "private_key=aa\nlisten_port=51820\npublic_key=" + hexKey(pub) +
+		"\npreshared_key=bb\nendpoint=198.18.0.12:51820\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\nrx_bytes=10\ntx_bytes=20\nerrno=0\n"
+	ps := parsePeers(get, func(k Key) string {
+		if k == pub {
+			return "host-b"
+		}
+		return ""
+	})
+	if len(ps) != 1 {
+		t.Fatalf("got %d peers", len(ps))
+	}
+	p := ps[0]
+	if p.Name != "host-b" || p.Endpoint != "198.18.0.12:51820" || p.RxBytes != 10 || p.TxBytes != 20 {
+		t.Fatalf("peer %+v", p)
+	}
+	if !p.LastHandshake.Equal(time.Unix(1700000000, 5)) {
+		t.Fatalf("handshake %v", p.LastHandshake)
+	}
+}
+
+func TestDeviceName(t *testing.T) {
+	if got := DeviceName("a-very-long-host-name"); len(got) != 15 || !strings.HasPrefix(got, "wg-a-very") {
+		t.Fatalf("DeviceName = %q", got)
+	}
+}
