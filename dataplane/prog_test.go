@@ -42,14 +42,12 @@ func testDatapath(t testing.TB) *Datapath {
 		t.Skip("needs root to load eBPF programs")
 	}
 	dir := fmt.Sprintf("/sys/fs/bpf/vpcd-test-%d-%s", os.Getpid(), sanitize(t.Name()))
+	t.Cleanup(func() { Teardown(dir) })
 	d, err := Open(dir, nil)
 	if err != nil {
 		t.Fatalf("open datapath: %v", err)
 	}
-	t.Cleanup(func() {
-		d.Close()
-		Teardown(dir)
-	})
+	t.Cleanup(func() { d.Close() })
 	vpc := netip.MustParsePrefix("10.0.0.0/16")
 	st := &State{
 		UnderlayIP:    hostA,

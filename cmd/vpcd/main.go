@@ -92,13 +92,18 @@ func newFlags(name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses flags, interspersed with positional arguments, up to "--".
+// parse parses flags interspersed with positional arguments. Everything
+// from the first "--" on is returned as is, "--" included.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var tail []string
+	for i, a := range args {
+		if a == "--" {
+			args, tail = args[:i], args[i:]
+			break
+		}
+	}
 	var pos []string
 	for {
-		if len(args) > 0 && args[0] == "--" {
-			return append(pos, args...), nil
-		}
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
@@ -107,10 +112,7 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args...), nil
+			return append(pos, tail...), nil
 		}
 		pos = append(pos, args[0])
 		args = args[1:]

@@ -1,0 +1,228 @@
+// Package netns holds vpcd's integration tests: real namespaces, veths,
+// eBPF programs, wireguard-go and traffic, built with the lab.
+package netns
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/lab"
+)
+
+// vpcdBinary is built once by TestMain for the labs' daemons.
+var vpcdBinary string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		// Every test here skips with a reason; nothing to build.
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "vpcd-netns-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vpcdBinary = filepath.Join(dir, "vpcd")
+	build := exec.Command("go", "build", "-buildvcs=false", "-o", vpcdBinary, "github.com/vpcd/vpcd/cmd/vpcd")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build vpcd:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: builds network namespaces and loads eBPF programs")
+	}
+}
+
+// needTools fails (not skips) when a tool .ci/run installs is missing.
+func needTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is not installed (apt-get install it, as .ci/run does)", tool)
+		}
+	}
+}
+
+// upLab brings up a lab from a topology file under testdata and tears it
+// down when the test ends, on every path.
+func upLab(t testing.TB, name, topo string) *lab.Lab {
+	t.Helper()
+	needRoot(t)
+	lab.Down(name) // a lab a killed earlier run left behind
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: filepath.Join("testdata", topo), Binary: vpcdBinary})
+	if err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range l.Topology().Hosts {
+				if b, err := os.ReadFile(l.LogPath(h.Name)); err == nil {
+					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 30))
+				}
+			}
+		}
+		if err := lab.Down(name); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	return l
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// run runs argv in a namespace of the lab and returns its output and exit
+// code.
+func run(t testing.TB, l *lab.Lab, kind lab.Kind, target string, argv ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	code, err := l.Exec(ctx, kind, target, argv, nil, &out, &out)
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", kind, target, err, out.String())
+	}
+	return out.String(), code
+}
+
+// mustRun is run that fails the test on a non-zero exit.
+func mustRun(t testing.TB, l *lab.Lab, kind lab.Kind, target string, argv ...string) string {
+	t.Helper()
+	out, code := run(t, l, kind, target, argv...)
+	if code != 0 {
+		t.Fatalf("%s %s: %s: exit %d:\n%s", kind, target, strings.Join(argv, " "), code, out)
+	}
+	return out
+}
+
+// ping reports whether count pings from eni to dst all got answers.
+func ping(t testing.TB, l *lab.Lab, eni, dst string, count int) bool {
+	t.Helper()
+	_, code := run(t, l, lab.ENI, eni, "ping", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "1", dst)
+	return code == 0
+}
+
+// pingNone reports whether none of count pings got an answer.
+func pingNone(t testing.TB, l *lab.Lab, eni, dst string, count int) bool {
+	t.Helper()
+	out, _ := run(t, l, lab.ENI, eni, "ping", "-c", fmt.Sprint(count), "-i", "0.2", "-W", "1", dst)
+	return strings.Contains(out, " 0 received")
+}
+
+// background starts argv inside a namespace of the lab; stop ends it with
+// SIGINT (so captures flush) and waits.
+type background struct {
+	cmd *exec.Cmd
+	out bytes.Buffer
+}
+
+func startIn(t testing.TB, l *lab.Lab, kind lab.Kind, target string, argv ...string) *background {
+	t.Helper()
+	b := &background{cmd: exec.Command(argv[0], argv[1:]...)}
+	b.cmd.Stdout, b.cmd.Stderr = &b.out, &b.out
+	if err := l.Do(kind, target, b.cmd.Start); err != nil {
+		t.Fatalf("start %v in %s %s: %v", argv, kind, target, err)
+	}
+	t.Cleanup(func() { b.stop() })
+	return b
+}
+
+func (b *background) stop() string {
+	if b.cmd.Process == nil || b.cmd.ProcessState != nil {
+		return b.out.String()
+	}
+	// Let the last packets reach a capture before it stops.
+	time.Sleep(300 * time.Millisecond)
+	b.cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan struct{})
+	go func() { b.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		b.cmd.Process.Kill()
+		<-done
+	}
+	return b.out.String()
+}
+
+// capture runs tcpdump on an interface of a namespace into a pcap file.
+func capture(t testing.TB, l *lab.Lab, kind lab.Kind, target, iface string) (*background, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%s.pcap", target, iface))
+	b := startIn(t, l, kind, target, "tcpdump", "-i", iface, "--immediate-mode", "-U", "-n", "-w", path)
+	// tcpdump prints "listening on" once its socket is bound.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(b.out.String(), "listening on") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpdump on %s %s did not start: %s", target, iface, b.out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return b, path
+}
+
+// tshark runs tshark on a pcap with a display filter and returns the
+// fields it prints, one line per packet.
+func tshark(t testing.TB, pcap, filter string, extra ...string) []string {
+	t.Helper()
+	args := append([]string{"-n", "-r", pcap, "-Y", filter}, extra...)
+	out, err := exec.Command("tshark", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tshark %v: %v\n%s", args, err, out)
+	}
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" && !strings.HasPrefix(line, "Running as user") {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// drops reads a host daemon's drop counters.
+func drops(t testing.TB, l *lab.Lab, host string) map[string]uint64 {
+	t.Helper()
+	st, err := agent.QueryStatus(l.SocketPath(host))
+	if err != nil {
+		t.Fatalf("status of %s: %v", host, err)
+	}
+	return st.Drops
+}
+
+// eventually retries cond until it holds or timeout passes.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
