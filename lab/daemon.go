@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"github.com/vpcd/vpcd/tunnel"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -223,6 +224,17 @@ func missingHandshakes(t *topology.Topology, hs *hostState) string {
 	return fmt.Sprintf("%s: no handshake with %s", hs.Name, strings.Join(missing, ", "))
 }
 
+// controlReady reports whether a daemon's control socket accepts
+// connections.
+func controlReady(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
 // waitHandshakes waits until every host in hosts has a WireGuard handshake
 // with every other host of t, failing early when a daemon exits.
 func waitHandshakes(ctx context.Context, t *topology.Topology, hosts []*hostState) error {
@@ -237,6 +249,10 @@ func waitHandshakes(ctx context.Context, t *topology.Topology, hosts []*hostStat
 			}
 			if m := missingHandshakes(t, hs); m != "" {
 				pending = append(pending, m)
+			} else if !controlReady(hs.Socket) {
+				// The daemon opens its control socket once every program
+				// is attached and every map is filled.
+				pending = append(pending, hs.Name+": datapath not yet programmed")
 			}
 		}
 		if len(pending) == 0 {

@@ -767,8 +767,9 @@ func fakeDaemon(args []string) int {
 	host := fl.String("host", "", "")
 	fl.String("state-dir", "", "")
 	fl.String("bpffs", "", "")
-	fl.String("socket", "", "")
+	control := fl.String("socket", "", "")
 	fl.String("metrics", "", "")
+	fl.String("tunnel-device", "", "")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
@@ -797,6 +798,23 @@ func fakeDaemon(args []string) int {
 		return 1
 	}
 	fmt.Println("fake vpcd: serving", sock)
+	// The real daemon opens its control socket once the datapath is
+	// programmed; the lab waits for it.
+	os.Remove(*control)
+	cl, err := net.Listen("unix", *control)
+	if err != nil {
+		fmt.Println("fake vpcd:", err)
+		return 1
+	}
+	go func() {
+		for {
+			c, err := cl.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	go func() {
 		for {
 			c, err := ln.Accept()
