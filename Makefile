@@ -1,0 +1,47 @@
+# vpcd — see README.md. Targets work under sudo, whose PATH may lack Go.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+export GOFLAGS ?= -buildvcs=false
+export PATH := $(dir $(GO)):$(PATH)
+
+.PHONY: all build generate check-generated lint test unit netns demo bench deps clean
+
+all: build
+
+build:
+	$(GO) build -o bin/vpcd ./cmd/vpcd
+
+# Rebuild the eBPF objects and their Go bindings (needs clang, libbpf-dev).
+generate:
+	$(GO) generate ./bpf/...
+
+# The committed objects must be exactly what the sources produce.
+check-generated: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "generated eBPF code is stale: run make generate and commit"; exit 1; }
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel\.go$$')); \
+		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+deps:
+	@./scripts/deps.sh
+
+# Everything: lint, generated-code check, unit tests, eBPF programs on
+# crafted packets, fuzz seeds, and the namespace integration tests.
+test: deps lint check-generated
+	$(GO) test -count=1 -timeout 30m ./...
+
+unit:
+	$(GO) test -count=1 ./topology/... ./tunnel/... ./cmd/...
+
+netns: deps
+	$(GO) test -count=1 -v -timeout 30m ./test/netns/...
+
+demo: build
+	./bin/vpcd demo
+
+bench: deps build
+	$(GO) run ./test/bench -vpcd ./bin/vpcd -out BENCHMARKS.md
+
+clean:
+	rm -rf bin
