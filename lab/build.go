@@ -251,7 +251,10 @@ func buildRack(ns string) error {
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = bridgeName
-	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil {
+	// A rack switch, not a multicast router: without snooping the bridge
+	// sends no IGMP/MLD of its own onto the underlay.
+	snooping := false
+	if err := h.LinkAdd(&netlink.Bridge{LinkAttrs: la, MulticastSnooping: &snooping}); err != nil {
 		return fmt.Errorf("add bridge %s in netns %s: %w", bridgeName, ns, err)
 	}
 	return linkUp(h, ns, bridgeName)
