@@ -41,7 +41,7 @@ demo: build
 	./bin/vpcd demo
 
 bench: deps build
-	$(GO) run ./test/bench -vpcd ./bin/vpcd -out BENCHMARKS.md
+	GO=$(GO) ./scripts/bench.sh
 
 clean:
 	rm -rf bin
