@@ -15,8 +15,11 @@ generate:
 	$(GO) generate ./bpf/...
 
 # The committed objects must be exactly what the sources produce.
-check-generated: generate
-	@git diff --exit-code --stat -- bpf/ || { echo "generated eBPF code is stale: run make generate and commit"; exit 1; }
+check-generated:
+	@tmp=$$(mktemp -d); cp bpf/*_bpfel.go bpf/*_bpfel.o "$$tmp"/; \
+	$(GO) generate ./bpf/... >/dev/null; stale=0; \
+	for f in "$$tmp"/*; do cmp -s "$$f" "bpf/$$(basename "$$f")" || { echo "stale: bpf/$$(basename "$$f")"; stale=1; }; done; \
+	rm -rf "$$tmp"; [ $$stale = 0 ] || { echo "generated eBPF code is stale: run make generate and commit"; exit 1; }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel\.go$$')); \

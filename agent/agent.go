@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sort"
@@ -36,6 +37,11 @@ type Options struct {
 	SocketPath   string // control socket
 	TunnelDevice string // "" = vpcd0
 	Logger       *slog.Logger
+	// UnderlayHook forces the underlay filter's hook; empty = by interface
+	// type (dataplane.ChooseHook).
+	UnderlayHook dataplane.Hook
+	// Profile serves net/http/pprof on the metrics address.
+	Profile bool
 	// ReloadPoll is how often the config file is checked for changes.
 	ReloadPoll time.Duration
 }
@@ -156,10 +162,11 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		a.log.Warn("apply topology", "err", err)
 	}
 	h := topo.HostByName(o.Host)
-	if err := a.dp.AttachUnderlay(h.UnderlayInterface); err != nil {
+	hook, err := a.dp.AttachUnderlay(h.UnderlayInterface, o.UnderlayHook)
+	if err != nil {
 		return err
 	}
-	a.log.Info("attached underlay filter", "interface", h.UnderlayInterface, "hook", "xdp")
+	a.log.Info("attached underlay filter", "interface", h.UnderlayInterface, "hook", hook)
 
 	a.initMetrics()
 	var wg sync.WaitGroup
@@ -293,6 +300,10 @@ func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+	if a.opts.Profile {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(l)
 	a.log.Info("metrics", "addr", l.Addr().String())

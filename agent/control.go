@@ -26,10 +26,11 @@ type Status struct {
 
 // TunnelStatus is the tunnel part of Status.
 type TunnelStatus struct {
-	Device     string              `json:"device"`
-	PublicKey  string              `json:"public_key"`
-	ListenPort uint16              `json:"listen_port"`
-	Peers      []tunnel.PeerStatus `json:"peers"`
+	Device     string                `json:"device"`
+	PublicKey  string                `json:"public_key"`
+	ListenPort uint16                `json:"listen_port"`
+	Peers      []tunnel.PeerStatus   `json:"peers"`
+	Counters   tunnel.DeviceCounters `json:"counters"`
 }
 
 // ENIStatus is one local ENI.
@@ -82,6 +83,7 @@ func (a *Agent) status() *Status {
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers
 	}
+	s.Tunnel.Counters = a.tun.Counters()
 	if drops, err := a.dp.Drops(); err == nil {
 		for r, d := range drops {
 			if d[0]+d[1] > 0 {

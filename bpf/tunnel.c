@@ -76,7 +76,10 @@ int tunnel_ingress(struct __sk_buff *skb)
 	eni_id = dst->eni_id;
 	mac_copy(mac, dst->mac);
 
-	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0) < 0)
+	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
+	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */
+	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0)
 		return drop(DROP_ENCAP_FAILED);
 	/* The tunnel is a layer-3 device: give the inner packet the Ethernet
 	 * header the workload expects, from the VPC router. */

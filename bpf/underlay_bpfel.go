@@ -79,16 +79,17 @@ type UnderlayVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UnderlayMapConfig          = "config"
-	UnderlayMapDrops           = "drops"
-	UnderlayMapEniStats        = "eni_stats"
-	UnderlayMapEnis            = "enis"
-	UnderlayMapPeers           = "peers"
-	UnderlayMapRoutes          = "routes"
-	UnderlayMapSubstrate       = "substrate"
-	UnderlayMapUnderlayAllow   = "underlay_allow"
-	UnderlayProgUnderlayFilter = "underlay_filter"
-	UnderlayVarDropReasonBtf   = "__drop_reason_btf"
+	UnderlayMapConfig             = "config"
+	UnderlayMapDrops              = "drops"
+	UnderlayMapEniStats           = "eni_stats"
+	UnderlayMapEnis               = "enis"
+	UnderlayMapPeers              = "peers"
+	UnderlayMapRoutes             = "routes"
+	UnderlayMapSubstrate          = "substrate"
+	UnderlayMapUnderlayAllow      = "underlay_allow"
+	UnderlayProgUnderlayFilterTc  = "underlay_filter_tc"
+	UnderlayProgUnderlayFilterXdp = "underlay_filter_xdp"
+	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
 )
 
 // LoadUnderlay returns the embedded CollectionSpec for Underlay.
@@ -133,7 +134,8 @@ type UnderlaySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayProgramSpecs struct {
-	UnderlayFilter *ebpf.ProgramSpec `ebpf:"underlay_filter"`
+	UnderlayFilterTc  *ebpf.ProgramSpec `ebpf:"underlay_filter_tc"`
+	UnderlayFilterXdp *ebpf.ProgramSpec `ebpf:"underlay_filter_xdp"`
 }
 
 // UnderlayMapSpecs contains maps before they are loaded into the kernel.
@@ -211,12 +213,14 @@ type UnderlayVariables struct {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayPrograms struct {
-	UnderlayFilter *ebpf.Program `ebpf:"underlay_filter"`
+	UnderlayFilterTc  *ebpf.Program `ebpf:"underlay_filter_tc"`
+	UnderlayFilterXdp *ebpf.Program `ebpf:"underlay_filter_xdp"`
 }
 
 func (p *UnderlayPrograms) Close() error {
 	return _UnderlayClose(
-		p.UnderlayFilter,
+		p.UnderlayFilterTc,
+		p.UnderlayFilterXdp,
 	)
 }
 

@@ -104,10 +104,61 @@ func (d *Datapath) DetachENI(ifname string) error {
 	return unpinLink(d.linkPin("eni-" + ifname))
 }
 
-// AttachUnderlay attaches the underlay filter (XDP) to the underlay
-// interface.
-func (d *Datapath) AttachUnderlay(ifname string) error {
-	return d.attachPinned("underlay", ifname, HookXDP, d.underlay.UnderlayFilter)
+// ChooseHook picks where a program runs on ifname when the operator did
+// not say: tcx on veths, whose native XDP turns off GSO on the peer and
+// costs bulk TCP most of its throughput (docs/hooks.md has the numbers);
+// XDP, the earliest point, everywhere else (physical NICs, taps).
+func ChooseHook(ifname string) (Hook, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return "", fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	if l.Type() == "veth" {
+		return HookTCX, nil
+	}
+	return HookXDP, nil
+}
+
+// ParseHook reads a hook flag value: "auto" (empty Hook), "xdp" or "tcx".
+func ParseHook(s string) (Hook, error) {
+	switch s {
+	case "auto", "":
+		return "", nil
+	case "xdp":
+		return HookXDP, nil
+	case "tcx", "tc":
+		return HookTCX, nil
+	}
+	return "", fmt.Errorf("hook %q: want auto, xdp or tcx", s)
+}
+
+// AttachUnderlay attaches the underlay filter to the underlay interface at
+// hook (chosen with ChooseHook when empty), replacing the filter at the
+// other hook if an earlier daemon left one there. It returns the hook used.
+func (d *Datapath) AttachUnderlay(ifname string, hook Hook) (Hook, error) {
+	if hook == "" {
+		h, err := ChooseHook(ifname)
+		if err != nil {
+			return "", err
+		}
+		hook = h
+	}
+	prog, stale := d.underlay.UnderlayFilterXdp, "underlay-tcx"
+	if hook == HookTCX {
+		prog, stale = d.underlay.UnderlayFilterTc, "underlay-xdp"
+	}
+	if err := d.attachPinned("underlay-"+hookShort(hook), ifname, hook, prog); err != nil {
+		return "", err
+	}
+	delete(d.attached, stale)
+	return hook, unpinLink(d.linkPin(stale))
+}
+
+func hookShort(h Hook) string {
+	if h == HookTCX {
+		return "tcx"
+	}
+	return "xdp"
 }
 
 // AttachTunnel attaches the tunnel program at tcx ingress of the tunnel
@@ -168,5 +219,8 @@ func unpinLink(path string) error {
 // benchmarks: the ENI program (tc), the tunnel program (tc) and the underlay
 // filter (XDP).
 func (d *Datapath) Programs() (eni, tunnel, underlay *ebpf.Program) {
-	return d.eni.EniIngress, d.tunnel.TunnelIngress, d.underlay.UnderlayFilter
+	return d.eni.EniIngress, d.tunnel.TunnelIngress, d.underlay.UnderlayFilterXdp
 }
+
+// UnderlayTC returns the tc flavour of the underlay filter.
+func (d *Datapath) UnderlayTC() *ebpf.Program { return d.underlay.UnderlayFilterTc }

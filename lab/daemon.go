@@ -43,6 +43,7 @@ func daemonArgs(topoPath string, hs *hostState) []string {
 		"--socket", hs.Socket,
 		"--metrics", MetricsAddr,
 		"--tunnel-device", tunnel.DeviceName(hs.Name),
+		"--pprof",
 	}
 }
 

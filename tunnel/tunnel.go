@@ -89,19 +89,52 @@ func openTUN(name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
 }
 
+// createTUN makes the tunnel device: the offloading one that keeps VXLAN
+// GSO packets whole, or, on a kernel without virtio-net headers for UDP
+// tunnels, a plain TUN whose every packet the kernel segments first.
+func createTUN(name string, mtu int, log *slog.Logger) (tun.Device, error) {
+	vt, err := openVXLANTUN(name, mtu)
+	if err == nil {
+		vt.log = log
+		if err := setMTU(name, mtu); err != nil {
+			vt.Close()
+			return nil, err
+		}
+		log.Info("tunnel device", "device", name, "udp_tunnel_gso", vt.tunnelGSO)
+		return vt, nil
+	}
+	log.Warn("tunnel device without offloads", "device", name, "err", err)
+	f, err := openTUN(name)
+	if err != nil {
+		return nil, err
+	}
+	td, err := tun.CreateTUNFromFile(f, mtu)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tunnel device %s: %w", name, err)
+	}
+	return td, nil
+}
+
+func setMTU(name string, mtu int) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("tunnel device %s: %w", name, err)
+	}
+	if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("tunnel device %s: MTU %d: %w", name, mtu, err)
+	}
+	return nil
+}
+
 // Start creates the device, configures the peers and brings it up.
 func Start(cfg Config, log *slog.Logger) (*Tunnel, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	f, err := openTUN(cfg.Device)
+	td, err := createTUN(cfg.Device, cfg.MTU, log)
 	if err != nil {
 		return nil, err
-	}
-	td, err := tun.CreateTUNFromFile(f, cfg.MTU)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("tunnel device %s: %w", cfg.Device, err)
 	}
 	t := &Tunnel{log: log, tun: td, name: cfg.Device, peers: map[Key]string{}}
 	wglog := &device.Logger{
@@ -280,6 +313,29 @@ func parsePeers(s string, name func(Key) string) []PeerStatus {
 	flush()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// DeviceCounters reports the tunnel device's batching: system calls and
+// packets each way (zero for the plain fallback device).
+type DeviceCounters struct {
+	Reads        uint64 `json:"reads"`
+	ReadPackets  uint64 `json:"read_packets"`
+	Writes       uint64 `json:"writes"`
+	WritePackets uint64 `json:"write_packets"`
+	UDPTunnelGSO bool   `json:"udp_tunnel_gso"`
+}
+
+// Counters returns the device's counters.
+func (t *Tunnel) Counters() DeviceCounters {
+	vt, ok := t.tun.(*vxlanTUN)
+	if !ok {
+		return DeviceCounters{}
+	}
+	return DeviceCounters{
+		Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
+		Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
+		UDPTunnelGSO: vt.tunnelGSO,
+	}
 }
 
 // Close stops the device; the TUN and the UAPI socket go with it.

@@ -30,11 +30,17 @@ func cmdRun(args []string) error {
 	socket := fs.String("socket", agent.DefaultSocket, "control socket path")
 	tunDev := fs.String("tunnel-device", agent.DefaultTunnelDevice, "WireGuard tunnel device name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
+	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if *host == "" {
 		return errors.New("run: --host is required")
+	}
+	uhook, err := dataplane.ParseHook(*underlayHook)
+	if err != nil {
+		return fmt.Errorf("run: --underlay-hook: %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -60,7 +66,7 @@ func cmdRun(args []string) error {
 	}()
 	return agent.Run(ctx, agent.Options{
 		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
-		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log,
+		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook,
 	}, reload)
 }
 

@@ -1,0 +1,48 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"math/rand"
+	"testing"
+)
+
+// refChecksum is RFC 1071 written the plain way.
+func refChecksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+func TestChecksumMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	for n := 0; n < 300; n++ {
+		b := make([]byte, n)
+		r.Read(b)
+		if got, want := checksum(b), refChecksum(b); got != want {
+			t.Fatalf("len %d: checksum %#04x, want %#04x", n, got, want)
+		}
+	}
+	ones := make([]byte, 65535)
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	if got, want := checksum(ones), refChecksum(ones); got != want {
+		t.Fatalf("all ones: %#04x, want %#04x", got, want)
+	}
+}
+
+func BenchmarkChecksum1400(b *testing.B) {
+	buf := make([]byte, 1400)
+	b.SetBytes(int64(len(buf)))
+	for i := 0; i < b.N; i++ {
+		checksum(buf)
+	}
+}

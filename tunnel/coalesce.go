@@ -1,0 +1,101 @@
+package tunnel
+
+import (
+	"bytes"
+	"encoding/binary"
+)
+
+// Receive-side coalescing (GRO) for VXLAN-wrapped TCP. wireguard-go hands
+// Write a batch of decrypted packets; consecutive segments of one inner TCP
+// flow are written to the kernel as one VXLAN GSO super-packet (virtio-net
+// UDP tunnel GSO), so that the tunnel program, the redirect and the
+// workload's TCP stack each run once per batch instead of once per segment.
+
+const (
+	outerLen  = 20 + 8 + 8     // outer IPv4 (no options) + UDP + VXLAN
+	innerIPAt = outerLen + 14  // inner IPv4 header
+	innerL4At = innerIPAt + 20 // inner TCP header (inner IPv4 without options)
+	maxGSOLen = 65535 - 64     // room for the outer headers' length fields
+
+	tcpFlagACK = 0x10
+	tcpFlagRST = 0x04
+	tcpFlagSYN = 0x02
+	tcpFlagURG = 0x20
+	tcpFlagECE = 0x40
+)
+
+// groPacket is a parsed candidate for coalescing.
+type groPacket struct {
+	pkt     []byte
+	tcpLen  int // TCP header length
+	payload int // TCP payload length
+	seq     uint32
+	flags   uint8
+}
+
+// parseGRO reports whether pkt is a VXLAN-wrapped IPv4 TCP segment that may
+// be coalesced: no IP options or fragments, only ACK and PSH set, payload.
+func parseGRO(pkt []byte) (groPacket, bool) {
+	g := groPacket{pkt: pkt}
+	if len(pkt) < innerL4At+20 || pkt[0] != 0x45 || pkt[9] != 17 {
+		return g, false
+	}
+	if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 { // outer MF or offset
+		return g, false
+	}
+	if binary.BigEndian.Uint16(pkt[22:]) != 4789 || pkt[28]&0x08 == 0 {
+		return g, false
+	}
+	if binary.BigEndian.Uint16(pkt[outerLen+12:]) != 0x0800 {
+		return g, false
+	}
+	ip := pkt[innerIPAt:]
+	if ip[0] != 0x45 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
+		return g, false
+	}
+	tot := int(binary.BigEndian.Uint16(ip[2:]))
+	if innerIPAt+tot != len(pkt) || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+		return g, false
+	}
+	tcp := pkt[innerL4At:]
+	g.tcpLen = int(tcp[12]>>4) * 4
+	g.flags = tcp[13]
+	if g.tcpLen < 20 || innerL4At+g.tcpLen > len(pkt) {
+		return g, false
+	}
+	if g.flags&^(tcpFlagACK|tcpFlagPSH) != 0 || g.flags&tcpFlagACK == 0 {
+		return g, false
+	}
+	g.payload = len(pkt) - innerL4At - g.tcpLen
+	if g.payload == 0 {
+		return g, false
+	}
+	g.seq = binary.BigEndian.Uint32(tcp[4:])
+	return g, true
+}
+
+// canFollow reports whether p continues the group whose first packet is
+// head and whose next expected sequence number is next, with segments of
+// gsoSize bytes.
+func canFollow(head, p groPacket, next uint32, gsoSize, total int) bool {
+	if p.seq != next || p.payload > gsoSize || total+p.payload > maxGSOLen {
+		return false
+	}
+	if p.tcpLen != head.tcpLen {
+		return false
+	}
+	h, q := head.pkt, p.pkt
+	// Same outer addresses and ports, VNI, inner Ethernet and addresses.
+	if !bytes.Equal(h[12:20], q[12:20]) || !bytes.Equal(h[20:24], q[20:24]) ||
+		!bytes.Equal(h[32:36], q[32:36]) || !bytes.Equal(h[outerLen:outerLen+14], q[outerLen:outerLen+14]) {
+		return false
+	}
+	hi, qi := h[innerIPAt:], q[innerIPAt:]
+	if hi[1] != qi[1] || hi[8] != qi[8] || !bytes.Equal(hi[12:20], qi[12:20]) {
+		return false
+	}
+	ht, qt := h[innerL4At:], q[innerL4At:]
+	// Ports, ack number, window and options (timestamps) equal.
+	return bytes.Equal(ht[0:4], qt[0:4]) && bytes.Equal(ht[8:12], qt[8:12]) &&
+		bytes.Equal(ht[14:16], qt[14:16]) && bytes.Equal(ht[20:head.tcpLen], qt[20:p.tcpLen])
+}

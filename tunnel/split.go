@@ -1,0 +1,129 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+const (
+	tcpFlagFIN = 0x01
+	tcpFlagPSH = 0x08
+	tcpFlagCWR = 0x80
+)
+
+// splitVXLAN splits a VXLAN GSO super-packet (outer IPv4 + UDP + VXLAN +
+// inner Ethernet + inner IPv4 + TCP or UDP + gso_size-sized payload
+// segments) into one whole VXLAN packet per segment, as the kernel's
+// software segmentation would: fresh lengths, IP IDs and checksums, TCP
+// sequence numbers and flags per segment.
+func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int) (int, error) {
+	if h.gsoType&vnetGSOTunnelV4 == 0 {
+		return 0, fmt.Errorf("%w: GSO type %#x is not IPv4 UDP tunnel", errMalformed, h.gsoType)
+	}
+	inner := h.gsoType &^ (vnetGSOTunnelAny | vnetGSOECN)
+	if inner != vnetGSOTCPv4 && inner != vnetGSOUDPL4 {
+		return 0, fmt.Errorf("%w: inner GSO type %#x", errMalformed, inner)
+	}
+	// Locate the headers from the packet itself.
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return 0, errMalformed
+	}
+	oIHL := int(pkt[0]&0x0f) * 4
+	oUDP := oIHL
+	iEth := oUDP + 8 + 8
+	iIP := iEth + 14
+	if len(pkt) < iIP+20 || pkt[9] != 17 || binary.BigEndian.Uint16(pkt[iEth+12:]) != 0x0800 || pkt[iIP]>>4 != 4 {
+		return 0, errMalformed
+	}
+	iIHL := int(pkt[iIP]&0x0f) * 4
+	iL4 := iIP + iIHL
+	var l4Len int
+	if inner == vnetGSOTCPv4 {
+		if len(pkt) < iL4+20 {
+			return 0, errMalformed
+		}
+		l4Len = int(pkt[iL4+12]>>4) * 4
+	} else {
+		l4Len = 8
+	}
+	hdrLen := iL4 + l4Len
+	mss := int(h.gsoSize)
+	if mss == 0 || hdrLen > len(pkt) {
+		return 0, errMalformed
+	}
+	payload := pkt[hdrLen:]
+	segs := (len(payload) + mss - 1) / mss
+	if segs > len(bufs) {
+		return 0, fmt.Errorf("%w: %d segments for %d buffers", errMalformed, segs, len(bufs))
+	}
+	outerCsum := h.flags&vnetFlagUDPTunnelCsum != 0
+	oID := binary.BigEndian.Uint16(pkt[4:])
+	iID := binary.BigEndian.Uint16(pkt[iIP+4:])
+	var seq uint32
+	if inner == vnetGSOTCPv4 {
+		seq = binary.BigEndian.Uint32(pkt[iL4+4:])
+	}
+	for i := 0; i < segs; i++ {
+		chunk := payload[i*mss : min((i+1)*mss, len(payload))]
+		total := hdrLen + len(chunk)
+		out := bufs[i][offset:]
+		if len(out) < total {
+			return 0, errMalformed
+		}
+		out = out[:total]
+		copy(out, pkt[:hdrLen])
+		copy(out[hdrLen:], chunk)
+
+		// Outer IPv4 and UDP.
+		binary.BigEndian.PutUint16(out[2:], uint16(total))
+		binary.BigEndian.PutUint16(out[4:], oID+uint16(i))
+		out[10], out[11] = 0, 0
+		binary.BigEndian.PutUint16(out[10:], checksum(out[:oIHL]))
+		binary.BigEndian.PutUint16(out[oUDP+4:], uint16(total-oUDP))
+		out[oUDP+6], out[oUDP+7] = 0, 0
+
+		// Inner IPv4.
+		iTotal := total - iIP
+		binary.BigEndian.PutUint16(out[iIP+2:], uint16(iTotal))
+		binary.BigEndian.PutUint16(out[iIP+4:], iID+uint16(i))
+		out[iIP+10], out[iIP+11] = 0, 0
+		binary.BigEndian.PutUint16(out[iIP+10:], checksum(out[iIP:iL4]))
+
+		// Inner transport header and checksum.
+		var csumAt int
+		proto := out[iIP+9]
+		if inner == vnetGSOTCPv4 {
+			binary.BigEndian.PutUint32(out[iL4+4:], seq+uint32(i*mss))
+			flags := out[iL4+13]
+			if i != segs-1 {
+				flags &^= tcpFlagFIN | tcpFlagPSH
+			}
+			if i != 0 {
+				flags &^= tcpFlagCWR
+			}
+			out[iL4+13] = flags
+			csumAt = iL4 + 16
+		} else {
+			binary.BigEndian.PutUint16(out[iL4+4:], uint16(total-iL4))
+			csumAt = iL4 + 6
+		}
+		out[csumAt], out[csumAt+1] = 0, 0
+		sum := pseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
+		c := csumFold(csumAdd(sum, out[iL4:]))
+		if proto == 17 && c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(out[csumAt:], c)
+
+		if outerCsum {
+			osum := pseudoHeaderSum(out[12:16], out[16:20], 17, total-oUDP)
+			c := csumFold(csumAdd(osum, out[oUDP:]))
+			if c == 0 {
+				c = 0xffff
+			}
+			binary.BigEndian.PutUint16(out[oUDP+6:], c)
+		}
+		sizes[i] = total
+	}
+	return segs, nil
+}

@@ -1,0 +1,332 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// The TUN's virtio-net header: struct virtio_net_hdr_v1_hash_tunnel of
+// Linux 6.17+, 24 bytes. Only the first 10 bytes and the two tunnel offsets
+// carry anything for a TUN.
+const (
+	vnetHdrLen = 24
+
+	vnetFlagNeedsCsum     = 0x01
+	vnetFlagDataValid     = 0x02
+	vnetFlagUDPTunnelCsum = 0x08
+
+	vnetGSONone      = 0x00
+	vnetGSOTCPv4     = 0x01
+	vnetGSOUDPL4     = 0x05
+	vnetGSOTunnelV4  = 0x20
+	vnetGSOTunnelV6  = 0x40
+	vnetGSOECN       = 0x80
+	vnetGSOTunnelAny = vnetGSOTunnelV4 | vnetGSOTunnelV6
+
+	tunFUDPTunnelGSO     = 0x080 // TUN_F_UDP_TUNNEL_GSO
+	tunFUDPTunnelGSOCsum = 0x100 // TUN_F_UDP_TUNNEL_GSO_CSUM
+)
+
+type vnetHdr struct {
+	flags      uint8
+	gsoType    uint8
+	hdrLen     uint16
+	gsoSize    uint16
+	csumStart  uint16
+	csumOffset uint16
+}
+
+func (h *vnetHdr) decode(b []byte) {
+	h.flags = b[0]
+	h.gsoType = b[1]
+	h.hdrLen = binary.LittleEndian.Uint16(b[2:])
+	h.gsoSize = binary.LittleEndian.Uint16(b[4:])
+	h.csumStart = binary.LittleEndian.Uint16(b[6:])
+	h.csumOffset = binary.LittleEndian.Uint16(b[8:])
+}
+
+// vxlanTUN is the tun.Device wireguard-go reads from and writes to. It
+// wraps a kernel TUN that hands over whole GSO super-packets, VXLAN ones
+// included (TUN_F_UDP_TUNNEL_GSO), and splits each into the VXLAN packets
+// of its segments, so that one read gives wireguard-go a whole batch to
+// encrypt: the per-packet cost of a TUN read stays off the fast path.
+type vxlanTUN struct {
+	file *os.File
+	raw  interface {
+		Write(func(uintptr) bool) error
+	}
+	name   string
+	mtu    int
+	events chan tun.Event
+	// tunnelGSO is set when the kernel accepted UDP tunnel offloads.
+	tunnelGSO bool
+
+	rmu  sync.Mutex // guards rbuf (wireguard-go reads from one goroutine)
+	rbuf []byte
+
+	// Write runs on wireguard-go's one receive goroutine per peer; wmu
+	// guards the scratch space shared by the peers' writers.
+	wmu    sync.Mutex
+	gsoHdr []byte
+	iov    [][]byte
+	log    *slog.Logger
+	stats  DeviceStats
+	// groOff is set once the kernel refused a coalesced packet.
+	groOff atomic.Bool
+
+	closeOnce sync.Once
+}
+
+// DeviceStats counts the tunnel device's system calls and packets: the
+// ratio of packets to calls is the batching the offloads achieve.
+type DeviceStats struct {
+	Reads, ReadPackets   atomic.Uint64
+	Writes, WritePackets atomic.Uint64
+}
+
+// openVXLANTUN creates the tunnel device with a virtio-net header and the
+// offloads that keep VXLAN GSO packets whole.
+func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	fail := func(err error) (*vxlanTUN, error) {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return fail(err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		return fail(fmt.Errorf("create tunnel device %s: %w", name, err))
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
+		return fail(fmt.Errorf("tunnel device %s: virtio-net header size: %w", name, err))
+	}
+	t := &vxlanTUN{name: name, mtu: mtu, events: make(chan tun.Event, 4), rbuf: make([]byte, vnetHdrLen+65536), gsoHdr: make([]byte, vnetHdrLen+innerL4At+60)}
+	base := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
+		t.tunnelGSO = true
+	} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base); err != nil {
+		return fail(fmt.Errorf("tunnel device %s: offloads: %w", name, err))
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return fail(err)
+	}
+	t.file = os.NewFile(uintptr(fd), "/dev/net/tun")
+	sc, err := t.file.SyscallConn()
+	if err != nil {
+		t.file.Close()
+		return nil, err
+	}
+	t.raw = sc
+	t.events <- tun.EventUp
+	return t, nil
+}
+
+func (t *vxlanTUN) File() *os.File           { return t.file }
+func (t *vxlanTUN) MTU() (int, error)        { return t.mtu, nil }
+func (t *vxlanTUN) Name() (string, error)    { return t.name, nil }
+func (t *vxlanTUN) Events() <-chan tun.Event { return t.events }
+func (t *vxlanTUN) BatchSize() int           { return conn.IdealBatchSize }
+
+func (t *vxlanTUN) Close() error {
+	var err error
+	t.closeOnce.Do(func() {
+		err = t.file.Close()
+		close(t.events)
+	})
+	return err
+}
+
+// errMalformed is returned for a frame the kernel should never have given
+// us; wireguard-go logs it and reads on.
+var errMalformed = errors.New("tunnel device: malformed frame")
+
+// Read reads one frame from the kernel and returns its packets: one, or the
+// VXLAN packets of every segment of a GSO super-packet.
+func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.rmu.Lock()
+	defer t.rmu.Unlock()
+	n, err := t.file.Read(t.rbuf)
+	if err != nil {
+		return 0, err
+	}
+	if n < vnetHdrLen {
+		return 0, errMalformed
+	}
+	t.stats.Reads.Add(1)
+	var h vnetHdr
+	h.decode(t.rbuf)
+	pkt := t.rbuf[vnetHdrLen:n]
+	if h.gsoType == vnetGSONone {
+		if h.flags&vnetFlagNeedsCsum != 0 {
+			if err := finishChecksum(pkt, int(h.csumStart), int(h.csumOffset)); err != nil {
+				return 0, err
+			}
+		}
+		if len(bufs[0])-offset < len(pkt) {
+			return 0, errMalformed
+		}
+		sizes[0] = copy(bufs[0][offset:], pkt)
+		t.stats.ReadPackets.Add(1)
+		return 1, nil
+	}
+	n, err = splitVXLAN(pkt, h, bufs, sizes, offset)
+	t.stats.ReadPackets.Add(uint64(n))
+	return n, err
+}
+
+// finishChecksum completes a CHECKSUM_PARTIAL packet: the field at
+// start+off holds the pseudo-header sum.
+func finishChecksum(pkt []byte, start, off int) error {
+	at := start + off
+	if start >= len(pkt) || at+2 > len(pkt) {
+		return errMalformed
+	}
+	initial := binary.BigEndian.Uint16(pkt[at:])
+	pkt[at], pkt[at+1] = 0, 0
+	var seed [2]byte
+	binary.BigEndian.PutUint16(seed[:], initial)
+	sum := csumAdd(csumAdd(0, seed[:]), pkt[start:])
+	binary.BigEndian.PutUint16(pkt[at:], csumFold(sum))
+	return nil
+}
+
+// Write hands decrypted packets to the kernel. Runs of segments of one
+// inner TCP flow go as one VXLAN GSO super-packet (see coalesce.go); the
+// rest one by one. Packets are marked checksum-valid: WireGuard has just
+// authenticated every byte, so the receiver need not checksum them again.
+func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
+	t.wmu.Lock()
+	defer t.wmu.Unlock()
+	t.stats.WritePackets.Add(uint64(len(bufs)))
+	for i := 0; i < len(bufs); {
+		t.stats.Writes.Add(1)
+		n, err := t.writeRun(bufs[i:], offset)
+		if err != nil {
+			return i, err
+		}
+		i += n
+	}
+	return len(bufs), nil
+}
+
+// writeRun writes bufs[0] and as many following packets as coalesce with
+// it, returning how many it consumed.
+func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
+	head, ok := parseGRO(bufs[0][offset:])
+	if !ok || !t.tunnelGSO || t.groOff.Load() {
+		return 1, t.writeOne(bufs[0][offset:])
+	}
+	gsoSize := head.payload
+	next := head.seq + uint32(head.payload)
+	total := len(head.pkt)
+	psh := head.flags & tcpFlagPSH
+	n := 1
+	for ended := psh != 0; !ended && n < len(bufs); n++ {
+		p, ok := parseGRO(bufs[n][offset:])
+		if !ok || !canFollow(head, p, next, gsoSize, total) {
+			break
+		}
+		total += p.payload
+		next += uint32(p.payload)
+		psh |= p.flags & tcpFlagPSH
+		ended = p.payload < gsoSize || psh != 0
+	}
+	if n == 1 {
+		return 1, t.writeOne(head.pkt)
+	}
+	err := t.writeGSO(bufs[:n], offset, head, gsoSize, total, psh)
+	if errors.Is(err, unix.EINVAL) {
+		// This kernel refuses our super-packets: stop coalescing and
+		// send the run one by one.
+		t.groOff.Store(true)
+		if t.log != nil {
+			t.log.Warn("the kernel refused a coalesced VXLAN packet; writing segments one by one", "device", t.name, "err", err)
+		}
+		for _, b := range bufs[:n] {
+			if err := t.writeOne(b[offset:]); err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	}
+	return n, err
+}
+
+func (t *vxlanTUN) writev(iov [][]byte) error {
+	var werr error
+	err := t.raw.Write(func(fd uintptr) bool {
+		_, werr = unix.Writev(int(fd), iov)
+		return werr != unix.EAGAIN
+	})
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+func (t *vxlanTUN) writeOne(pkt []byte) error {
+	var hdr [vnetHdrLen]byte
+	hdr[0] = vnetFlagDataValid
+	return t.writev([][]byte{hdr[:], pkt})
+}
+
+// writeGSO writes the run of segments in bufs as one VXLAN GSO packet:
+// the first packet's headers, fixed up for the total length, then every
+// segment's payload straight from wireguard-go's buffers.
+func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, total int, psh uint8) error {
+	hl := innerL4At + head.tcpLen
+	hdr := t.gsoHdr[:vnetHdrLen+hl]
+	v, h := hdr[:vnetHdrLen], hdr[vnetHdrLen:]
+	clear(v)
+	copy(h, head.pkt[:hl])
+
+	binary.BigEndian.PutUint16(h[2:], uint16(total))
+	h[10], h[11] = 0, 0
+	binary.BigEndian.PutUint16(h[10:], checksum(h[:20]))
+	binary.BigEndian.PutUint16(h[24:], uint16(total-20))
+	ip := h[innerIPAt:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-innerIPAt))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip[:20]))
+	tcp := h[innerL4At:]
+	tcp[13] |= psh
+	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum.
+	ps := pseudoHeaderSum(ip[12:16], ip[16:20], 6, total-innerL4At)
+	binary.BigEndian.PutUint16(tcp[16:], ^csumFold(ps))
+
+	// Plain TCPv4 GSO whose transport header (csum_start) is the inner
+	// TCP header. The kernel takes it as is up to the tunnel program, whose
+	// decapsulation leaves an ordinary TCP GSO packet, as GRO would have
+	// made it. (This kernel's TUN refuses UDP-tunnel GSO on writes.)
+	v[0] = vnetFlagNeedsCsum
+	v[1] = vnetGSOTCPv4
+	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
+	binary.LittleEndian.PutUint16(v[4:], uint16(gsoSize))
+	binary.LittleEndian.PutUint16(v[6:], innerL4At)
+	binary.LittleEndian.PutUint16(v[8:], 16)
+
+	iov := t.iov[:0]
+	iov = append(iov, hdr)
+	for _, b := range bufs {
+		p := b[offset:]
+		tl := int(p[innerL4At+12]>>4) * 4
+		iov = append(iov, p[innerL4At+tl:])
+	}
+	t.iov = iov
+	return t.writev(iov)
+}
