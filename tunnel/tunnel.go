@@ -192,14 +192,25 @@ func (t *Tunnel) serveUAPI() {
 
 func hexKey(k Key) string { return hex.EncodeToString(k[:]) }
 
-// configure writes the device configuration; replace drops peers that are
-// not in cfg.
+// configure writes the device configuration. Peers that are not in cfg
+// are removed; the others are updated in place, so their sessions survive
+// a reload (replacing them would force new handshakes and stall traffic).
 func (t *Tunnel) configure(cfg Config, withKey bool) error {
 	var b strings.Builder
 	if withKey {
 		fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hexKey(cfg.PrivateKey), cfg.ListenPort)
 	}
-	b.WriteString("replace_peers=true\n")
+	want := map[Key]bool{}
+	for _, p := range cfg.Peers {
+		want[p.PublicKey] = true
+	}
+	t.mu.Lock()
+	for k := range t.peers {
+		if !want[k] {
+			fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hexKey(k))
+		}
+	}
+	t.mu.Unlock()
 	peers := map[Key]string{}
 	for _, p := range cfg.Peers {
 		peers[p.PublicKey] = p.Name

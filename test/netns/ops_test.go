@@ -1,0 +1,150 @@
+package netns
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/lab"
+)
+
+// TestOperations covers the tunnel's keys, the metrics endpoint, and
+// reloads through `lab apply` and through a broken file.
+func TestOperations(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping", "wg")
+	l := upLab(t, "vo", "two-hosts.yaml")
+
+	t.Run("preshared key and private keys", func(t *testing.T) {
+		out := mustRun(t, l, lab.Host, "a", "wg", "show", "wg-a")
+		if !strings.Contains(out, "preshared key: (hidden)") {
+			t.Errorf("wg show lists no preshared key:\n%s", out)
+		}
+		for _, h := range []string{"a", "b"} {
+			p := filepath.Join(l.StateDir(h), "private.key")
+			st, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %o, want 0600", p, st.Mode().Perm())
+			}
+			key, _ := os.ReadFile(p)
+			logb, _ := os.ReadFile(l.LogPath(h))
+			if k := strings.TrimSpace(string(key)); k == "" || strings.Contains(string(logb), k) {
+				t.Errorf("host %s: private key missing or written to the log", h)
+			}
+		}
+		if !ping(t, l, "g-a1", "10.3.1.20", 2) {
+			t.Fatal("no traffic over the tunnel with a preshared key")
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		body := metrics(t, l, "a")
+		for _, want := range []string{
+			`vpcd_eni_packets_total{direction="egress",eni="g-a1"}`,
+			`vpcd_eni_bytes_total{direction="ingress",eni="g-a1"}`,
+			`vpcd_drops_total{reason="source_check"}`,
+			`vpcd_drops_total{reason="underlay_filter"}`,
+			`vpcd_tunnel_peer_last_handshake_seconds{peer="b"}`,
+			`vpcd_tunnel_peer_bytes_total{direction="egress",peer="b"}`,
+			`vpcd_config_reloads_total{result="error"}`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+		if strings.Contains(body, "private") {
+			t.Error("metrics mention a private key")
+		}
+	})
+
+	t.Run("apply adds a reachable ENI; a broken file changes nothing", func(t *testing.T) {
+		src, err := os.ReadFile(filepath.Join("testdata", "two-hosts.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown := strings.Replace(string(src), "  - {name: g-b1,", "  - {name: g-b2, host: b, subnet: g1, ip: 10.3.1.21}\n  - {name: g-b1,", 1)
+		p := filepath.Join(t.TempDir(), "grown.yaml")
+		os.WriteFile(p, []byte(grown), 0o600)
+		// A copy of the preshared key beside it keeps the same key.
+		psk, _ := os.ReadFile(filepath.Join(l.Dir(), "psk"))
+		os.WriteFile(filepath.Join(filepath.Dir(p), "psk"), psk, 0o600)
+		start := time.Now()
+		if err := l.Apply(t.Context(), p); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		if !eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.21", 1) }) {
+			t.Fatal("the applied ENI is not reachable within 10 s")
+		}
+		t.Logf("new ENI reachable %.1fs after apply", time.Since(start).Seconds())
+
+		broken := filepath.Join(filepath.Dir(p), "broken.yaml")
+		os.WriteFile(broken, []byte(strings.Replace(grown, "vni: 3003", "vni: 0", 1)), 0o600)
+		if err := l.Apply(t.Context(), broken); err == nil {
+			t.Fatal("apply accepted a topology with VNI 0")
+		}
+		if !ping(t, l, "g-a1", "10.3.1.21", 2) {
+			t.Fatal("traffic stopped after a refused apply")
+		}
+
+		// The daemon itself refuses a broken file it is told to load.
+		before := reloadErrors(t, l, "a")
+		good, _ := os.ReadFile(l.TopologyPath())
+		os.WriteFile(l.TopologyPath(), []byte("version: 1\nhosts: [\n"), 0o600)
+		defer os.WriteFile(l.TopologyPath(), good, 0o600)
+		if !eventually(10*time.Second, func() bool { return reloadErrors(t, l, "a") > before }) {
+			t.Fatal("a broken topology file was not counted as a failed reload")
+		}
+		if !ping(t, l, "g-a1", "10.3.1.20", 2) || !ping(t, l, "g-a1", "10.3.1.21", 1) {
+			t.Fatal("traffic changed after a refused reload")
+		}
+	})
+}
+
+func metrics(t *testing.T, l *lab.Lab, host string) string {
+	t.Helper()
+	var body string
+	var conn net.Conn
+	// The socket must be made on the thread inside the host's namespace;
+	// net/http would dial from another goroutine, so dial here.
+	err := l.Do(lab.Host, host, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", "127.0.0.1:9477", 3*time.Second)
+		return err
+	})
+	if err == nil {
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		var resp *http.Response
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:9477/metrics", nil)
+		if err = req.Write(conn); err == nil {
+			if resp, err = http.ReadResponse(bufio.NewReader(conn), req); err == nil {
+				b, rerr := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body, err = string(b), rerr
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", host, err)
+	}
+	return body
+}
+
+func reloadErrors(t *testing.T, l *lab.Lab, host string) string {
+	t.Helper()
+	for _, line := range strings.Split(metrics(t, l, host), "\n") {
+		if strings.HasPrefix(line, `vpcd_config_reloads_total{result="error"}`) {
+			return strings.Fields(line)[1]
+		}
+	}
+	return ""
+}
