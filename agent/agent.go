@@ -37,6 +37,8 @@ type Options struct {
 	SocketPath   string // control socket
 	TunnelDevice string // "" = vpcd0
 	Logger       *slog.Logger
+	// ENIHook forces the ENI program's hook; empty = by interface type.
+	ENIHook dataplane.Hook
 	// UnderlayHook forces the underlay filter's hook; empty = by interface
 	// type (dataplane.ChooseHook).
 	UnderlayHook dataplane.Hook
@@ -240,12 +242,13 @@ func (a *Agent) apply(t *topology.Topology) error {
 		}
 	}
 	for _, e := range state.ENIs {
-		if err := a.dp.AttachENI(e.Interface); err != nil {
+		hook, err := a.dp.AttachENI(e.Interface, a.opts.ENIHook)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 			continue
 		}
 		if _, ok := a.enis[e.Name]; !ok {
-			a.log.Info("attached ENI", "eni", e.Name, "interface", e.Interface, "hook", dataplane.HookTCX,
+			a.log.Info("attached ENI", "eni", e.Name, "interface", e.Interface, "hook", hook,
 				"ip", e.IP, "vni", e.VNI)
 		}
 		a.enis[e.Name] = e.Interface

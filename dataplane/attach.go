@@ -92,10 +92,22 @@ func (d *Datapath) record(pinName, ifname string, ifindex int, hook Hook, prog *
 	d.attached[pinName] = a
 }
 
-// AttachENI attaches the ENI program at tcx ingress of an ENI's host-side
-// interface.
-func (d *Datapath) AttachENI(ifname string) error {
-	return d.attachPinned("eni-"+ifname, ifname, HookTCX, d.eni.EniIngress)
+// AttachENI attaches the ENI program to an ENI's host-side interface at
+// hook (chosen with ChooseHook when empty) and returns the hook used. A
+// pinned link of an earlier daemon at the other hook is replaced.
+func (d *Datapath) AttachENI(ifname string, hook Hook) (Hook, error) {
+	if hook == "" {
+		h, err := ChooseHook(ifname)
+		if err != nil {
+			return "", err
+		}
+		hook = h
+	}
+	prog := d.eni.EniIngress
+	if hook == HookXDP {
+		prog = d.eniXDP.EniXdp
+	}
+	return hook, d.attachPinned("eni-"+ifname, ifname, hook, prog)
 }
 
 // DetachENI removes the ENI program from ifname (the pin goes too).
@@ -221,6 +233,9 @@ func unpinLink(path string) error {
 func (d *Datapath) Programs() (eni, tunnel, underlay *ebpf.Program) {
 	return d.eni.EniIngress, d.tunnel.TunnelIngress, d.underlay.UnderlayFilterXdp
 }
+
+// ENIXDP returns the XDP flavour of the ENI program.
+func (d *Datapath) ENIXDP() *ebpf.Program { return d.eniXDP.EniXdp }
 
 // UnderlayTC returns the tc flavour of the underlay filter.
 func (d *Datapath) UnderlayTC() *ebpf.Program { return d.underlay.UnderlayFilterTc }

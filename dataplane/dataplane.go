@@ -28,6 +28,7 @@ type Datapath struct {
 	dir      string
 	log      *slog.Logger
 	eni      bpf.EniObjects
+	eniXDP   bpf.EniXdpObjects
 	tunnel   bpf.TunnelObjects
 	underlay bpf.UnderlayObjects
 
@@ -92,12 +93,18 @@ func Open(dir string, log *slog.Logger) (*Datapath, error) {
 	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadEniObjects(&d.eni, opts) }); err != nil {
 		return nil, fmt.Errorf("load ENI program: %w", err)
 	}
+	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadEniXdpObjects(&d.eniXDP, opts) }); err != nil {
+		d.eni.Close()
+		return nil, fmt.Errorf("load ENI program (XDP): %w", err)
+	}
 	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadTunnelObjects(&d.tunnel, opts) }); err != nil {
 		d.eni.Close()
+		d.eniXDP.Close()
 		return nil, fmt.Errorf("load tunnel program: %w", err)
 	}
 	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadUnderlayObjects(&d.underlay, opts) }); err != nil {
 		d.eni.Close()
+		d.eniXDP.Close()
 		d.tunnel.Close()
 		return nil, fmt.Errorf("load underlay program: %w", err)
 	}
@@ -132,7 +139,7 @@ func (d *Datapath) Close() error {
 	if d.tunnelLink != nil {
 		d.tunnelLink.Close()
 	}
-	return errors.Join(d.underlay.Close(), d.tunnel.Close(), d.eni.Close())
+	return errors.Join(d.underlay.Close(), d.tunnel.Close(), d.eniXDP.Close(), d.eni.Close())
 }
 
 // Teardown removes every pin under dir: links (which detaches their

@@ -17,6 +17,8 @@ const (
 	tcActRedirect = 7
 	xdpDrop       = 1
 	xdpPass       = 2
+	xdpTx         = 3
+	xdpRedirect   = 4
 )
 
 const testENIIfindex = 1 // loopback: BPF_PROG_TEST_RUN needs a real device
@@ -102,6 +104,66 @@ func runTC(t testing.TB, prog *ebpf.Program, ifindex uint32, pkt []byte) (uint32
 	return ret, out
 }
 
+// eniHook runs the ENI program of one hook on a frame from ENI a.
+type eniHook struct {
+	name string
+	// run returns the verdict ("drop", "pass", "back" = out of the
+	// interface it came in on, "redirect") and the frame after the program.
+	run func(t testing.TB, pkt []byte) (string, []byte)
+	// encapAt is where the outer IPv4 header starts in an encapsulated
+	// frame: tc keeps an Ethernet header that the redirect strips.
+	encapAt int
+}
+
+func eniHooks(d *Datapath) []eniHook {
+	tc, _, _ := d.Programs()
+	xdp := d.ENIXDP()
+	return []eniHook{
+		{name: "tc", encapAt: 14, run: func(t testing.TB, pkt []byte) (string, []byte) {
+			ret, out := runTC(t, tc, testENIIfindex, pkt)
+			switch ret {
+			case tcActShot:
+				return "drop", out
+			case tcActRedirect:
+				// tc redirects back with bpf_redirect to the same
+				// interface: the return code alone cannot tell.
+				return "redirect", out
+			}
+			return "pass", out
+		}},
+		{name: "xdp", encapAt: 0, run: func(t testing.TB, pkt []byte) (string, []byte) {
+			t.Helper()
+			out := make([]byte, len(pkt)+256)
+			ctx := make([]byte, 24) // struct xdp_md
+			binary.NativeEndian.PutUint32(ctx[4:], uint32(len(pkt)))
+			binary.NativeEndian.PutUint32(ctx[12:], testENIIfindex)
+			opts := &ebpf.RunOptions{Data: pkt, DataOut: out, Context: ctx}
+			ret, err := xdp.Run(opts)
+			if err != nil {
+				t.Fatalf("xdp test run: %v", err)
+			}
+			out = out[:len(opts.DataOut)]
+			switch ret {
+			case xdpDrop:
+				return "drop", out
+			case xdpTx:
+				return "back", out
+			case xdpRedirect:
+				return "redirect", out
+			}
+			return "pass", out
+		}},
+	}
+}
+
+// verdictIs compares a verdict with the XDP-precise expectation.
+func verdictIs(h eniHook, got, want string) bool {
+	if h.name == "tc" && want == "back" {
+		want = "redirect"
+	}
+	return got == want
+}
+
 func checksum(b []byte) uint16 {
 	var sum uint32
 	for i := 0; i+1 < len(b); i += 2 {
@@ -157,7 +219,12 @@ func dropCount(t testing.TB, d *Datapath, reason string) uint64 {
 
 func TestENIProxyARP(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testProxyARP(t, d, h) })
+	}
+}
+
+func testProxyARP(t *testing.T, d *Datapath, h eniHook) {
 	pkt := make([]byte, 42)
 	copy(pkt[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 	copy(pkt[6:12], macA)
@@ -173,9 +240,9 @@ func TestENIProxyARP(t *testing.T) {
 	gw := netip.MustParseAddr("10.0.1.1").As4()
 	copy(arp[24:28], gw[:])
 
-	ret, out := runTC(t, eni, testENIIfindex, pkt)
-	if ret != tcActRedirect {
-		t.Fatalf("verdict %d, want redirect back to the workload", ret)
+	ret, out := h.run(t, append([]byte(nil), pkt...))
+	if !verdictIs(h, ret, "back") {
+		t.Fatalf("verdict %s, want back to the workload", ret)
 	}
 	if got := net.HardwareAddr(out[6:12]); got.String() != GatewayMAC.String() {
 		t.Errorf("reply from %v, want gateway MAC %v", got, GatewayMAC)
@@ -194,8 +261,8 @@ func TestENIProxyARP(t *testing.T) {
 	outside := netip.MustParseAddr("192.0.2.1").As4()
 	copy(arp[24:28], outside[:])
 	before := dropCount(t, d, "arp")
-	if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
-		t.Fatalf("verdict %d for ARP outside the VPC, want drop", ret)
+	if ret, _ := h.run(t, pkt); ret != "drop" {
+		t.Fatalf("verdict %s for ARP outside the VPC, want drop", ret)
 	}
 	if dropCount(t, d, "arp") != before+1 {
 		t.Error("ARP drop not counted")
@@ -204,7 +271,12 @@ func TestENIProxyARP(t *testing.T) {
 
 func TestENISourceCheck(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testSourceCheck(t, d, h) })
+	}
+}
+
+func testSourceCheck(t *testing.T, d *Datapath, h eniHook) {
 	cases := []struct {
 		name string
 		mac  net.HardwareAddr
@@ -216,8 +288,8 @@ func TestENISourceCheck(t *testing.T) {
 	for _, c := range cases {
 		before := dropCount(t, d, "source_check")
 		pkt := ipv4Packet(c.mac, GatewayMAC, c.src, ipB, 1, false, icmpEcho(8))
-		if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
-			t.Errorf("%s: verdict %d, want drop", c.name, ret)
+		if ret, _ := h.run(t, pkt); ret != "drop" {
+			t.Errorf("%s: verdict %s, want drop", c.name, ret)
 		}
 		if got := dropCount(t, d, "source_check"); got != before+1 {
 			t.Errorf("%s: source_check drops %d, want %d", c.name, got, before+1)
@@ -227,11 +299,17 @@ func TestENISourceCheck(t *testing.T) {
 
 func TestENILocalDelivery(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testLocalDelivery(t, d, h) })
+	}
+}
+
+func testLocalDelivery(t *testing.T, d *Datapath, h eniHook) {
+	before, _ := d.ENICounters("b")
 	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipB, 1, false, icmpEcho(8))
-	ret, out := runTC(t, eni, testENIIfindex, pkt)
-	if ret != tcActRedirect {
-		t.Fatalf("verdict %d, want redirect", ret)
+	ret, out := h.run(t, pkt)
+	if ret != "redirect" {
+		t.Fatalf("verdict %s, want redirect", ret)
 	}
 	if got := net.HardwareAddr(out[0:6]); got.String() != macB.String() {
 		t.Errorf("destination MAC %v, want %v", got, macB)
@@ -243,6 +321,8 @@ func TestENILocalDelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c[Ingress].Packets -= before[Ingress].Packets
+	c[Ingress].Bytes -= before[Ingress].Bytes
 	if c[Ingress].Packets != 1 || c[Ingress].Bytes != uint64(len(pkt)-14) {
 		t.Errorf("ENI b ingress counters %+v, want 1 packet of %d bytes", c[Ingress], len(pkt)-14)
 	}
@@ -250,14 +330,19 @@ func TestENILocalDelivery(t *testing.T) {
 
 func TestENIRemoteEncapsulates(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
-	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, false, icmpEcho(8))
-	ret, out := runTC(t, eni, testENIIfindex, pkt)
-	if ret != tcActRedirect {
-		t.Fatalf("verdict %d, want redirect to the tunnel", ret)
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testRemoteEncapsulates(t, h) })
 	}
-	out = out[:len(pkt)+50]
-	outer := out[14:34]
+}
+
+func testRemoteEncapsulates(t *testing.T, h eniHook) {
+	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, false, icmpEcho(8))
+	ret, out := h.run(t, append([]byte(nil), pkt...))
+	if ret != "redirect" {
+		t.Fatalf("verdict %s, want redirect to the tunnel", ret)
+	}
+	out = out[h.encapAt : h.encapAt+len(pkt)+36]
+	outer := out[0:20]
 	if outer[0] != 0x45 || outer[9] != 17 {
 		t.Fatalf("outer header %x is not IPv4/UDP", outer)
 	}
@@ -270,36 +355,41 @@ func TestENIRemoteEncapsulates(t *testing.T) {
 	if checksum(outer) != 0 {
 		t.Error("outer IPv4 checksum is wrong")
 	}
-	if tl := binary.BigEndian.Uint16(outer[2:]); int(tl) != len(out)-14 {
-		t.Errorf("outer total length %d, want %d", tl, len(out)-14)
+	if tl := binary.BigEndian.Uint16(outer[2:]); int(tl) != len(out) {
+		t.Errorf("outer total length %d, want %d", tl, len(out))
 	}
-	udp := out[34:42]
+	udp := out[20:28]
 	if port := binary.BigEndian.Uint16(udp[2:]); port != 4789 {
 		t.Errorf("UDP destination port %d, want 4789", port)
 	}
-	vx := out[42:50]
+	vx := out[28:36]
 	if vx[0] != 0x08 {
 		t.Errorf("VXLAN flags %#x, want I flag", vx[0])
 	}
 	if vni := binary.BigEndian.Uint32(vx[4:]) >> 8; vni != vniRed {
 		t.Errorf("VNI %d, want %d", vni, vniRed)
 	}
-	if got := net.HardwareAddr(out[50:56]); got.String() != macR.String() {
+	if got := net.HardwareAddr(out[36:42]); got.String() != macR.String() {
 		t.Errorf("inner destination MAC %v, want %v", got, macR)
 	}
-	if string(out[64:]) != string(pkt[14:]) {
+	if string(out[50:]) != string(pkt[14:]) {
 		t.Error("inner IP packet changed by encapsulation")
 	}
 }
 
 func TestENIFragNeeded(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testFragNeeded(t, d, h) })
+	}
+}
+
+func testFragNeeded(t *testing.T, d *Datapath, h eniHook) {
 	pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, true, icmpEcho(1400))
 	before := dropCount(t, d, "frag_needed")
-	ret, out := runTC(t, eni, testENIIfindex, pkt)
-	if ret != tcActRedirect {
-		t.Fatalf("verdict %d, want ICMP redirected back", ret)
+	ret, out := h.run(t, pkt)
+	if !verdictIs(h, ret, "back") {
+		t.Fatalf("verdict %s, want the ICMP sent back", ret)
 	}
 	ip := out[14:34]
 	if ip[9] != 1 {
@@ -323,14 +413,19 @@ func TestENIFragNeeded(t *testing.T) {
 	}
 	// Without DF the packet goes into the tunnel.
 	pkt = ipv4Packet(macA, GatewayMAC, ipA, ipR, 1, false, icmpEcho(1400))
-	if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActRedirect {
-		t.Fatalf("verdict %d for a big non-DF packet, want redirect", ret)
+	if ret, _ := h.run(t, pkt); ret != "redirect" {
+		t.Fatalf("verdict %s for a big non-DF packet, want redirect", ret)
 	}
 }
 
 func TestENIDropsByReason(t *testing.T) {
 	d := testDatapath(t)
-	eni, _, _ := d.Programs()
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) { testDropsByReason(t, d, h) })
+	}
+}
+
+func testDropsByReason(t *testing.T, d *Datapath, h eniHook) {
 	cases := []struct {
 		dst    string
 		reason string
@@ -345,8 +440,8 @@ func TestENIDropsByReason(t *testing.T) {
 	for _, c := range cases {
 		before := dropCount(t, d, c.reason)
 		pkt := ipv4Packet(macA, GatewayMAC, ipA, netip.MustParseAddr(c.dst), 1, false, icmpEcho(8))
-		if ret, _ := runTC(t, eni, testENIIfindex, pkt); ret != tcActShot {
-			t.Errorf("to %s: verdict %d, want drop", c.dst, ret)
+		if ret, _ := h.run(t, pkt); ret != "drop" {
+			t.Errorf("to %s: verdict %s, want drop", c.dst, ret)
 		}
 		if got := dropCount(t, d, c.reason); got != before+1 {
 			t.Errorf("to %s: %s drops %d, want %d", c.dst, c.reason, got, before+1)
@@ -369,5 +464,37 @@ func TestDropReasonsAllNamed(t *testing.T) {
 		if !seen[must] {
 			t.Errorf("SPEC §8 reason %q missing", must)
 		}
+	}
+}
+
+func TestENIClampsMSS(t *testing.T) {
+	d := testDatapath(t)
+	for _, h := range eniHooks(d) {
+		t.Run(h.name, func(t *testing.T) {
+			tcp := make([]byte, 24)
+			binary.BigEndian.PutUint16(tcp[0:], 40000)
+			binary.BigEndian.PutUint16(tcp[2:], 80)
+			tcp[12] = 6 << 4
+			tcp[13] = 0x02 // SYN
+			tcp[20], tcp[21] = 2, 4
+			binary.BigEndian.PutUint16(tcp[22:], 1460)
+			pkt := ipv4Packet(macA, GatewayMAC, ipA, ipR, 6, true, tcp)
+			// TCP checksum over the pseudo header.
+			ph := append(append(append([]byte{}, pkt[26:34]...), 0, 6, 0, 24), tcp...)
+			binary.BigEndian.PutUint16(pkt[34+16:], checksum(ph))
+			ret, out := h.run(t, pkt)
+			if ret != "redirect" {
+				t.Fatalf("verdict %s, want redirect to the tunnel", ret)
+			}
+			inner := out[h.encapAt+50:]
+			got := inner[20 : 20+24]
+			if mss := binary.BigEndian.Uint16(got[22:]); int(mss) != InnerMTU(1500)-40 {
+				t.Fatalf("MSS %d, want %d", mss, InnerMTU(1500)-40)
+			}
+			ph = append(append(append([]byte{}, inner[12:20]...), 0, 6, 0, 24), got...)
+			if checksum(ph) != 0 {
+				t.Fatal("TCP checksum wrong after the MSS was clamped")
+			}
+		})
 	}
 }

@@ -34,7 +34,7 @@ const (
 
 // daemonArgs returns the arguments of host's `vpcd run`.
 func daemonArgs(topoPath string, hs *hostState) []string {
-	return []string{
+	return append([]string{
 		"run",
 		"--config", topoPath,
 		"--host", hs.Name,
@@ -44,7 +44,7 @@ func daemonArgs(topoPath string, hs *hostState) []string {
 		"--metrics", MetricsAddr,
 		"--tunnel-device", tunnel.DeviceName(hs.Name),
 		"--pprof",
-	}
+	}, hs.Flags...)
 }
 
 // startDaemon starts host's daemon inside its network namespace (root mount

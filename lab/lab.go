@@ -66,6 +66,9 @@ type Options struct {
 	// NoDaemons builds the namespaces, interfaces and keys only: no daemon
 	// is started and nothing is waited for.
 	NoDaemons bool
+	// DaemonFlags are added to every host's `vpcd run` command line
+	// (e.g. --eni-hook xdp).
+	DaemonFlags []string
 }
 
 // Kind selects the kind of namespace Exec and Do enter.
@@ -212,7 +215,9 @@ func up(ctx context.Context, o Options, src, dir string, t *topology.Topology) (
 		Created:   time.Now().UTC().Truncate(time.Second),
 	}
 	for i := range t.Hosts {
-		st.Hosts = append(st.Hosts, newHostState(o.Name, dir, t.Hosts[i].Name))
+		hs := newHostState(o.Name, dir, t.Hosts[i].Name)
+		hs.Flags = o.DaemonFlags
+		st.Hosts = append(st.Hosts, hs)
 	}
 	if err := os.MkdirAll(filepath.Join(dir, hostsDir), 0o700); err != nil {
 		return nil, err

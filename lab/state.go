@@ -78,6 +78,9 @@ type hostState struct {
 	Device   string `json:"tunnel_device"`
 	UAPI     string `json:"uapi_socket"`
 	PID      int    `json:"pid,omitempty"` // 0 when not started by the lab
+	// Flags are extra `vpcd run` flags (Options.DaemonFlags), kept for
+	// restarts.
+	Flags []string `json:"flags,omitempty"`
 }
 
 // eniState is one ENI namespace of the lab.

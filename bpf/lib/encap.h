@@ -5,6 +5,7 @@
 #ifndef VPCD_ENCAP_H
 #define VPCD_ENCAP_H
 
+#include "ctx.h"
 #include "parse.h"
 
 struct vxlan_encap {
@@ -49,6 +50,30 @@ static __always_inline void vxlan_fill(struct vxlan_encap *h, __be32 saddr, __be
 	mac_copy(h->inner.h_dest, inner_dst);
 	mac_copy(h->inner.h_source, inner_src);
 	h->inner.h_proto = bpf_htons(ETH_P_IP);
+}
+
+/* vxlan_push puts the outer headers and the inner Ethernet header of h in
+ * front of the frame's IPv4 packet. After it the frame is laid out for a
+ * redirect to the tunnel device: with tc, an Ethernet header the redirect
+ * strips, then h; with XDP, h itself (the frame's own Ethernet header
+ * becomes the inner one). */
+static __always_inline int vxlan_push(struct ctx_buff *ctx, const struct vxlan_encap *h)
+{
+#if defined(VPCD_HOOK_TC)
+	/* GSO-aware: the kernel learns the packet is UDP-tunnelled and can
+	 * still segment (or hand whole to the tunnel device) a super-packet. */
+	__u64 flags = BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
+		      BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+		      BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+
+	if (bpf_skb_adjust_room(ctx, VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return -1;
+	return ctx_store_bytes(ctx, ETH_HLEN, h, VXLAN_ENCAP_LEN);
+#else
+	if (bpf_xdp_adjust_head(ctx, -(int)VXLAN_OUTER_LEN) < 0)
+		return -1;
+	return ctx_store_bytes(ctx, 0, h, VXLAN_ENCAP_LEN);
+#endif
 }
 
 #endif

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Path MTU for the tunnel (SPEC §3), tc flavour: clamp the MSS of TCP SYNs to
+/* Path MTU for the tunnel (SPEC §3), for both hooks: clamp the MSS of TCP SYNs to
  * what fits the tunnel, and answer DF packets that do not fit with ICMP
  * "fragmentation needed" carrying the tunnel's inner MTU. */
 #ifndef VPCD_MTU_H
 #define VPCD_MTU_H
 
+#include "ctx.h"
 #include "parse.h"
 
 #define TCP_OPT_MSS 2
@@ -16,7 +17,7 @@
  * segments get ICMP "fragmentation needed" below and the sender lowers
  * its path MTU. Returns 0 on success or when there is nothing to do, <0
  * when the packet could not be rewritten. */
-static __always_inline int clamp_mss(struct __sk_buff *skb, __u32 tcp_off, __u32 doff, __u16 mss)
+static __always_inline int clamp_mss(struct ctx_buff *ctx, __u32 tcp_off, __u32 doff, __u16 mss)
 {
 	__u8 opt[4];
 	__u32 off = tcp_off + sizeof(struct tcphdr);
@@ -25,7 +26,7 @@ static __always_inline int clamp_mss(struct __sk_buff *skb, __u32 tcp_off, __u32
 
 	if (doff < 6)
 		return 0;
-	if (bpf_skb_load_bytes(skb, off, opt, sizeof(opt)) < 0)
+	if (ctx_load_bytes(ctx, off, opt, sizeof(opt)) < 0)
 		return -1;
 	if (opt[0] != TCP_OPT_MSS || opt[1] != 4)
 		return 0;
@@ -34,10 +35,9 @@ static __always_inline int clamp_mss(struct __sk_buff *skb, __u32 tcp_off, __u32
 		return 0;
 	old = bpf_htons(old_h);
 	new = bpf_htons(mss);
-	if (bpf_l4_csum_replace(skb, tcp_off + offsetof(struct tcphdr, check), old, new,
-				sizeof(__u16)) < 0)
+	if (ctx_l4_csum_replace2(ctx, tcp_off + offsetof(struct tcphdr, check), old, new) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, off + 2, &new, sizeof(new), 0);
+	return ctx_store_bytes(ctx, off + 2, &new, sizeof(new));
 }
 
 struct icmp_frag_needed {
@@ -49,7 +49,7 @@ struct icmp_frag_needed {
 /* reply_frag_needed rewrites skb, a DF IPv4 packet too big for the tunnel,
  * into an ICMP "fragmentation needed" from the VPC router back to the
  * workload. The caller redirects it back out of the ENI's interface. */
-static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct eni_info *eni,
+static __always_inline int reply_frag_needed(struct ctx_buff *ctx, const struct eni_info *eni,
 					     const __u8 *gw_mac, __u16 mtu)
 {
 	struct icmp_frag_needed r;
@@ -57,9 +57,9 @@ static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct
 	__u64 sum;
 
 	__builtin_memset(&r, 0, sizeof(r));
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, r.quote, sizeof(r.quote)) < 0)
+	if (ctx_load_bytes(ctx, ETH_HLEN, r.quote, sizeof(r.quote)) < 0)
 		return -1;
-	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(r), 0) < 0)
+	if (ctx_set_len(ctx, ETH_HLEN + sizeof(r)) < 0)
 		return -1;
 
 	mac_copy(eth.h_dest, eni->mac);
@@ -81,9 +81,9 @@ static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp, sizeof(r.icmp) + sizeof(r.quote), 0);
 	r.icmp.checksum = csum_fold(sum);
 
-	if (bpf_skb_store_bytes(skb, 0, &eth, ETH_HLEN, 0) < 0)
+	if (ctx_store_bytes(ctx, 0, &eth, ETH_HLEN) < 0)
 		return -1;
-	return bpf_skb_store_bytes(skb, ETH_HLEN, &r, sizeof(r), BPF_F_INVALIDATE_HASH);
+	return ctx_store_bytes(ctx, ETH_HLEN, &r, sizeof(r));
 }
 
 #endif

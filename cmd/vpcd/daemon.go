@@ -30,6 +30,7 @@ func cmdRun(args []string) error {
 	socket := fs.String("socket", agent.DefaultSocket, "control socket path")
 	tunDev := fs.String("tunnel-device", agent.DefaultTunnelDevice, "WireGuard tunnel device name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	eniHook := fs.String("eni-hook", "auto", "hook of the ENI program: auto (tcx on veth, else xdp), xdp or tcx")
 	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
 	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
 	if _, err := parse(fs, args); err != nil {
@@ -41,6 +42,10 @@ func cmdRun(args []string) error {
 	uhook, err := dataplane.ParseHook(*underlayHook)
 	if err != nil {
 		return fmt.Errorf("run: --underlay-hook: %w", err)
+	}
+	ehook, err := dataplane.ParseHook(*eniHook)
+	if err != nil {
+		return fmt.Errorf("run: --eni-hook: %w", err)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -66,7 +71,7 @@ func cmdRun(args []string) error {
 	}()
 	return agent.Run(ctx, agent.Options{
 		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
-		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook,
+		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook, ENIHook: ehook,
 	}, reload)
 }
 

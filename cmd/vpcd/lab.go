@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/vpcd/vpcd/lab"
@@ -31,9 +31,12 @@ func cmdLab(args []string) error {
 	sub, args := args[0], args[1:]
 	fs := newFlags("lab "+sub, labSynopsis)
 	name := fs.String("name", lab.DefaultName(), "lab name")
-	var topo *string
+	var topo, daemonFlags *string
 	if sub == "up" || sub == "apply" {
 		topo = fs.String("topology", "", "topology file (required)")
+	}
+	if sub == "up" {
+		daemonFlags = fs.String("daemon-flags", "", "extra flags for every host's vpcd run, e.g. \"--eni-hook xdp\"")
 	}
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -51,7 +54,8 @@ func cmdLab(args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = lab.Up(ctx, lab.Options{Name: *name, TopologyPath: *topo, Binary: bin, Out: os.Stdout})
+		_, err = lab.Up(ctx, lab.Options{Name: *name, TopologyPath: *topo, Binary: bin, Out: os.Stdout,
+			DaemonFlags: strings.Fields(*daemonFlags)})
 		return err
 	case "down":
 		return lab.Down(*name)
@@ -129,5 +133,3 @@ func labExec(ctx context.Context, sub, name string, pos []string) error {
 	}
 	return nil
 }
-
-var _ = strconv.Itoa

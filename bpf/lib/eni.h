@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The ENI program's logic, for both hooks (see ctx.h): it runs on the host
+ * side of every ENI's interface and sees each frame a workload sends. It
+ * checks the source, answers ARP as the VPC router, looks the destination
+ * up by (VNI, IP) and either delivers to a local ENI or wraps the frame in
+ * VXLAN and hands it to the WireGuard tunnel. Nothing it does not
+ * understand is passed to the host. */
+#ifndef VPCD_ENI_H
+#define VPCD_ENI_H
+
+#include "ctx.h"
+#include "common.h"
+#include "maps.h"
+#include "drop.h"
+#include "parse.h"
+#include "arp.h"
+#include "encap.h"
+#include "mtu.h"
+
+static __always_inline int eni_drop(enum drop_reason reason)
+{
+	count_drop(reason, DIR_EGRESS);
+	return CTX_DROP;
+}
+
+static __always_inline int handle_arp(struct ctx_buff *ctx, struct cursor *c, struct ethhdr *eth,
+				      const struct eni_info *eni, const struct vpcd_config *cfg)
+{
+	struct arp_eth_ipv4 *arp = parse_arp(c);
+
+	if (!arp)
+		return eni_drop(DROP_MALFORMED);
+	if (eni->source_dest_check && !mac_equal(arp->sha, eni->mac))
+		return eni_drop(DROP_SOURCE_CHECK);
+	if (arp->op != bpf_htons(ARP_OP_REQUEST))
+		return CTX_DROP; /* replies and announcements: nobody to tell */
+	if (!arp_answerable(eni, arp->tpa, arp->spa))
+		return eni_drop(DROP_ARP);
+	arp_reply_in_place(eth, arp, cfg->gw_mac);
+	return ctx_redirect_back(ctx);
+}
+
+/* drop_reason_for_miss classifies a destination that no ENI of the VPC has. */
+static __always_inline enum drop_reason drop_reason_for_miss(const struct eni_info *eni, __be32 daddr)
+{
+	struct lpm_v4_key k = { .prefixlen = 32, .addr = daddr };
+
+	if (bpf_map_lookup_elem(&substrate, &k))
+		return DROP_SUBSTRATE;
+	if (daddr == eni->gateway)
+		return DROP_SUBSTRATE;
+	return DROP_NO_ROUTE;
+}
+
+/* flow_hash spreads flows over VXLAN source ports: the same for both
+ * hooks, from the addresses, protocol and (for TCP/UDP) ports. */
+static __always_inline __u32 flow_hash(__be32 saddr, __be32 daddr, __u8 proto, __u32 ports)
+{
+	__u32 h = saddr * 0x9e3779b1u;
+
+	h ^= daddr + 0x7f4a7c15u + (h << 6) + (h >> 2);
+	h ^= ports + proto + 0x165667b1u + (h << 6) + (h >> 2);
+	return h ^ (h >> 16);
+}
+
+/* to_tunnel wraps the frame in VXLAN and hands it to the tunnel device.
+ * syn_doff is the TCP data offset of a SYN (0 for anything else), whose MSS
+ * is clamped to what fits the tunnel. */
+static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info *eni,
+				     const struct route *rt, const struct vpcd_config *cfg,
+				     __u32 l4_off, __u32 syn_doff, __u32 hash)
+{
+	struct vxlan_encap h;
+	__u32 len;
+
+	if (!cfg->tun_ifindex)
+		return eni_drop(DROP_NO_TUNNEL);
+
+	if (syn_doff && cfg->inner_mtu > 40) {
+		if (clamp_mss(ctx, l4_off, syn_doff, cfg->inner_mtu - 40) < 0)
+			return eni_drop(DROP_MALFORMED);
+	}
+
+	len = ctx_len(ctx);
+	if (ctx_gso_segs(ctx) <= 1 && len - ETH_HLEN > cfg->inner_mtu) {
+		void *data = ctx_data(ctx);
+		void *end = ctx_data_end(ctx);
+		struct iphdr *ip = data + ETH_HLEN;
+
+		if ((void *)(ip + 1) > end)
+			return eni_drop(DROP_MALFORMED);
+		if (ip->frag_off & bpf_htons(IP_DF)) {
+			count_drop(DROP_FRAG_NEEDED, DIR_EGRESS);
+			if (reply_frag_needed(ctx, eni, cfg->gw_mac, cfg->inner_mtu) < 0)
+				return CTX_DROP;
+			return ctx_redirect_back(ctx);
+		}
+		/* Without DF the encrypted packet is fragmented on the underlay. */
+	}
+
+	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, eni->vni, len, hash, rt->mac, eni->mac);
+	if (vxlan_push(ctx, &h) < 0)
+		return eni_drop(DROP_ENCAP_FAILED);
+	return ctx_redirect(ctx, cfg->tun_ifindex);
+}
+
+static __always_inline int eni_egress(struct ctx_buff *ctx)
+{
+	struct cursor c = { .pos = ctx_data(ctx), .end = ctx_data_end(ctx) };
+	__u32 ifindex = ctx_ifindex(ctx);
+	struct vpcd_config *cfg;
+	struct eni_info *eni;
+	struct route_key rk;
+	struct route *rt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 l4_off, syn_doff = 0, ports = 0, bytes;
+
+	eni = bpf_map_lookup_elem(&enis, &ifindex);
+	if (!eni)
+		return eni_drop(DROP_UNKNOWN_ENI);
+	cfg = get_config();
+	if (!cfg)
+		return eni_drop(DROP_UNKNOWN_ENI);
+
+	eth = parse_eth(&c);
+	if (!eth)
+		return eni_drop(DROP_MALFORMED);
+	if (eni->source_dest_check && !mac_equal(eth->h_source, eni->mac))
+		return eni_drop(DROP_SOURCE_CHECK);
+
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return handle_arp(ctx, &c, eth, eni, cfg);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return eni_drop(DROP_UNSUPPORTED);
+
+	ip = parse_ipv4(&c);
+	if (!ip)
+		return eni_drop(DROP_MALFORMED);
+	if (eni->source_dest_check && ip->saddr != eni->ip)
+		return eni_drop(DROP_SOURCE_CHECK);
+	l4_off = ETH_HLEN + ip->ihl * 4;
+	if (!ip_is_fragment(ip)) {
+		if (ip->protocol == IPPROTO_TCP_) {
+			struct tcphdr *tcp = parse_tcp(&c);
+
+			if (!tcp)
+				return eni_drop(DROP_MALFORMED);
+			if (tcp->syn)
+				syn_doff = tcp->doff;
+			ports = (__u32)tcp->source << 16 | tcp->dest;
+		} else if (ip->protocol == IPPROTO_UDP_) {
+			struct udphdr *udp = parse_udp(&c);
+
+			if (!udp)
+				return eni_drop(DROP_MALFORMED);
+			ports = (__u32)udp->source << 16 | udp->dest;
+		}
+	}
+
+	rk.vni = eni->vni;
+	rk.ip = ip->daddr;
+	rt = bpf_map_lookup_elem(&routes, &rk);
+	if (!rt)
+		return eni_drop(drop_reason_for_miss(eni, ip->daddr));
+
+	bytes = ctx_len(ctx) - ETH_HLEN;
+	count_eni(eni->eni_id, DIR_EGRESS, bytes);
+
+	if (rt->ifindex) {
+		/* Same host: rewrite as the VPC router would and hand the frame
+		 * to the target ENI. */
+		mac_copy(eth->h_dest, rt->mac);
+		mac_copy(eth->h_source, cfg->gw_mac);
+		count_eni(rt->eni_id, DIR_INGRESS, bytes);
+		return ctx_redirect_local(ctx, rt->ifindex);
+	}
+	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
+			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
+}
+
+#endif
