@@ -43,7 +43,6 @@ func daemonArgs(topoPath string, hs *hostState) []string {
 		"--socket", hs.Socket,
 		"--metrics", MetricsAddr,
 		"--tunnel-device", tunnel.DeviceName(hs.Name),
-		"--pprof",
 	}, hs.Flags...)
 }
 
