@@ -171,7 +171,6 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	a.log.Info("attached underlay filter", "interface", h.UnderlayInterface, "hook", hook)
 
 	a.initMetrics()
-	var wg sync.WaitGroup
 	if o.MetricsAddr != "" {
 		srv, err := a.serveMetrics(o.MetricsAddr)
 		if err != nil {
@@ -193,7 +192,6 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	for {
 		select {
 		case <-ctx.Done():
-			wg.Wait()
 			a.log.Info("stopping; the datapath stays pinned", "bpffs", o.BPFFS)
 			return nil
 		case <-reload:

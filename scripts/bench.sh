@@ -22,6 +22,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 cleanup() {
 	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
 	"$VPCD" lab down --name "$LAB" >/dev/null 2>&1 || true
+	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
 	rm -f /var/run/wireguard/vbwg0.sock /var/run/wireguard/vbwg1.sock
 	rm -rf "$TMP"
@@ -88,16 +89,20 @@ enis:
   - {name: e3, host: b1, subnet: s, ip: 10.0.1.12}
 YAML
 "$VPCD" lab up --name "$LAB" --topology "$TMP/topology.yaml" >/dev/null
+# The same with the underlay filter forced to XDP (auto picks tcx on veths):
+# the number behind that choice (docs/hooks.md).
+sed 's/name: b1/name: x1/; s/host: b1/host: x1/g; s/name: b2/name: x2/; s/host: b2/host: x2/g' "$TMP/topology.yaml" > "$TMP/topology-xdp.yaml"
+"$VPCD" lab up --name "${LAB}x" --topology "$TMP/topology-xdp.yaml" --daemon-flags "--underlay-hook xdp" >/dev/null
 
 # iperf3 CLIENT_NS SERVER_NS ADDR [exec prefix] -> Gbit/s received
 measure() {
 	local cns=$1 sns=$2 addr=$3 kind=$4
 	local srv cli
-	if [ "$kind" = lab ]; then
-		"$VPCD" lab exec --name "$LAB" "$sns" -- iperf3 -s -1 >/dev/null 2>&1 &
+	if [ "$kind" != ns ]; then
+		"$VPCD" lab exec --name "$kind" "$sns" -- iperf3 -s -1 >/dev/null 2>&1 &
 		srv=$!
 		sleep 0.4
-		cli=$("$VPCD" lab exec --name "$LAB" "$cns" -- iperf3 -c "$addr" -t "$SECS" -f g 2>&1 || true)
+		cli=$("$VPCD" lab exec --name "$kind" "$cns" -- iperf3 -c "$addr" -t "$SECS" -f g 2>&1 || true)
 	else
 		nsx "$sns" iperf3 -s -1 >/dev/null 2>&1 &
 		srv=$!
@@ -109,15 +114,16 @@ measure() {
 }
 
 declare -A R
-CASES="veth wggo vxlanwg vpcd_cross vpcd_same"
+CASES="veth wggo vxlanwg vpcd_cross vpcd_same vpcd_cross_xdp"
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
 		veth) v=$(measure vb-va vb-vb 10.97.0.2 ns) ;;
 		wggo) v=$(measure vb-wa vb-wb 10.99.0.2 ns) ;;
 		vxlanwg) v=$(measure vb-wa vb-wb 10.98.0.2 ns) ;;
-		vpcd_cross) v=$(measure e1 e2 10.0.1.11 lab) ;;
-		vpcd_same) v=$(measure e1 e3 10.0.1.12 lab) ;;
+		vpcd_cross) v=$(measure e1 e2 10.0.1.11 "$LAB") ;;
+		vpcd_same) v=$(measure e1 e3 10.0.1.12 "$LAB") ;;
+		vpcd_cross_xdp) v=$(measure e1 e2 10.0.1.11 "${LAB}x") ;;
 		esac
 		R[$c]="${R[$c]:-} $v"
 		log "round $round/$ROUNDS $c: $v Gbit/s"
@@ -145,6 +151,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]} |${R[vxlanwg]} | $(ratio "${M[vxlanwg]}" "${M[wggo]}") of wireguard-go |"
 	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]} |${R[vpcd_cross]} | $(ratio "${M[vpcd_cross]}" "${M[wggo]}") of wireguard-go |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]} |${R[vpcd_same]} | $(ratio "${M[vpcd_same]}" "${M[veth]}") of a bare veth pair |"
+	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]} |${R[vpcd_cross_xdp]} | $(ratio "${M[vpcd_cross_xdp]}" "${M[vpcd_cross]}") of vpcd with tcx there |"
 } > "$OUT"
 cat "$OUT"
 log "wrote $OUT"
