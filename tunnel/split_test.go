@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const testMSS = 1338
@@ -219,6 +221,49 @@ func TestWriteDoesNotCoalesceAcrossGaps(t *testing.T) {
 		}
 		if frame[1] != vnetGSONone || !bytes.Equal(frame[vnetHdrLen:], p) {
 			t.Fatal("a packet was changed on its way through")
+		}
+	}
+}
+
+// TestReadDrainsQueuedFrames: one Read returns every frame already queued
+// (ACKs arrive one frame each), not one frame per call.
+func TestReadDrainsQueuedFrames(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[1])
+	unix.SetNonblock(fds[0], true)
+	f := os.NewFile(uintptr(fds[0]), "seqpacket")
+	defer f.Close()
+	sc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vt := &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, rbuf: make([]byte, vnetHdrLen+65536)}
+	var want [][]byte
+	for i := 0; i < 3; i++ {
+		pkt := vxlanTCP(nil, uint32(i), tcpFlagACK, false)
+		want = append(want, pkt)
+		if _, err := unix.Write(fds[1], append(make([]byte, vnetHdrLen), pkt...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bufs := make([][]byte, 128)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2000)
+	}
+	sizes := make([]int, len(bufs))
+	n, err := vt.Read(bufs, sizes, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Fatalf("Read returned %d packets, want the 3 queued", n)
+	}
+	for i := range want {
+		if !bytes.Equal(bufs[i][16:16+sizes[i]], want[i]) {
+			t.Fatalf("packet %d differs", i)
 		}
 	}
 }

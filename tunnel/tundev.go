@@ -64,9 +64,14 @@ type vxlanTUN struct {
 	raw  interface {
 		Write(func(uintptr) bool) error
 	}
-	name   string
-	mtu    int
-	events chan tun.Event
+	// rawRead reads without the poller's wait; draining enables its use.
+	rawRead interface {
+		Read(func(uintptr) bool) error
+	}
+	draining bool
+	name     string
+	mtu      int
+	events   chan tun.Event
 	// tunnelGSO is set when the kernel accepted UDP tunnel offloads.
 	tunnelGSO bool
 
@@ -91,6 +96,7 @@ type vxlanTUN struct {
 type DeviceStats struct {
 	Reads, ReadPackets   atomic.Uint64
 	Writes, WritePackets atomic.Uint64
+	ReadErrors           atomic.Uint64
 }
 
 // openVXLANTUN creates the tunnel device with a virtio-net header and the
@@ -132,6 +138,8 @@ func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
 		return nil, err
 	}
 	t.raw = sc
+	t.rawRead = sc
+	t.draining = true
 	t.events <- tun.EventUp
 	return t, nil
 }
@@ -164,13 +172,56 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if n < vnetHdrLen {
+	count, err := t.unpack(t.rbuf[:n], bufs, sizes, offset)
+	if err != nil {
+		return count, err
+	}
+	// Take what else is queued without waiting (ACKs come one frame
+	// each), while a whole super-packet's segments would still fit.
+	for t.draining && len(bufs)-count >= maxSegments {
+		n, ok := t.tryRead(t.rbuf)
+		if !ok {
+			break
+		}
+		c, err := t.unpack(t.rbuf[:n], bufs[count:], sizes[count:], offset)
+		if err != nil {
+			// This frame is lost; the ones before it are not.
+			t.stats.ReadErrors.Add(1)
+			break
+		}
+		count += c
+	}
+	return count, nil
+}
+
+// maxSegments bounds the segments of one frame: 64 KiB of payload cut at
+// the smallest MSS worth coalescing for.
+const maxSegments = 64
+
+// tryRead reads one frame if one is queued, without waiting.
+func (t *vxlanTUN) tryRead(b []byte) (int, bool) {
+	if t.rawRead == nil {
+		return 0, false
+	}
+	var n int
+	var rerr error
+	err := t.rawRead.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), b)
+		return true // never wait
+	})
+	return n, err == nil && rerr == nil && n > 0
+}
+
+// unpack turns one frame from the kernel into packets in bufs: the packet
+// itself, or the VXLAN packets of every segment of a GSO super-packet.
+func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(frame) < vnetHdrLen {
 		return 0, errMalformed
 	}
 	t.stats.Reads.Add(1)
 	var h vnetHdr
-	h.decode(t.rbuf)
-	pkt := t.rbuf[vnetHdrLen:n]
+	h.decode(frame)
+	pkt := frame[vnetHdrLen:]
 	if h.gsoType == vnetGSONone {
 		if h.flags&vnetFlagNeedsCsum != 0 {
 			if err := finishChecksum(pkt, int(h.csumStart), int(h.csumOffset)); err != nil {
@@ -184,7 +235,7 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		t.stats.ReadPackets.Add(1)
 		return 1, nil
 	}
-	n, err = splitVXLAN(pkt, h, bufs, sizes, offset)
+	n, err := splitVXLAN(pkt, h, bufs, sizes, offset)
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
 }
