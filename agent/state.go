@@ -50,16 +50,25 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 		r := dataplane.Route{VNI: vpc.VNI, IP: e.IP, MAC: e.MAC}
 		if e.Host == host {
 			r.ENI = e.Name
-			s.ENIs = append(s.ENIs, dataplane.ENI{
+			de := dataplane.ENI{
 				Name:            e.Name,
 				Interface:       e.Interface,
 				VNI:             vpc.VNI,
 				IP:              e.IP,
 				Gateway:         sub.Gateway(),
 				VPC:             vpc.CIDR,
+				Subnet:          sub.CIDR,
 				MAC:             e.MAC,
 				SourceDestCheck: e.SourceDestCheck,
-			})
+				Groups:          e.SecurityGroups,
+			}
+			de.SGIngress, de.SGEgress = sgRules(t, e)
+			if acl := t.NetworkACLByName(sub.NetworkACL); acl != nil {
+				de.HasNACL = true
+				de.NACLIngress = aclRules(acl.Ingress)
+				de.NACLEgress = aclRules(acl.Egress)
+			}
+			s.ENIs = append(s.ENIs, de)
 		} else {
 			r.Remote = hostIP[e.Host]
 		}
@@ -110,4 +119,90 @@ func tunnelConfig(t *topology.Topology, host, device string, priv tunnel.Key, ps
 		})
 	}
 	return cfg, nil
+}
+
+var anyIPv4 = netip.MustParsePrefix("0.0.0.0/0")
+
+// sgRules compiles an ENI's security groups: the union of their rules per
+// direction, with group references expanded to the members' addresses. An
+// ENI without groups denies all in and allows all out; a group whose egress
+// key is absent allows all out.
+func sgRules(t *topology.Topology, e *topology.ENI) (in, out []dataplane.Rule) {
+	if len(e.SecurityGroups) == 0 {
+		return nil, []dataplane.Rule{{Protocol: dataplane.ProtoAll, CIDR: anyIPv4, Allow: true}}
+	}
+	vpc := t.ENIVPC(e)
+	for _, name := range e.SecurityGroups {
+		g := t.SecurityGroupByName(name)
+		if g == nil {
+			continue
+		}
+		for _, r := range g.Ingress {
+			in = append(in, sgRule(t, vpc, r)...)
+		}
+		if g.EgressOmitted {
+			out = append(out, dataplane.Rule{Protocol: dataplane.ProtoAll, CIDR: anyIPv4, Allow: true})
+			continue
+		}
+		for _, r := range g.Egress {
+			out = append(out, sgRule(t, vpc, r)...)
+		}
+	}
+	return in, out
+}
+
+// sgRule compiles one rule; a group reference becomes one rule per member.
+func sgRule(t *topology.Topology, vpc *topology.VPC, r topology.SGRule) []dataplane.Rule {
+	base := dataplane.Rule{Protocol: r.Protocol, Allow: true}
+	base.PortLo, base.PortHi = rulePorts(r.Protocol, r.FromPort, r.ToPort, r.ICMPType, r.ICMPCode)
+	if r.Group == "" {
+		base.CIDR = r.CIDR
+		return []dataplane.Rule{base}
+	}
+	var out []dataplane.Rule
+	for i := range t.ENIs {
+		m := &t.ENIs[i]
+		if vpc == nil || t.ENIVPC(m) != vpc {
+			continue
+		}
+		for _, g := range m.SecurityGroups {
+			if g == r.Group {
+				rr := base
+				rr.CIDR = netip.PrefixFrom(m.IP, 32)
+				out = append(out, rr)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func aclRules(rules []topology.ACLRule) []dataplane.Rule {
+	out := make([]dataplane.Rule, 0, len(rules))
+	for _, r := range rules {
+		dr := dataplane.Rule{Protocol: r.Protocol, CIDR: r.CIDR, Allow: r.Action == "allow"}
+		dr.PortLo, dr.PortHi = rulePorts(r.Protocol, r.FromPort, r.ToPort, r.ICMPType, r.ICMPCode)
+		out = append(out, dr)
+	}
+	return out
+}
+
+// rulePorts is the rule-port range of a rule: its port range for TCP and
+// UDP, its ICMP type and code for ICMP, everything otherwise.
+func rulePorts(proto, from, to, icmpType, icmpCode int) (uint16, uint16) {
+	switch proto {
+	case 6, 17:
+		return uint16(from), uint16(to)
+	case 1:
+		switch {
+		case icmpType < 0:
+			return 0, 0xffff
+		case icmpCode < 0:
+			return uint16(icmpType) << 8, uint16(icmpType)<<8 | 0xff
+		default:
+			v := uint16(icmpType)<<8 | uint16(icmpCode)
+			return v, v
+		}
+	}
+	return 0, 0xffff
 }

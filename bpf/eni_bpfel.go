@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type EniCtEntry struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	State    uint8
+	Origin   uint8
+	FinDirs  uint8
+	Pad      [5]uint8
+}
+
+type EniCtKey struct {
+	_          structs.HostLayout
+	EniId      uint32
+	RemoteIp   uint32
+	LocalPort  uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
 type EniDropReason uint32
 
 const (
@@ -50,7 +69,13 @@ type EniEniInfo struct {
 	Gateway         uint32
 	VpcNet          uint32
 	VpcMask         uint32
+	SubnetNet       uint32
+	SubnetMask      uint32
 	EniId           uint32
+	SgIn            uint32
+	SgOut           uint32
+	NaclIn          uint32
+	NaclOut         uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
@@ -67,6 +92,29 @@ type EniPeerInfo struct {
 	Id uint32
 }
 
+type EniPolicyCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Ip        uint32
+}
+
+type EniPolicyPortKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Any       uint8
+	Proto     uint8
+	Port      uint16
+}
+
+type EniPolicySet struct {
+	_     structs.HostLayout
+	Allow EniRuleBits
+	Rules uint32
+	Pad   uint32
+}
+
 type EniRoute struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -80,6 +128,11 @@ type EniRouteKey struct {
 	_   structs.HostLayout
 	Vni uint32
 	Ip  uint32
+}
+
+type EniRuleBits struct {
+	_ structs.HostLayout
+	W [16]uint64
 }
 
 type EniUnderlayAllowKey struct {
@@ -104,10 +157,14 @@ type EniVpcdConfig struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	EniMapConfig        = "config"
+	EniMapConntrack     = "conntrack"
 	EniMapDrops         = "drops"
 	EniMapEniStats      = "eni_stats"
 	EniMapEnis          = "enis"
 	EniMapPeers         = "peers"
+	EniMapPolicyCidr    = "policy_cidr"
+	EniMapPolicyPort    = "policy_port"
+	EniMapPolicySets    = "policy_sets"
 	EniMapRoutes        = "routes"
 	EniMapSubstrate     = "substrate"
 	EniMapUnderlayAllow = "underlay_allow"
@@ -165,10 +222,14 @@ type EniProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
+	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
 	Routes        *ebpf.MapSpec `ebpf:"routes"`
 	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
@@ -202,10 +263,14 @@ func (o *EniObjects) Close() error {
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
+	Conntrack     *ebpf.Map `ebpf:"conntrack"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
 	Peers         *ebpf.Map `ebpf:"peers"`
+	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
+	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
 	Routes        *ebpf.Map `ebpf:"routes"`
 	Substrate     *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
@@ -214,10 +279,14 @@ type EniMaps struct {
 func (m *EniMaps) Close() error {
 	return _EniClose(
 		m.Config,
+		m.Conntrack,
 		m.Drops,
 		m.EniStats,
 		m.Enis,
 		m.Peers,
+		m.PolicyCidr,
+		m.PolicyPort,
+		m.PolicySets,
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,

@@ -13,6 +13,7 @@
 #include "lib/maps.h"
 #include "lib/drop.h"
 #include "lib/parse.h"
+#include "lib/conntrack.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -35,6 +36,9 @@ int tunnel_ingress(struct __sk_buff *skb)
 	struct ethhdr *ieth, *eth;
 	__u32 vni, ifindex, eni_id;
 	__u8 mac[ETH_ALEN];
+	struct pkt_info pi;
+	struct eni_info *deni;
+	enum drop_reason why;
 
 	cfg = get_config();
 	if (!cfg)
@@ -60,6 +64,8 @@ int tunnel_ingress(struct __sk_buff *skb)
 	inner = parse_ipv4(&c);
 	if (!inner)
 		return drop(DROP_MALFORMED);
+	if (pkt_info_fill(&pi, inner, &c) < 0)
+		return drop(DROP_MALFORMED);
 
 	/* The inner source must be an ENI of this VPC on the sending host. */
 	rk.vni = vni;
@@ -75,6 +81,14 @@ int tunnel_ingress(struct __sk_buff *skb)
 	ifindex = dst->ifindex;
 	eni_id = dst->eni_id;
 	mac_copy(mac, dst->mac);
+
+	/* The destination ENI's network ACL and security groups. */
+	deni = bpf_map_lookup_elem(&enis, &ifindex);
+	if (!deni)
+		return drop(DROP_UNKNOWN_ENI);
+	why = policy_check(deni, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
+	if (why)
+		return drop(why);
 
 	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
 	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */

@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type TunnelCtEntry struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	State    uint8
+	Origin   uint8
+	FinDirs  uint8
+	Pad      [5]uint8
+}
+
+type TunnelCtKey struct {
+	_          structs.HostLayout
+	EniId      uint32
+	RemoteIp   uint32
+	LocalPort  uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
 type TunnelEniCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -26,7 +45,13 @@ type TunnelEniInfo struct {
 	Gateway         uint32
 	VpcNet          uint32
 	VpcMask         uint32
+	SubnetNet       uint32
+	SubnetMask      uint32
 	EniId           uint32
+	SgIn            uint32
+	SgOut           uint32
+	NaclIn          uint32
+	NaclOut         uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
@@ -43,6 +68,29 @@ type TunnelPeerInfo struct {
 	Id uint32
 }
 
+type TunnelPolicyCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Ip        uint32
+}
+
+type TunnelPolicyPortKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Any       uint8
+	Proto     uint8
+	Port      uint16
+}
+
+type TunnelPolicySet struct {
+	_     structs.HostLayout
+	Allow TunnelRuleBits
+	Rules uint32
+	Pad   uint32
+}
+
 type TunnelRoute struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -56,6 +104,11 @@ type TunnelRouteKey struct {
 	_   structs.HostLayout
 	Vni uint32
 	Ip  uint32
+}
+
+type TunnelRuleBits struct {
+	_ structs.HostLayout
+	W [16]uint64
 }
 
 type TunnelUnderlayAllowKey struct {
@@ -80,10 +133,14 @@ type TunnelVpcdConfig struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	TunnelMapConfig         = "config"
+	TunnelMapConntrack      = "conntrack"
 	TunnelMapDrops          = "drops"
 	TunnelMapEniStats       = "eni_stats"
 	TunnelMapEnis           = "enis"
 	TunnelMapPeers          = "peers"
+	TunnelMapPolicyCidr     = "policy_cidr"
+	TunnelMapPolicyPort     = "policy_port"
+	TunnelMapPolicySets     = "policy_sets"
 	TunnelMapRoutes         = "routes"
 	TunnelMapSubstrate      = "substrate"
 	TunnelMapUnderlayAllow  = "underlay_allow"
@@ -141,10 +198,14 @@ type TunnelProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type TunnelMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
+	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
 	Routes        *ebpf.MapSpec `ebpf:"routes"`
 	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
@@ -178,10 +239,14 @@ func (o *TunnelObjects) Close() error {
 // It can be passed to LoadTunnelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TunnelMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
+	Conntrack     *ebpf.Map `ebpf:"conntrack"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
 	Peers         *ebpf.Map `ebpf:"peers"`
+	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
+	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
 	Routes        *ebpf.Map `ebpf:"routes"`
 	Substrate     *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
@@ -190,10 +255,14 @@ type TunnelMaps struct {
 func (m *TunnelMaps) Close() error {
 	return _TunnelClose(
 		m.Config,
+		m.Conntrack,
 		m.Drops,
 		m.EniStats,
 		m.Enis,
 		m.Peers,
+		m.PolicyCidr,
+		m.PolicyPort,
+		m.PolicySets,
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,

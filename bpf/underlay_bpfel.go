@@ -13,6 +13,25 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type UnderlayCtEntry struct {
+	_        structs.HostLayout
+	LastSeen uint64
+	State    uint8
+	Origin   uint8
+	FinDirs  uint8
+	Pad      [5]uint8
+}
+
+type UnderlayCtKey struct {
+	_          structs.HostLayout
+	EniId      uint32
+	RemoteIp   uint32
+	LocalPort  uint16
+	RemotePort uint16
+	Proto      uint8
+	Pad        [3]uint8
+}
+
 type UnderlayEniCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -26,7 +45,13 @@ type UnderlayEniInfo struct {
 	Gateway         uint32
 	VpcNet          uint32
 	VpcMask         uint32
+	SubnetNet       uint32
+	SubnetMask      uint32
 	EniId           uint32
+	SgIn            uint32
+	SgOut           uint32
+	NaclIn          uint32
+	NaclOut         uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
@@ -43,6 +68,29 @@ type UnderlayPeerInfo struct {
 	Id uint32
 }
 
+type UnderlayPolicyCidrKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Ip        uint32
+}
+
+type UnderlayPolicyPortKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Set       uint32
+	Any       uint8
+	Proto     uint8
+	Port      uint16
+}
+
+type UnderlayPolicySet struct {
+	_     structs.HostLayout
+	Allow UnderlayRuleBits
+	Rules uint32
+	Pad   uint32
+}
+
 type UnderlayRoute struct {
 	_        structs.HostLayout
 	Ifindex  uint32
@@ -56,6 +104,11 @@ type UnderlayRouteKey struct {
 	_   structs.HostLayout
 	Vni uint32
 	Ip  uint32
+}
+
+type UnderlayRuleBits struct {
+	_ structs.HostLayout
+	W [16]uint64
 }
 
 type UnderlayUnderlayAllowKey struct {
@@ -80,10 +133,14 @@ type UnderlayVpcdConfig struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	UnderlayMapConfig             = "config"
+	UnderlayMapConntrack          = "conntrack"
 	UnderlayMapDrops              = "drops"
 	UnderlayMapEniStats           = "eni_stats"
 	UnderlayMapEnis               = "enis"
 	UnderlayMapPeers              = "peers"
+	UnderlayMapPolicyCidr         = "policy_cidr"
+	UnderlayMapPolicyPort         = "policy_port"
+	UnderlayMapPolicySets         = "policy_sets"
 	UnderlayMapRoutes             = "routes"
 	UnderlayMapSubstrate          = "substrate"
 	UnderlayMapUnderlayAllow      = "underlay_allow"
@@ -143,10 +200,14 @@ type UnderlayProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
+	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
 	Routes        *ebpf.MapSpec `ebpf:"routes"`
 	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
@@ -180,10 +241,14 @@ func (o *UnderlayObjects) Close() error {
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
+	Conntrack     *ebpf.Map `ebpf:"conntrack"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
 	Peers         *ebpf.Map `ebpf:"peers"`
+	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
+	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
 	Routes        *ebpf.Map `ebpf:"routes"`
 	Substrate     *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
@@ -192,10 +257,14 @@ type UnderlayMaps struct {
 func (m *UnderlayMaps) Close() error {
 	return _UnderlayClose(
 		m.Config,
+		m.Conntrack,
 		m.Drops,
 		m.EniStats,
 		m.Enis,
 		m.Peers,
+		m.PolicyCidr,
+		m.PolicyPort,
+		m.PolicySets,
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,

@@ -33,6 +33,9 @@ var (
 	hostA  = netip.MustParseAddr("198.18.0.11")
 	hostB  = netip.MustParseAddr("198.18.0.12")
 	vniRed = uint32(1001)
+
+	subnetA  = netip.MustParsePrefix("10.0.1.0/24")
+	allowAll = []Rule{{Protocol: ProtoAll, CIDR: netip.MustParsePrefix("0.0.0.0/0"), Allow: true}}
 )
 
 // testDatapath loads the real programs into a private bpffs directory with a
@@ -57,8 +60,8 @@ func testDatapath(t testing.TB) *Datapath {
 		UnderlayMTU:   1500,
 		TunnelIfindex: 4242,
 		ENIs: []ENI{
-			{Name: "a", Interface: "if-a", VNI: vniRed, IP: ipA, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, MAC: macA, SourceDestCheck: true},
-			{Name: "b", Interface: "if-b", VNI: vniRed, IP: ipB, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, MAC: macB, SourceDestCheck: true},
+			{Name: "a", Interface: "if-a", VNI: vniRed, IP: ipA, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, Subnet: subnetA, MAC: macA, SourceDestCheck: true, SGIngress: allowAll, SGEgress: allowAll},
+			{Name: "b", Interface: "if-b", VNI: vniRed, IP: ipB, Gateway: netip.MustParseAddr("10.0.1.1"), VPC: vpc, Subnet: subnetA, MAC: macB, SourceDestCheck: true, SGIngress: allowAll, SGEgress: allowAll},
 		},
 		Routes: []Route{
 			{VNI: vniRed, IP: ipA, MAC: macA, ENI: "a"},

@@ -41,6 +41,18 @@ type ENI struct {
 	VPC             netip.Prefix
 	MAC             net.HardwareAddr
 	SourceDestCheck bool
+	Subnet          netip.Prefix
+	Groups          []string // security group names, for status
+
+	// SGIngress and SGEgress are the union of the ENI's security groups'
+	// rules (an empty list denies). HasNACL is false for the default
+	// network ACL (allow all); otherwise NACLIngress and NACLEgress are
+	// the subnet's ACL rules in rule-number order.
+	SGIngress   []Rule
+	SGEgress    []Rule
+	HasNACL     bool
+	NACLIngress []Rule
+	NACLEgress  []Rule
 }
 
 // Route says where an address of a VPC lives: on a local ENI (ENI set) or
@@ -124,16 +136,24 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		if e.SourceDestCheck {
 			sdc = 1
 		}
-		enis[uint32(idx)] = bpf.EniEniInfo{
+		info := bpf.EniEniInfo{
 			Vni:             e.VNI,
 			Ip:              be32(e.IP),
 			Gateway:         be32(e.Gateway),
 			VpcNet:          be32(e.VPC.Masked().Addr()),
 			VpcMask:         mask32(e.VPC),
+			SubnetNet:       be32(e.Subnet.Masked().Addr()),
+			SubnetMask:      mask32(e.Subnet),
 			EniId:           ids[e.Name],
+			SgIn:            sgInSet(ids[e.Name]),
+			SgOut:           sgOutSet(ids[e.Name]),
 			Mac:             mac6(e.MAC),
 			SourceDestCheck: sdc,
 		}
+		if e.HasNACL {
+			info.NaclIn, info.NaclOut = naclInSet(ids[e.Name]), naclOutSet(ids[e.Name])
+		}
+		enis[uint32(idx)] = info
 	}
 
 	routes := map[bpf.EniRouteKey]bpf.EniRoute{}
@@ -165,10 +185,16 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		allow[bpf.EniUnderlayAllowKey{Protocol: a.Protocol, Port: be16(a.Port)}] = 1
 	}
 
-	// Order matters for a consistent datapath: routes reference ENIs, so
-	// add ENIs first; stale routes go before stale ENIs (syncMap deletes
-	// after it writes, per map).
+	pcidr, pport, psets, perrs := policyEntries(s.ENIs, ids)
+	errs = append(errs, perrs...)
+
+	// Order matters for a consistent datapath: the rule sets an ENI names
+	// exist before the ENI does, and routes reference ENIs. syncMap writes
+	// before it deletes, per map.
 	errs = append(errs,
+		syncMap(d.eni.PolicySets, psets),
+		syncMap(d.eni.PolicyCidr, pcidr),
+		syncMap(d.eni.PolicyPort, pport),
 		syncMap(d.eni.Enis, enis),
 		syncMap(d.eni.Routes, routes),
 		syncMap(d.eni.Peers, peers),

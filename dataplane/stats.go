@@ -53,3 +53,19 @@ func (d *Datapath) ENICounters(name string) ([2]Counter, error) {
 	}
 	return out, nil
 }
+
+// FlushConntrack forgets every tracked connection (tests, and an operator's
+// last resort: established connections then need their rules again).
+func (d *Datapath) FlushConntrack() error {
+	var k bpf.EniCtKey
+	var keys []bpf.EniCtKey
+	var v bpf.EniCtEntry
+	it := d.eni.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		d.eni.Conntrack.Delete(k)
+	}
+	return it.Err()
+}

@@ -57,14 +57,83 @@ struct vpcd_config {
  * interface. */
 struct eni_info {
 	__u32 vni;
-	__u32 ip;       /* network order */
-	__u32 gateway;  /* the subnet's .1, network order */
-	__u32 vpc_net;  /* VPC CIDR network, network order */
-	__u32 vpc_mask; /* VPC CIDR mask, network order */
-	__u32 eni_id;   /* dense index for per-ENI counters, < MAX_ENIS */
+	__u32 ip;         /* network order */
+	__u32 gateway;    /* the subnet's .1, network order */
+	__u32 vpc_net;    /* VPC CIDR network, network order */
+	__u32 vpc_mask;   /* VPC CIDR mask, network order */
+	__u32 subnet_net; /* subnet CIDR network, network order */
+	__u32 subnet_mask;
+	__u32 eni_id;     /* dense index for per-ENI counters, < MAX_ENIS */
+	/* Compiled rule sets (policy maps); 0 = none. Security groups always
+	 * have sets (an empty one denies); a subnet with the default network
+	 * ACL has none (allow all, no lookups). */
+	__u32 sg_in;
+	__u32 sg_out;
+	__u32 nacl_in;
+	__u32 nacl_out;
 	__u8 mac[ETH_ALEN];
 	__u8 source_dest_check;
 	__u8 _pad;
+};
+
+/* Rule bitmaps: one bit per rule of a set, up to POLICY_RULES rules. */
+#define POLICY_WORDS 16
+#define POLICY_RULES (POLICY_WORDS * 64)
+
+struct rule_bits {
+	__u64 w[POLICY_WORDS];
+};
+
+/* Which rules of a set match a remote address: the bits of every rule
+ * whose CIDR contains it (Go ORs the bits of enclosing CIDRs into each
+ * entry, so the longest match carries them all). */
+struct policy_cidr_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u32 ip; /* network order */
+};
+
+/* Which rules match a protocol and port: port is the destination port,
+ * or ICMP type << 8 | code; any = 1 holds the rules for all protocols. */
+struct policy_port_key {
+	__u32 prefixlen;
+	__u32 set;
+	__u8 any;
+	__u8 proto;
+	__u16 port; /* network order, so prefixes run from the high bits */
+};
+
+/* Per set: which rules allow (network ACLs; security-group rules all do). */
+struct policy_set {
+	struct rule_bits allow;
+	__u32 rules;
+	__u32 _pad;
+};
+
+/* Connection tracking, per ENI: one entry serves both directions. */
+struct ct_key {
+	__u32 eni_id;
+	__u32 remote_ip;
+	__u16 local_port; /* ICMP echo: the identifier */
+	__u16 remote_port;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+enum ct_state {
+	CT_NEW = 0,
+	CT_SYN_SENT,
+	CT_ESTABLISHED,
+	CT_CLOSING, /* FIN seen both ways */
+	CT_CLOSED,  /* RST seen: later packets are not replies */
+};
+
+struct ct_entry {
+	__u64 last_seen; /* bpf_ktime_get_coarse_ns */
+	__u8 state;
+	__u8 origin;   /* direction of the first packet, as seen by the ENI */
+	__u8 fin_dirs; /* bit per direction that sent a FIN */
+	__u8 _pad[5];
 };
 
 struct route_key {

@@ -16,10 +16,18 @@
 #include "arp.h"
 #include "encap.h"
 #include "mtu.h"
+#include "conntrack.h"
 
 static __always_inline int eni_drop(enum drop_reason reason)
 {
 	count_drop(reason, DIR_EGRESS);
+	return CTX_DROP;
+}
+
+/* eni_drop_dir counts a policy drop in the direction it happened. */
+static __always_inline int eni_drop_dir(enum drop_reason reason)
+{
+	count_drop(reason, reason == DROP_SG_INGRESS || reason == DROP_NACL_INGRESS ? DIR_INGRESS : DIR_EGRESS);
 	return CTX_DROP;
 }
 
@@ -115,6 +123,9 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 l4_off, syn_doff = 0, ports = 0, bytes;
+	struct pkt_info pi;
+	enum drop_reason why;
+	__u64 now;
 
 	eni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!eni)
@@ -140,6 +151,8 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	if (eni->source_dest_check && ip->saddr != eni->ip)
 		return eni_drop(DROP_SOURCE_CHECK);
 	l4_off = ETH_HLEN + ip->ihl * 4;
+	if (pkt_info_fill(&pi, ip, &c) < 0)
+		return eni_drop(DROP_MALFORMED);
 	if (!ip_is_fragment(ip)) {
 		if (ip->protocol == IPPROTO_TCP_) {
 			struct tcphdr *tcp = parse_tcp(&c);
@@ -164,17 +177,31 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	if (!rt)
 		return eni_drop(drop_reason_for_miss(eni, ip->daddr));
 
+	now = bpf_ktime_get_coarse_ns();
+	why = policy_check(eni, &pi, DIR_EGRESS, now);
+	if (why)
+		return eni_drop_dir(why);
+
 	bytes = ctx_len(ctx) - ETH_HLEN;
-	count_eni(eni->eni_id, DIR_EGRESS, bytes);
 
 	if (rt->ifindex) {
-		/* Same host: rewrite as the VPC router would and hand the frame
-		 * to the target ENI. */
+		/* Same host: the target's ingress policy, then rewrite as the VPC
+		 * router would and hand the frame to the target ENI. */
+		__u32 dst_if = rt->ifindex;
+		struct eni_info *dst = bpf_map_lookup_elem(&enis, &dst_if);
+
+		if (!dst)
+			return eni_drop(DROP_UNKNOWN_ENI);
+		why = policy_check(dst, &pi, DIR_INGRESS, now);
+		if (why)
+			return eni_drop_dir(why);
+		count_eni(eni->eni_id, DIR_EGRESS, bytes);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		count_eni(rt->eni_id, DIR_INGRESS, bytes);
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
+	count_eni(eni->eni_id, DIR_EGRESS, bytes);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
 			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
 }

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking for security groups, per ENI, one LRU entry for both
+ * directions of a connection. Timeouts follow AWS's documented idle
+ * timeouts for tracked connections (docs/security.md). */
+#ifndef VPCD_CONNTRACK_H
+#define VPCD_CONNTRACK_H
+
+#include "common.h"
+#include "maps.h"
+#include "policy.h"
+
+#define NSEC 1000000000ULL
+#define CT_TCP_ESTABLISHED (432000ULL * NSEC) /* 5 days */
+#define CT_TCP_SYN (60ULL * NSEC)
+#define CT_TCP_CLOSING (10ULL * NSEC)
+#define CT_UDP (30ULL * NSEC)         /* no reply yet */
+#define CT_UDP_STREAM (180ULL * NSEC) /* replies seen */
+#define CT_ICMP (30ULL * NSEC)
+#define CT_OTHER (60ULL * NSEC)
+
+enum ct_result {
+	CT_MISS = 0, /* no live connection: rules decide */
+	CT_HIT,      /* part of a live connection: passes */
+};
+
+static __always_inline __u64 ct_timeout(__u8 proto, __u8 state)
+{
+	if (proto == IPPROTO_TCP_) {
+		if (state == CT_ESTABLISHED)
+			return CT_TCP_ESTABLISHED;
+		if (state == CT_CLOSING)
+			return CT_TCP_CLOSING;
+		return CT_TCP_SYN;
+	}
+	if (proto == IPPROTO_UDP_)
+		return state == CT_ESTABLISHED ? CT_UDP_STREAM : CT_UDP;
+	if (proto == IPPROTO_ICMP_)
+		return CT_ICMP;
+	return CT_OTHER;
+}
+
+/* ct_key_for builds the ENI's key for a packet in dir (as seen by the ENI):
+ * the same key for both directions of a connection. */
+static __always_inline void ct_key_for(struct ct_key *k, __u32 eni_id, const struct pkt_info *pi, __u8 dir)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->eni_id = eni_id;
+	k->proto = pi->proto;
+	if (dir == DIR_EGRESS) {
+		k->remote_ip = pi->daddr;
+		k->local_port = pi->sport;
+		k->remote_port = pi->dport;
+	} else {
+		k->remote_ip = pi->saddr;
+		k->local_port = pi->dport;
+		k->remote_port = pi->sport;
+	}
+	if (pi->proto == IPPROTO_ICMP_) { /* echo: the identifier either way */
+		k->local_port = pi->sport;
+		k->remote_port = 0;
+	}
+}
+
+/* ct_update looks the packet's connection up and moves its state on.
+ * A closed or idle-expired entry is no connection. */
+static __always_inline int ct_update(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, k);
+
+	if (!e)
+		return CT_MISS;
+	if (e->state == CT_CLOSED || now - e->last_seen > ct_timeout(k->proto, e->state))
+		return CT_MISS;
+	e->last_seen = now;
+	if (k->proto == IPPROTO_TCP_) {
+		if (flags & TCPF_RST) {
+			e->state = CT_CLOSED;
+		} else {
+			if (dir != e->origin && e->state == CT_SYN_SENT)
+				e->state = CT_ESTABLISHED;
+			if (flags & TCPF_FIN) {
+				e->fin_dirs |= 1 << dir;
+				if (e->fin_dirs == 3)
+					e->state = CT_CLOSING;
+			}
+		}
+	} else if (dir != e->origin) {
+		e->state = CT_ESTABLISHED;
+	}
+	return CT_HIT;
+}
+
+/* ct_create starts tracking a connection the rules allowed. */
+static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now)
+{
+	struct ct_entry e = { .last_seen = now, .origin = dir, .state = CT_NEW };
+
+	if (k->proto == IPPROTO_TCP_) {
+		if (flags & TCPF_RST)
+			return; /* nothing to track */
+		e.state = (flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN ? CT_SYN_SENT : CT_ESTABLISHED;
+		if (flags & TCPF_FIN)
+			e.fin_dirs = 1 << dir;
+	}
+	bpf_map_update_elem(&conntrack, k, &e, BPF_ANY);
+}
+
+/* ct_not_start reports a TCP packet that cannot open a connection: one
+ * that is neither a SYN nor allowed is a stray (ct_invalid), not a new
+ * connection the groups refused. */
+static __always_inline int ct_not_start(const struct pkt_info *pi)
+{
+	return pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN;
+}
+
+/* policy_check applies, for a packet leaving (DIR_EGRESS) or entering
+ * (DIR_INGRESS) the ENI eni: the subnet's network ACL when the packet
+ * crosses the subnet's boundary, then the ENI's connection tracking, then
+ * its security groups. Returns 0 or the drop reason. */
+static __always_inline enum drop_reason policy_check(const struct eni_info *eni, const struct pkt_info *pi,
+						     __u8 dir, __u64 now)
+{
+	__be32 remote = dir == DIR_EGRESS ? pi->daddr : pi->saddr;
+	struct ct_key k;
+
+	if ((remote & eni->subnet_mask) != eni->subnet_net) {
+		__u32 nacl = dir == DIR_EGRESS ? eni->nacl_out : eni->nacl_in;
+
+		if (!nacl_allows(nacl, remote, pi->proto, pi->rule_port))
+			return dir == DIR_EGRESS ? DROP_NACL_EGRESS : DROP_NACL_INGRESS;
+	}
+	ct_key_for(&k, eni->eni_id, pi, dir);
+	if (ct_update(&k, dir, pi->tcp_flags, now) == CT_HIT)
+		return DROP_UNSPEC;
+	if (sg_allows(dir == DIR_EGRESS ? eni->sg_out : eni->sg_in, remote, pi->proto, pi->rule_port)) {
+		ct_create(&k, dir, pi->tcp_flags, now);
+		return DROP_UNSPEC;
+	}
+	if (ct_not_start(pi))
+		return DROP_CT_INVALID;
+	return dir == DIR_EGRESS ? DROP_SG_EGRESS : DROP_SG_INGRESS;
+}
+
+#endif
