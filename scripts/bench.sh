@@ -83,10 +83,12 @@ vpcs:
     vni: 77
     cidr: 10.0.0.0/16
     subnets: [{name: s, cidr: 10.0.1.0/24}]
+security_groups:
+  - {name: open, vpc: v, ingress: [{protocol: all, cidr: 10.0.0.0/16}]}
 enis:
-  - {name: e1, host: b1, subnet: s, ip: 10.0.1.10}
-  - {name: e2, host: b2, subnet: s, ip: 10.0.1.11}
-  - {name: e3, host: b1, subnet: s, ip: 10.0.1.12}
+  - {name: e1, host: b1, subnet: s, ip: 10.0.1.10, security_groups: [open]}
+  - {name: e2, host: b2, subnet: s, ip: 10.0.1.11, security_groups: [open]}
+  - {name: e3, host: b1, subnet: s, ip: 10.0.1.12, security_groups: [open]}
 YAML
 "$VPCD" lab up --name "$LAB" --topology "$TMP/topology.yaml" >/dev/null
 # The same with the underlay filter forced to XDP (auto picks tcx on veths):

@@ -140,14 +140,43 @@ func (d *demo) reachability() {
 		}
 		fmt.Fprintf(w, "  %s\t%s (%s)\t%s\t%s  %s\n", c.from, c.to, c.path, want, got, mark)
 	}
-	// A denied TCP connection: the workload aims at its host's metrics port.
-	err := d.lab.Do(lab.ENI, "web-1", func() error { return probe.Connect("198.18.0.11:9477", time.Second) })
-	mark := "ok"
-	if err == nil {
-		mark = "UNEXPECTED"
-		d.failed = true
+	w.Flush()
+	fmt.Println("\nTCP connections (security groups and network ACLs)")
+	w = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "  FROM\tTO\tEXPECTED\tRESULT")
+	conns := []struct {
+		from, to, addr, why string
+		open              bool
+	}{
+		{"web-1", "db-1", "10.0.2.10:5432", "group db allows 5432 from group web", true},
+		{"web-1", "db-1", "10.0.2.10:8080", "group db has no rule for 8080", false},
+		{"web-1", "db-1", "10.0.2.10:22", "ACL db-acl rule 90 denies 22", false},
+		{"web-1", "", "198.18.0.11:9477", "host-a's metrics port: the substrate", false},
 	}
-	fmt.Fprintf(w, "  web-1\ttcp 198.18.0.11:9477 (host-a's metrics port)\tblocked\t%s  %s\n", connResult(err), mark)
+	for _, c := range conns {
+		var l net.Listener
+		if c.to != "" { // something listens there: only policy can stop the connection
+			d.lab.Do(lab.ENI, c.to, func() error {
+				var err error
+				l, err = net.Listen("tcp4", c.addr)
+				return err
+			})
+		}
+		err := d.lab.Do(lab.ENI, c.from, func() error { return probe.Connect(c.addr, time.Second) })
+		if l != nil {
+			l.Close()
+		}
+		want := "blocked"
+		if c.open {
+			want = "connects"
+		}
+		mark := "ok"
+		if (err == nil) != c.open {
+			mark = "UNEXPECTED"
+			d.failed = true
+		}
+		fmt.Fprintf(w, "  %s\ttcp %s (%s)\t%s\t%s  %s\n", c.from, c.addr, c.why, want, connResult(err), mark)
+	}
 	w.Flush()
 }
 
@@ -195,7 +224,7 @@ func (d *demo) throughput(ctx context.Context, size int64) {
 	fmt.Printf("\nthroughput (one TCP stream of %d MiB, workloads at MTU 1500)\n", size>>20)
 	for _, c := range []struct{ from, to, addr, path string }{
 		{"web-1", "web-2", "10.0.1.11:5201", "same host (eBPF redirect)"},
-		{"web-1", "db-1", "10.0.2.10:5201", "across hosts (VXLAN in WireGuard)"},
+		{"web-1", "db-1", "10.0.2.10:5432", "across hosts (VXLAN in WireGuard)"},
 	} {
 		bps, err := d.transfer(ctx, c.from, c.to, c.addr, size)
 		if err != nil {

@@ -71,7 +71,7 @@ func TestOperations(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		grown := strings.Replace(string(src), "  - {name: g-b1,", "  - {name: g-b2, host: b, subnet: g1, ip: 10.3.1.21}\n  - {name: g-b1,", 1)
+		grown := strings.Replace(string(src), "  - {name: g-b1,", "  - {name: g-b2, host: b, subnet: g1, ip: 10.3.1.21, security_groups: [green-open]}\n  - {name: g-b1,", 1)
 		p := filepath.Join(t.TempDir(), "grown.yaml")
 		os.WriteFile(p, []byte(grown), 0o600)
 		// A copy of the preshared key beside it keeps the same key.
