@@ -22,6 +22,7 @@ type Status struct {
 	Drops       map[string]uint64      `json:"drops"`
 	Attachments []dataplane.Attachment `json:"attachments"`
 	BPFFS       string                 `json:"bpffs"`
+	Conntrack   []dataplane.Conn       `json:"conntrack,omitempty"`
 }
 
 // TunnelStatus is the tunnel part of Status.
@@ -37,6 +38,9 @@ type TunnelStatus struct {
 type ENIStatus struct {
 	Name           string   `json:"name"`
 	Interface      string   `json:"interface"`
+	IngressRules   int      `json:"ingress_rules"`
+	EgressRules    int      `json:"egress_rules"`
+	NetworkACL     string   `json:"network_acl,omitempty"`
 	IP             string   `json:"ip"`
 	MAC            string   `json:"mac"`
 	Subnet         string   `json:"subnet"`
@@ -50,7 +54,8 @@ type ENIStatus struct {
 }
 
 type request struct {
-	Cmd string `json:"cmd"`
+	Cmd       string `json:"cmd"`
+	Conntrack bool   `json:"conntrack,omitempty"`
 }
 
 type response struct {
@@ -59,7 +64,7 @@ type response struct {
 }
 
 // status builds the current Status.
-func (a *Agent) status() *Status {
+func (a *Agent) status(withConntrack bool) *Status {
 	s := &Status{Host: a.opts.Host, BPFFS: a.opts.BPFFS, Drops: map[string]uint64{}}
 	a.mu.Lock()
 	h := a.topo.HostByName(a.opts.Host)
@@ -70,7 +75,10 @@ func (a *Agent) status() *Status {
 			Subnet: e.Subnet, SecurityGroups: e.SecurityGroups}
 		if sub != nil && vpc != nil {
 			es.VPC, es.VNI = vpc.Name, vpc.VNI
+			es.NetworkACL = sub.NetworkACL
 		}
+		in, out := sgRules(a.topo, e)
+		es.IngressRules, es.EgressRules = len(in), len(out)
 		if c, err := a.dp.ENICounters(e.Name); err == nil {
 			es.IngressPackets, es.IngressBytes = c[dataplane.Ingress].Packets, c[dataplane.Ingress].Bytes
 			es.EgressPackets, es.EgressBytes = c[dataplane.Egress].Packets, c[dataplane.Egress].Bytes
@@ -78,6 +86,9 @@ func (a *Agent) status() *Status {
 		s.ENIs = append(s.ENIs, es)
 	}
 	s.Attachments = a.dp.Attachments()
+	if withConntrack {
+		s.Conntrack, _ = a.dp.Conntrack()
+	}
 	a.mu.Unlock()
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
@@ -130,24 +141,31 @@ func (a *Agent) handleControl(c net.Conn) {
 	}
 	switch req.Cmd {
 	case "status":
-		json.NewEncoder(c).Encode(response{Status: a.status()})
+		json.NewEncoder(c).Encode(response{Status: a.status(req.Conntrack)})
 	case "reload":
 		a.Reload("control socket")
-		json.NewEncoder(c).Encode(response{Status: a.status()})
+		json.NewEncoder(c).Encode(response{Status: a.status(false)})
 	default:
 		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
 	}
 }
 
 // QueryStatus asks the daemon behind socket for its status.
-func QueryStatus(socket string) (*Status, error) {
+func QueryStatus(socket string) (*Status, error) { return query(socket, request{Cmd: "status"}) }
+
+// QueryConntrack asks for the status with every tracked connection.
+func QueryConntrack(socket string) (*Status, error) {
+	return query(socket, request{Cmd: "status", Conntrack: true})
+}
+
+func query(socket string, req request) (*Status, error) {
 	c, err := net.DialTimeout("unix", socket, 3*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("no daemon at %s: %w", socket, err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := json.NewEncoder(c).Encode(request{Cmd: "status"}); err != nil {
+	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}
 	var resp response

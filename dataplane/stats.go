@@ -1,7 +1,12 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
+	"net/netip"
+	"sort"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
 )
@@ -68,4 +73,64 @@ func (d *Datapath) FlushConntrack() error {
 		d.eni.Conntrack.Delete(k)
 	}
 	return it.Err()
+}
+
+// Conn is one tracked connection of an ENI, as `vpcd status --conntrack`
+// shows it.
+type Conn struct {
+	ENI        string     `json:"eni"`
+	Protocol   uint8      `json:"protocol"`
+	Remote     netip.Addr `json:"remote"`
+	LocalPort  uint16     `json:"local_port"`
+	RemotePort uint16     `json:"remote_port"`
+	State      string     `json:"state"`
+	Origin     string     `json:"origin"` // who opened it: egress = the ENI
+	IdleSecs   float64    `json:"idle_seconds"`
+}
+
+var ctStateNames = []string{"new", "syn_sent", "established", "closing", "closed"}
+
+// Conntrack lists the tracked connections of this host's ENIs.
+func (d *Datapath) Conntrack() ([]Conn, error) {
+	byID := map[uint32]string{}
+	for name, id := range d.eniIDs {
+		byID[id] = name
+	}
+	now := monotonicNow()
+	var k bpf.EniCtKey
+	var v bpf.EniCtEntry
+	var out []Conn
+	it := d.eni.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		name, ok := byID[k.EniId]
+		if !ok {
+			continue
+		}
+		var ip [4]byte
+		binary.NativeEndian.PutUint32(ip[:], k.RemoteIp)
+		c := Conn{ENI: name, Protocol: k.Proto, Remote: netip.AddrFrom4(ip), LocalPort: k.LocalPort,
+			RemotePort: k.RemotePort, Origin: Direction(v.Origin).String(), State: "unknown"}
+		if int(v.State) < len(ctStateNames) {
+			c.State = ctStateNames[v.State]
+		}
+		if now > v.LastSeen {
+			c.IdleSecs = float64(now-v.LastSeen) / 1e9
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ENI != out[j].ENI {
+			return out[i].ENI < out[j].ENI
+		}
+		return out[i].Remote.Less(out[j].Remote) || out[i].Remote == out[j].Remote && out[i].LocalPort < out[j].LocalPort
+	})
+	return out, it.Err()
+}
+
+// monotonicNow is CLOCK_MONOTONIC in nanoseconds, the clock of
+// bpf_ktime_get_coarse_ns.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Sec)*1e9 + uint64(ts.Nsec)
 }

@@ -134,13 +134,18 @@ func cmdTeardown(args []string) error {
 }
 
 func cmdStatus(args []string) error {
-	fs := newFlags("status", "status [--socket PATH] [--json]")
+	fs := newFlags("status", "status [--socket PATH] [--json] [--conntrack]")
 	socket := fs.String("socket", agent.DefaultSocket, "control socket of the daemon")
 	asJSON := fs.Bool("json", false, "print JSON")
+	ct := fs.Bool("conntrack", false, "list every tracked connection per ENI, like conntrack -L")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	st, err := agent.QueryStatus(*socket)
+	query := agent.QueryStatus
+	if *ct {
+		query = agent.QueryConntrack
+	}
+	st, err := query(*socket)
 	if err != nil {
 		return err
 	}
@@ -149,8 +154,41 @@ func cmdStatus(args []string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
+	if *ct {
+		printConntrack(st)
+		return nil
+	}
 	printStatus(st)
 	return nil
+}
+
+// printConntrack lists tracked connections as conntrack -L does, one line
+// each, grouped by ENI.
+func printConntrack(st *agent.Status) {
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ENI\tPROTO\tLOCAL PORT\tREMOTE\tSTATE\tOPENED BY\tIDLE")
+	for _, c := range st.Conntrack {
+		opened := "remote"
+		if c.Origin == "egress" {
+			opened = "eni"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s:%d\t%s\t%s\t%.0fs\n", c.ENI, protoName(c.Protocol), c.LocalPort,
+			c.Remote, c.RemotePort, c.State, opened, c.IdleSecs)
+	}
+	w.Flush()
+	fmt.Printf("%d tracked connections\n", len(st.Conntrack))
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return fmt.Sprint(p)
 }
 
 func printStatus(st *agent.Status) {
@@ -165,14 +203,18 @@ func printStatus(st *agent.Status) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", p.Name, p.Endpoint, hs, p.RxBytes, p.TxBytes)
 	}
-	fmt.Fprintln(w, "\nENI\tINTERFACE\tIP\tVPC/VNI\tSUBNET\tGROUPS\tIN pkts/bytes\tOUT pkts/bytes")
+	fmt.Fprintln(w, "\nENI\tINTERFACE\tIP\tVPC/VNI\tSUBNET\tGROUPS\tRULES in/out\tACL\tIN pkts/bytes\tOUT pkts/bytes")
 	for _, e := range st.ENIs {
 		groups := strings.Join(e.SecurityGroups, ",")
 		if groups == "" {
 			groups = "-"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%d/%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
-			e.Subnet, groups, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes)
+		acl := e.NetworkACL
+		if acl == "" {
+			acl = "default"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%s\t%d/%d\t%d/%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
+			e.Subnet, groups, e.IngressRules, e.EgressRules, acl, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes)
 	}
 	fmt.Fprintln(w, "\nATTACHED\tHOOK\tPROGRAM\tID")
 	for _, a := range st.Attachments {

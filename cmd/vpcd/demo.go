@@ -146,7 +146,7 @@ func (d *demo) reachability() {
 	fmt.Fprintln(w, "  FROM\tTO\tEXPECTED\tRESULT")
 	conns := []struct {
 		from, to, addr, why string
-		open              bool
+		open                bool
 	}{
 		{"web-1", "db-1", "10.0.2.10:5432", "group db allows 5432 from group web", true},
 		{"web-1", "db-1", "10.0.2.10:8080", "group db has no rule for 8080", false},
