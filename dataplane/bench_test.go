@@ -59,11 +59,11 @@ func benchPolicy(b *testing.B, nrules, nconns int) {
 			{Name: "b", Interface: "if-b", VNI: vniRed, IP: ipB, Gateway: netip.MustParseAddr("10.0.1.1"),
 				VPC: netip.MustParsePrefix("10.0.0.0/16"), Subnet: subnetA, MAC: macB, SourceDestCheck: true,
 				SGIngress: append(benchRules(nrules-1), Rule{Protocol: 6, PortLo: 443, PortHi: 443, CIDR: netip.MustParsePrefix("10.0.1.0/24"), Allow: true}),
-				SGEgress: allowAll},
+				SGEgress:  allowAll},
 		},
 		Routes: []Route{{VNI: vniRed, IP: ipA, MAC: macA, ENI: "a"}, {VNI: vniRed, IP: ipB, MAC: macB, ENI: "b"},
 			{VNI: vniRed, IP: ipR, MAC: macR, Remote: hostB}},
-		Peers:  []netip.Addr{hostB},
+		Peers: []netip.Addr{hostB},
 	}
 	ifx := map[string]int{"if-a": testENIIfindex, "if-b": 777}
 	if err := d.Reconcile(st, func(n string) (int, error) { return ifx[n], nil }); err != nil {
