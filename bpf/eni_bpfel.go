@@ -72,6 +72,7 @@ type EniEniInfo struct {
 	SubnetNet       uint32
 	SubnetMask      uint32
 	EniId           uint32
+	Ifindex         uint32
 	SgIn            uint32
 	SgOut           uint32
 	NaclIn          uint32
@@ -79,6 +80,33 @@ type EniEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
+}
+
+type EniFastEntry struct {
+	_               structs.HostLayout
+	Confirmed       uint64
+	Gen             uint32
+	OutIfindex      uint32
+	RemoteIp        uint32
+	Vni             uint32
+	SrcEniId        uint32
+	DstEniId        uint32
+	DstMac          [6]uint8
+	SrcMac          [6]uint8
+	SourceDestCheck uint8
+	Pad             [3]uint8
+}
+
+type EniFastKey struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	Pad      uint8
+	RulePort uint16
 }
 
 type EniLpmV4Key struct {
@@ -150,6 +178,8 @@ type EniVpcdConfig struct {
 	InnerMtu   uint16
 	GwMac      [6]uint8
 	Pad        uint16
+	Gen        uint32
+	Pad2       uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -161,6 +191,7 @@ const (
 	EniMapDrops         = "drops"
 	EniMapEniStats      = "eni_stats"
 	EniMapEnis          = "enis"
+	EniMapFastpath      = "fastpath"
 	EniMapPeers         = "peers"
 	EniMapPolicyCidr    = "policy_cidr"
 	EniMapPolicyPort    = "policy_port"
@@ -226,6 +257,7 @@ type EniMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -267,6 +299,7 @@ type EniMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Fastpath      *ebpf.Map `ebpf:"fastpath"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -283,6 +316,7 @@ func (m *EniMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Fastpath,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

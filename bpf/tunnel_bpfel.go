@@ -48,6 +48,7 @@ type TunnelEniInfo struct {
 	SubnetNet       uint32
 	SubnetMask      uint32
 	EniId           uint32
+	Ifindex         uint32
 	SgIn            uint32
 	SgOut           uint32
 	NaclIn          uint32
@@ -55,6 +56,33 @@ type TunnelEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
+}
+
+type TunnelFastEntry struct {
+	_               structs.HostLayout
+	Confirmed       uint64
+	Gen             uint32
+	OutIfindex      uint32
+	RemoteIp        uint32
+	Vni             uint32
+	SrcEniId        uint32
+	DstEniId        uint32
+	DstMac          [6]uint8
+	SrcMac          [6]uint8
+	SourceDestCheck uint8
+	Pad             [3]uint8
+}
+
+type TunnelFastKey struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	Pad      uint8
+	RulePort uint16
 }
 
 type TunnelLpmV4Key struct {
@@ -126,6 +154,8 @@ type TunnelVpcdConfig struct {
 	InnerMtu   uint16
 	GwMac      [6]uint8
 	Pad        uint16
+	Gen        uint32
+	Pad2       uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -137,6 +167,7 @@ const (
 	TunnelMapDrops          = "drops"
 	TunnelMapEniStats       = "eni_stats"
 	TunnelMapEnis           = "enis"
+	TunnelMapFastpath       = "fastpath"
 	TunnelMapPeers          = "peers"
 	TunnelMapPolicyCidr     = "policy_cidr"
 	TunnelMapPolicyPort     = "policy_port"
@@ -202,6 +233,7 @@ type TunnelMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -243,6 +275,7 @@ type TunnelMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Fastpath      *ebpf.Map `ebpf:"fastpath"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -259,6 +292,7 @@ func (m *TunnelMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Fastpath,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

@@ -48,6 +48,7 @@ type UnderlayEniInfo struct {
 	SubnetNet       uint32
 	SubnetMask      uint32
 	EniId           uint32
+	Ifindex         uint32
 	SgIn            uint32
 	SgOut           uint32
 	NaclIn          uint32
@@ -55,6 +56,33 @@ type UnderlayEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	Pad             uint8
+}
+
+type UnderlayFastEntry struct {
+	_               structs.HostLayout
+	Confirmed       uint64
+	Gen             uint32
+	OutIfindex      uint32
+	RemoteIp        uint32
+	Vni             uint32
+	SrcEniId        uint32
+	DstEniId        uint32
+	DstMac          [6]uint8
+	SrcMac          [6]uint8
+	SourceDestCheck uint8
+	Pad             [3]uint8
+}
+
+type UnderlayFastKey struct {
+	_        structs.HostLayout
+	Ifindex  uint32
+	Saddr    uint32
+	Daddr    uint32
+	Sport    uint16
+	Dport    uint16
+	Proto    uint8
+	Pad      uint8
+	RulePort uint16
 }
 
 type UnderlayLpmV4Key struct {
@@ -126,6 +154,8 @@ type UnderlayVpcdConfig struct {
 	InnerMtu   uint16
 	GwMac      [6]uint8
 	Pad        uint16
+	Gen        uint32
+	Pad2       uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -137,6 +167,7 @@ const (
 	UnderlayMapDrops              = "drops"
 	UnderlayMapEniStats           = "eni_stats"
 	UnderlayMapEnis               = "enis"
+	UnderlayMapFastpath           = "fastpath"
 	UnderlayMapPeers              = "peers"
 	UnderlayMapPolicyCidr         = "policy_cidr"
 	UnderlayMapPolicyPort         = "policy_port"
@@ -204,6 +235,7 @@ type UnderlayMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -245,6 +277,7 @@ type UnderlayMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Fastpath      *ebpf.Map `ebpf:"fastpath"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -261,6 +294,7 @@ func (m *UnderlayMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Fastpath,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

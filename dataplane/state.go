@@ -111,7 +111,12 @@ func mac6(m net.HardwareAddr) (out [6]uint8) {
 func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) error {
 	var errs []error
 
+	// A new generation retires every fast-path entry made from the old
+	// maps: the next packet of each flow takes the slow path again.
+	var old bpf.EniVpcdConfig
+	d.eni.Config.Lookup(uint32(0), &old)
 	cfg := bpf.EniVpcdConfig{
+		Gen:        old.Gen + 1,
 		TunIfindex: uint32(s.TunnelIfindex),
 		UnderlayIp: be32(s.UnderlayIP),
 		WgPort:     be16(s.ListenPort),
@@ -145,6 +150,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 			SubnetNet:       be32(e.Subnet.Masked().Addr()),
 			SubnetMask:      mask32(e.Subnet),
 			EniId:           ids[e.Name],
+			Ifindex:         uint32(idx),
 			SgIn:            sgInSet(ids[e.Name]),
 			SgOut:           sgOutSet(ids[e.Name]),
 			Mac:             mac6(e.MAC),
@@ -290,5 +296,6 @@ func (d *Datapath) SetTunnelIfindex(idx int) error {
 		return err
 	}
 	cfg.TunIfindex = uint32(idx)
+	cfg.Gen++
 	return d.eni.Config.Put(uint32(0), &cfg)
 }

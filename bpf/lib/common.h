@@ -51,6 +51,9 @@ struct vpcd_config {
 	__u16 inner_mtu;        /* largest inner IP packet that fits the tunnel */
 	__u8 gw_mac[ETH_ALEN];  /* the VPC router's fixed MAC */
 	__u16 _pad;
+	__u32 gen;              /* bumped by every reconcile: fast-path entries of
+				 * an older generation are ignored */
+	__u32 _pad2;
 };
 
 /* One ENI attached on this host, keyed by the ifindex of its host-side
@@ -64,6 +67,7 @@ struct eni_info {
 	__u32 subnet_net; /* subnet CIDR network, network order */
 	__u32 subnet_mask;
 	__u32 eni_id;     /* dense index for per-ENI counters, < MAX_ENIS */
+	__u32 ifindex;    /* of the host-side interface (the key) */
 	/* Compiled rule sets (policy maps); 0 = none. Security groups always
 	 * have sets (an empty one denies); a subnet with the default network
 	 * ACL has none (allow all, no lookups). */
@@ -169,6 +173,40 @@ struct eni_counter {
 struct lpm_v4_key {
 	__u32 prefixlen;
 	__u32 addr; /* network order */
+};
+
+/* The egress fast path: what the slow path decided for one direction of
+ * a flow leaving an ENI, so that the next packets of an established flow
+ * cost one lookup. Entries are valid for FAST_TTL jiffies after the slow
+ * path last confirmed them (at most 2.56 s, well inside every conntrack
+ * timeout), only in the generation of the maps they were made in, and
+ * never for TCP SYN, FIN or RST: those always take the slow path, which
+ * moves the connection's state and removes the entries of a closed one. */
+#define FAST_TTL 256
+
+struct fast_key {
+	__u32 ifindex;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 _pad;
+	__u16 rule_port; /* ICMP type and code decide too */
+};
+
+struct fast_entry {
+	__u64 confirmed; /* bpf_jiffies64 of the last slow-path pass */
+	__u32 gen;
+	__u32 out_ifindex; /* local target's host-side interface; 0 = remote */
+	__u32 remote_ip;   /* remote: the host's underlay address */
+	__u32 vni;
+	__u32 src_eni_id;
+	__u32 dst_eni_id; /* local only */
+	__u8 dst_mac[ETH_ALEN];
+	__u8 src_mac[ETH_ALEN]; /* the ENI's own MAC */
+	__u8 source_dest_check;
+	__u8 _pad[3];
 };
 
 #endif

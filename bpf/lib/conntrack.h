@@ -61,6 +61,24 @@ static __always_inline void ct_key_for(struct ct_key *k, __u32 eni_id, const str
 	}
 }
 
+/* fast_forget removes the egress fast-path entry of the ENI for a
+ * connection (key k, the ENI's address ip): after a FIN or RST nothing of
+ * it may skip the state machine. */
+static __always_inline void fast_forget(const struct eni_info *eni, const struct ct_key *k)
+{
+	struct fast_key fk = {
+		.ifindex = eni->ifindex,
+		.saddr = eni->ip,
+		.daddr = k->remote_ip,
+		.sport = k->local_port,
+		.dport = k->remote_port,
+		.proto = k->proto,
+		.rule_port = k->remote_port, /* TCP: the destination port */
+	};
+
+	bpf_map_delete_elem(&fastpath, &fk);
+}
+
 /* ct_update looks the packet's connection up and moves its state on.
  * A closed or idle-expired entry is no connection. */
 static __always_inline int ct_update(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now)
@@ -130,6 +148,8 @@ static __always_inline enum drop_reason policy_check(const struct eni_info *eni,
 			return dir == DIR_EGRESS ? DROP_NACL_EGRESS : DROP_NACL_INGRESS;
 	}
 	ct_key_for(&k, eni->eni_id, pi, dir);
+	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
+		fast_forget(eni, &k);
 	if (ct_update(&k, dir, pi->tcp_flags, now) == CT_HIT)
 		return DROP_UNSPEC;
 	if (sg_allows(dir == DIR_EGRESS ? eni->sg_out : eni->sg_in, remote, pi->proto, pi->rule_port)) {

@@ -112,6 +112,91 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 	return ctx_redirect(ctx, cfg->tun_ifindex);
 }
 
+/* fast_eligible: packets that may skip the slow path when their flow has
+ * a fast-path entry. */
+static __always_inline int fast_eligible(const struct pkt_info *pi, const struct iphdr *ip)
+{
+	if (ip_is_fragment(ip))
+		return 0;
+	return pi->proto != IPPROTO_TCP_ || !(pi->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
+}
+
+/* fast_forward sends a packet of an established flow as the slow path did
+ * before: one lookup, no policy, no route. Returns -1 to fall back to the
+ * slow path. */
+static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth, const struct pkt_info *pi,
+					const struct vpcd_config *cfg)
+{
+	struct fast_key fk = {
+		.ifindex = ctx_ifindex(ctx),
+		.saddr = pi->saddr,
+		.daddr = pi->daddr,
+		.sport = pi->sport,
+		.dport = pi->dport,
+		.proto = pi->proto,
+		.rule_port = pi->rule_port,
+	};
+	struct fast_entry *fe = bpf_map_lookup_elem(&fastpath, &fk);
+	struct vxlan_encap h;
+	__u32 len, bytes;
+
+	if (!fe || fe->gen != cfg->gen || bpf_jiffies64() - fe->confirmed >= FAST_TTL)
+		return -1;
+	if (fe->source_dest_check && !mac_equal(eth->h_source, fe->src_mac))
+		return -1;
+	len = ctx_len(ctx);
+	bytes = len - ETH_HLEN;
+	if (fe->out_ifindex) {
+		count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
+		count_eni(fe->dst_eni_id, DIR_INGRESS, bytes);
+		mac_copy(eth->h_dest, fe->dst_mac);
+		mac_copy(eth->h_source, cfg->gw_mac);
+		return ctx_redirect_local(ctx, fe->out_ifindex);
+	}
+	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
+		return -1; /* no tunnel, or too big: the slow path says why */
+	count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
+	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
+		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
+		   fe->dst_mac, fe->src_mac);
+	if (vxlan_push(ctx, &h) < 0)
+		return eni_drop(DROP_ENCAP_FAILED);
+	return ctx_redirect(ctx, cfg->tun_ifindex);
+}
+
+/* fast_remember records the slow path's decision for a flow's next
+ * packets. */
+static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt_info *pi,
+					  const struct eni_info *eni, const struct route *rt,
+					  const struct vpcd_config *cfg, __u32 dst_eni_id)
+{
+	struct fast_key fk = {
+		.ifindex = ctx_ifindex(ctx),
+		.saddr = pi->saddr,
+		.daddr = pi->daddr,
+		.sport = pi->sport,
+		.dport = pi->dport,
+		.proto = pi->proto,
+		.rule_port = pi->rule_port,
+	};
+	struct fast_entry fe = {
+		.confirmed = bpf_jiffies64(),
+		.gen = cfg->gen,
+		.out_ifindex = rt->ifindex,
+		.remote_ip = rt->remote_ip,
+		.vni = eni->vni,
+		.src_eni_id = eni->eni_id,
+		.dst_eni_id = dst_eni_id,
+		.source_dest_check = eni->source_dest_check,
+	};
+
+	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
+		return;
+	mac_copy(fe.dst_mac, rt->mac);
+	mac_copy(fe.src_mac, eni->mac);
+	bpf_map_update_elem(&fastpath, &fk, &fe, BPF_ANY);
+}
+
 static __always_inline int eni_egress(struct ctx_buff *ctx)
 {
 	struct cursor c = { .pos = ctx_data(ctx), .end = ctx_data_end(ctx) };
@@ -127,16 +212,35 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	enum drop_reason why;
 	__u64 now;
 
-	eni = bpf_map_lookup_elem(&enis, &ifindex);
-	if (!eni)
-		return eni_drop(DROP_UNKNOWN_ENI);
 	cfg = get_config();
 	if (!cfg)
 		return eni_drop(DROP_UNKNOWN_ENI);
-
 	eth = parse_eth(&c);
 	if (!eth)
 		return eni_drop(DROP_MALFORMED);
+
+	/* The fast path: an established flow's packet, one lookup. */
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct cursor fc = c;
+		struct iphdr *fip = parse_ipv4(&fc);
+
+		if (fip && pkt_info_fill(&pi, fip, &fc) == 0 && fast_eligible(&pi, fip)) {
+			int ret = fast_forward(ctx, eth, &pi, cfg);
+
+			if (ret >= 0)
+				return ret;
+			/* Helpers may have moved the packet: parse afresh. */
+			c.pos = ctx_data(ctx);
+			c.end = ctx_data_end(ctx);
+			eth = parse_eth(&c);
+			if (!eth)
+				return eni_drop(DROP_MALFORMED);
+		}
+	}
+
+	eni = bpf_map_lookup_elem(&enis, &ifindex);
+	if (!eni)
+		return eni_drop(DROP_UNKNOWN_ENI);
 	if (eni->source_dest_check && !mac_equal(eth->h_source, eni->mac))
 		return eni_drop(DROP_SOURCE_CHECK);
 
@@ -195,12 +299,16 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		why = policy_check(dst, &pi, DIR_INGRESS, now);
 		if (why)
 			return eni_drop_dir(why);
+		if (!ip_is_fragment(ip))
+			fast_remember(ctx, &pi, eni, rt, cfg, dst->eni_id);
 		count_eni(eni->eni_id, DIR_EGRESS, bytes);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		count_eni(rt->eni_id, DIR_INGRESS, bytes);
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
+	if (!ip_is_fragment(ip))
+		fast_remember(ctx, &pi, eni, rt, cfg, 0);
 	count_eni(eni->eni_id, DIR_EGRESS, bytes);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
 			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));

@@ -115,6 +115,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct fast_key);
+	__type(value, struct fast_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} fastpath SEC(".maps");
+
 static __always_inline struct vpcd_config *get_config(void)
 {
 	__u32 zero = 0;
