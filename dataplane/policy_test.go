@@ -7,12 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 var (
@@ -30,18 +28,7 @@ func policyLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, apply func(a 
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to load eBPF programs")
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { netns.Set(orig); ns.Close() }()
+	defer freshNamespace(t)()
 	idx := map[string]int{}
 	for _, n := range []string{"d-a", "d-b"} {
 		la := netlink.NewLinkAttrs()

@@ -127,26 +127,36 @@ func vxlanFrame(outerSrc, outerDst netip.Addr, vni uint32, src, dst netip.Addr) 
 	return b
 }
 
+// freshNamespace locks the goroutine to its thread and moves the thread
+// into a new network namespace; the returned function moves it back.
+func freshNamespace(t *testing.T) (restore func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	return func() {
+		netns.Set(orig)
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	}
+}
+
 // inTUNNamespace runs fn on a thread inside a fresh network namespace that
 // holds one TUN device with prog attached at tcx ingress; fn writes frames
 // into the device as wireguard-go would.
 func inTUNNamespace(t *testing.T, prog *ebpf.Program, fn func(write func([]byte))) {
 	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		netns.Set(orig)
-		ns.Close()
-	}()
+	defer freshNamespace(t)()
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

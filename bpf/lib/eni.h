@@ -121,24 +121,33 @@ static __always_inline int fast_eligible(const struct pkt_info *pi, const struct
 	return pi->proto != IPPROTO_TCP_ || !(pi->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
 }
 
+/* fast_key_for is the fast-path key of a packet leaving the ENI on ctx's
+ * interface. */
+static __always_inline void fast_key_for(struct fast_key *fk, struct ctx_buff *ctx, const struct pkt_info *pi)
+{
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->ifindex = ctx_ifindex(ctx);
+	fk->saddr = pi->saddr;
+	fk->daddr = pi->daddr;
+	fk->sport = pi->sport;
+	fk->dport = pi->dport;
+	fk->proto = pi->proto;
+	fk->rule_port = pi->rule_port;
+}
+
 /* fast_forward sends a packet of an established flow as the slow path did
  * before: one lookup, no policy, no route. Returns -1 to fall back to the
  * slow path. */
 static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth, const struct pkt_info *pi,
 					const struct vpcd_config *cfg)
 {
-	struct fast_key fk = {
-		.ifindex = ctx_ifindex(ctx),
-		.saddr = pi->saddr,
-		.daddr = pi->daddr,
-		.sport = pi->sport,
-		.dport = pi->dport,
-		.proto = pi->proto,
-		.rule_port = pi->rule_port,
-	};
-	struct fast_entry *fe = bpf_map_lookup_elem(&fastpath, &fk);
+	struct fast_key fk;
+	struct fast_entry *fe;
 	struct vxlan_encap h;
 	__u32 len, bytes;
+
+	fast_key_for(&fk, ctx, pi);
+	fe = bpf_map_lookup_elem(&fastpath, &fk);
 
 	if (!fe || fe->gen != cfg->gen || bpf_jiffies64() - fe->confirmed >= FAST_TTL)
 		return -1;
@@ -170,15 +179,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 					  const struct eni_info *eni, const struct route *rt,
 					  const struct vpcd_config *cfg, __u32 dst_eni_id)
 {
-	struct fast_key fk = {
-		.ifindex = ctx_ifindex(ctx),
-		.saddr = pi->saddr,
-		.daddr = pi->daddr,
-		.sport = pi->sport,
-		.dport = pi->dport,
-		.proto = pi->proto,
-		.rule_port = pi->rule_port,
-	};
+	struct fast_key fk;
 	struct fast_entry fe = {
 		.confirmed = bpf_jiffies64(),
 		.gen = cfg->gen,
@@ -192,6 +193,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 
 	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
 		return;
+	fast_key_for(&fk, ctx, pi);
 	mac_copy(fe.dst_mac, rt->mac);
 	mac_copy(fe.src_mac, eni->mac);
 	bpf_map_update_elem(&fastpath, &fk, &fe, BPF_ANY);
