@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/flowlogs"
 	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
 )
@@ -69,6 +70,11 @@ type Agent struct {
 	topo    *topology.Topology
 	enis    map[string]string // ENI name → attached interface
 	fileMod time.Time
+
+	// flows turns the datapath's flow counters into flow-log records; the
+	// field is swapped on reload under mu.
+	flows     *flowlogs.Aggregator
+	flowSpecs []flowlogs.LogSpec
 
 	reloads   *prometheus.CounterVec
 	integrity *prometheus.CounterVec
@@ -186,6 +192,13 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		defer func() { l.Close(); os.Remove(o.SocketPath) }()
 	}
 
+	if err := a.startFlowLogs(topo); err != nil {
+		a.log.Warn("flow logs", "err", err)
+	}
+	defer a.stopFlowLogs()
+	flowTick := time.NewTicker(time.Second)
+	defer flowTick.Stop()
+
 	ticker := time.NewTicker(o.ReloadPoll)
 	defer ticker.Stop()
 	a.log.Info("vpcd running", "host", o.Host, "enis", len(state.ENIs), "bpffs", o.BPFFS)
@@ -194,6 +207,8 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		case <-ctx.Done():
 			a.log.Info("stopping; the datapath stays pinned", "bpffs", o.BPFFS)
 			return nil
+		case now := <-flowTick.C:
+			a.drainFlows(now)
 		case <-reload:
 			a.Reload("signal")
 		case <-ticker.C:
@@ -284,6 +299,10 @@ func (a *Agent) Reload(why string) {
 	}
 	if err == nil {
 		err = a.apply(t)
+	}
+	if err == nil {
+		a.stopFlowLogs()
+		err = a.startFlowLogs(t)
 	}
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()

@@ -12,6 +12,9 @@ var (
 	descENIBytes   = prometheus.NewDesc("vpcd_eni_bytes_total", "IP bytes seen at an ENI, by direction as seen by the workload.", []string{"eni", "direction"}, nil)
 	descDrops      = prometheus.NewDesc("vpcd_drops_total", "Packets the datapath dropped, by reason.", []string{"reason"}, nil)
 	descHandshake  = prometheus.NewDesc("vpcd_tunnel_peer_last_handshake_seconds", "Unix time of the last WireGuard handshake with a peer host (0: never).", []string{"peer"}, nil)
+	descFlowRecs   = prometheus.NewDesc("vpcd_flowlog_records_total", "Flow-log records handed to the log's destination.", []string{"flow_log"}, nil)
+	descFlowLost   = prometheus.NewDesc("vpcd_flowlog_records_lost_total", "Flow-log packets (records) lost: flows the datapath had no room for, or records the destination did not take.", []string{"flow_log"}, nil)
+	descFlowErrs   = prometheus.NewDesc("vpcd_flowlog_sink_errors_total", "Failed writes or sends to a flow log's destination.", []string{"flow_log"}, nil)
 	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
 )
 
@@ -38,6 +41,9 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descDrops
 	ch <- descHandshake
 	ch <- descPeerBytes
+	ch <- descFlowRecs
+	ch <- descFlowLost
+	ch <- descFlowErrs
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -54,7 +60,17 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descENIBytes, prometheus.CounterValue, float64(cnt[dir].Bytes), e.Name, name)
 		}
 	}
+	agg, specs := a.flows, a.flowSpecs
 	a.mu.Unlock()
+	if agg != nil {
+		stats := agg.Stats()
+		for _, s := range specs {
+			st := stats[s.Name]
+			ch <- prometheus.MustNewConstMetric(descFlowRecs, prometheus.CounterValue, float64(st.Records), s.Name)
+			ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(st.Lost+s.Sink.Lost()), s.Name)
+			ch <- prometheus.MustNewConstMetric(descFlowErrs, prometheus.CounterValue, float64(s.Sink.Errors()), s.Name)
+		}
+	}
 	if drops, err := a.dp.Drops(); err == nil {
 		for reason, d := range drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(d[0]+d[1]), reason)

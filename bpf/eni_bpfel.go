@@ -32,6 +32,18 @@ type EniCtKey struct {
 	Pad        [3]uint8
 }
 
+type EniDropEvent struct {
+	_        structs.HostLayout
+	Time     uint64
+	Ifindex  uint32
+	Len      uint32
+	Reason   uint16
+	Dir      uint8
+	Hook     uint8
+	Captured uint32
+	Head     [96]uint8
+}
+
 type EniDropReason uint32
 
 const (
@@ -82,6 +94,14 @@ type EniEniInfo struct {
 	Pad             uint8
 }
 
+type EniEventHook uint32
+
+const (
+	EniEventHookHOOK_ENI      EniEventHook = 0
+	EniEventHookHOOK_TUNNEL   EniEventHook = 1
+	EniEventHookHOOK_UNDERLAY EniEventHook = 2
+)
+
 type EniFastEntry struct {
 	_               structs.HostLayout
 	Confirmed       uint64
@@ -107,6 +127,30 @@ type EniFastKey struct {
 	Proto    uint8
 	Pad      uint8
 	RulePort uint16
+}
+
+type EniFlowKey struct {
+	_      structs.HostLayout
+	EniId  uint32
+	Saddr  uint32
+	Daddr  uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Dir    uint8
+	Action uint8
+	Pad    uint8
+}
+
+type EniFlowVal struct {
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	First     uint64
+	Last      uint64
+	TcpFlags  uint8
+	Encrypted uint8
+	Pad       [6]uint8
 }
 
 type EniLpmV4Key struct {
@@ -179,7 +223,7 @@ type EniVpcdConfig struct {
 	GwMac      [6]uint8
 	Pad        uint16
 	Gen        uint32
-	Pad2       uint32
+	Monitor    uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -191,7 +235,10 @@ const (
 	EniMapDrops         = "drops"
 	EniMapEniStats      = "eni_stats"
 	EniMapEnis          = "enis"
+	EniMapEvents        = "events"
 	EniMapFastpath      = "fastpath"
+	EniMapFlowLost      = "flow_lost"
+	EniMapFlows         = "flows"
 	EniMapPeers         = "peers"
 	EniMapPolicyCidr    = "policy_cidr"
 	EniMapPolicyPort    = "policy_port"
@@ -200,7 +247,9 @@ const (
 	EniMapSubstrate     = "substrate"
 	EniMapUnderlayAllow = "underlay_allow"
 	EniProgEniIngress   = "eni_ingress"
+	EniVarDropEventBtf  = "__drop_event_btf"
 	EniVarDropReasonBtf = "__drop_reason_btf"
+	EniVarEventHookBtf  = "__event_hook_btf"
 )
 
 // LoadEni returns the embedded CollectionSpec for Eni.
@@ -257,7 +306,10 @@ type EniMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
 	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -271,7 +323,9 @@ type EniMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniVariableSpecs struct {
+	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
 }
 
 // EniObjects contains all objects after they have been loaded into the kernel.
@@ -299,7 +353,10 @@ type EniMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Events        *ebpf.Map `ebpf:"events"`
 	Fastpath      *ebpf.Map `ebpf:"fastpath"`
+	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
+	Flows         *ebpf.Map `ebpf:"flows"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -316,7 +373,10 @@ func (m *EniMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Events,
 		m.Fastpath,
+		m.FlowLost,
+		m.Flows,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,
@@ -331,7 +391,9 @@ func (m *EniMaps) Close() error {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniVariables struct {
+	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
 }
 
 // EniPrograms contains all programs after they have been loaded into the kernel.

@@ -85,6 +85,30 @@ type EniXdpFastKey struct {
 	RulePort uint16
 }
 
+type EniXdpFlowKey struct {
+	_      structs.HostLayout
+	EniId  uint32
+	Saddr  uint32
+	Daddr  uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Dir    uint8
+	Action uint8
+	Pad    uint8
+}
+
+type EniXdpFlowVal struct {
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	First     uint64
+	Last      uint64
+	TcpFlags  uint8
+	Encrypted uint8
+	Pad       [6]uint8
+}
+
 type EniXdpLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -155,7 +179,7 @@ type EniXdpVpcdConfig struct {
 	GwMac      [6]uint8
 	Pad        uint16
 	Gen        uint32
-	Pad2       uint32
+	Monitor    uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -167,7 +191,10 @@ const (
 	EniXdpMapDrops         = "drops"
 	EniXdpMapEniStats      = "eni_stats"
 	EniXdpMapEnis          = "enis"
+	EniXdpMapEvents        = "events"
 	EniXdpMapFastpath      = "fastpath"
+	EniXdpMapFlowLost      = "flow_lost"
+	EniXdpMapFlows         = "flows"
 	EniXdpMapPeers         = "peers"
 	EniXdpMapPolicyCidr    = "policy_cidr"
 	EniXdpMapPolicyPort    = "policy_port"
@@ -176,7 +203,9 @@ const (
 	EniXdpMapSubstrate     = "substrate"
 	EniXdpMapUnderlayAllow = "underlay_allow"
 	EniXdpProgEniXdp       = "eni_xdp"
+	EniXdpVarDropEventBtf  = "__drop_event_btf"
 	EniXdpVarDropReasonBtf = "__drop_reason_btf"
+	EniXdpVarEventHookBtf  = "__event_hook_btf"
 )
 
 // LoadEniXdp returns the embedded CollectionSpec for EniXdp.
@@ -233,7 +262,10 @@ type EniXdpMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
 	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -247,7 +279,9 @@ type EniXdpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniXdpVariableSpecs struct {
+	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
 }
 
 // EniXdpObjects contains all objects after they have been loaded into the kernel.
@@ -275,7 +309,10 @@ type EniXdpMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Events        *ebpf.Map `ebpf:"events"`
 	Fastpath      *ebpf.Map `ebpf:"fastpath"`
+	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
+	Flows         *ebpf.Map `ebpf:"flows"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -292,7 +329,10 @@ func (m *EniXdpMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Events,
 		m.Fastpath,
+		m.FlowLost,
+		m.Flows,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,
@@ -307,7 +347,9 @@ func (m *EniXdpMaps) Close() error {
 //
 // It can be passed to LoadEniXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniXdpVariables struct {
+	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
 }
 
 // EniXdpPrograms contains all programs after they have been loaded into the kernel.

@@ -14,12 +14,15 @@
 #include "lib/drop.h"
 #include "lib/parse.h"
 #include "lib/conntrack.h"
+#include "lib/flow.h"
+#include "lib/monitor.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-static __always_inline int drop(enum drop_reason reason)
+static __always_inline int drop(struct __sk_buff *skb, enum drop_reason reason)
 {
 	count_drop(reason, DIR_INGRESS);
+	emit_drop(skb, reason, DIR_INGRESS, HOOK_TUNNEL);
 	return TC_ACT_SHOT;
 }
 
@@ -39,45 +42,46 @@ int tunnel_ingress(struct __sk_buff *skb)
 	struct pkt_info pi;
 	struct eni_info *deni;
 	enum drop_reason why;
+	__u32 segs, bytes;
 
 	cfg = get_config();
 	if (!cfg)
-		return drop(DROP_UNKNOWN_ENI);
+		return drop(skb, DROP_UNKNOWN_ENI);
 
 	outer = parse_ipv4(&c);
 	if (!outer || outer->ihl != 5 || ip_is_fragment(outer))
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	if (outer->protocol != IPPROTO_UDP_)
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	if (!bpf_map_lookup_elem(&peers, &outer->saddr) || outer->daddr != cfg->underlay_ip)
-		return drop(DROP_SOURCE_CHECK);
+		return drop(skb, DROP_SOURCE_CHECK);
 	udp = parse_udp(&c);
 	if (!udp || udp->dest != bpf_htons(VXLAN_PORT))
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	vx = parse_vxlan(&c);
 	if (!vx || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	vni = bpf_ntohl(vx->vni) >> 8;
 	ieth = parse_eth(&c);
 	if (!ieth || ieth->h_proto != bpf_htons(ETH_P_IP))
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	inner = parse_ipv4(&c);
 	if (!inner)
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	if (pkt_info_fill(&pi, inner, &c) < 0)
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 
 	/* The inner source must be an ENI of this VPC on the sending host. */
 	rk.vni = vni;
 	rk.ip = inner->saddr;
 	src = bpf_map_lookup_elem(&routes, &rk);
 	if (!src || src->remote_ip != outer->saddr)
-		return drop(DROP_SOURCE_CHECK);
+		return drop(skb, DROP_SOURCE_CHECK);
 
 	rk.ip = inner->daddr;
 	dst = bpf_map_lookup_elem(&routes, &rk);
 	if (!dst || !dst->ifindex)
-		return drop(DROP_NO_ROUTE);
+		return drop(skb, DROP_NO_ROUTE);
 	ifindex = dst->ifindex;
 	eni_id = dst->eni_id;
 	mac_copy(mac, dst->mac);
@@ -85,26 +89,32 @@ int tunnel_ingress(struct __sk_buff *skb)
 	/* The destination ENI's network ACL and security groups. */
 	deni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!deni)
-		return drop(DROP_UNKNOWN_ENI);
+		return drop(skb, DROP_UNKNOWN_ENI);
 	why = policy_check(deni, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
-	if (why)
-		return drop(why);
+	wire_size(skb->len, skb->gso_segs, skb->gso_size, pi.hdr_len + VXLAN_ENCAP_LEN, &segs, &bytes);
+	bytes -= segs * VXLAN_ENCAP_LEN; /* the inner packets' IP bytes */
+	if (why) {
+		if (why == DROP_SG_INGRESS || why == DROP_NACL_INGRESS || why == DROP_CT_INVALID)
+			flow_count(eni_id, &pi, DIR_INGRESS, FLOW_REJECT, segs, bytes, 1);
+		return drop(skb, why);
+	}
+	flow_count(eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, segs, bytes, 1);
 
 	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
 	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */
 	if (bpf_skb_adjust_room(skb, -(__s32)VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0)
-		return drop(DROP_ENCAP_FAILED);
+		return drop(skb, DROP_ENCAP_FAILED);
 	/* The tunnel is a layer-3 device: give the inner packet the Ethernet
 	 * header the workload expects, from the VPC router. */
 	if (bpf_skb_change_head(skb, ETH_HLEN, 0) < 0)
-		return drop(DROP_ENCAP_FAILED);
+		return drop(skb, DROP_ENCAP_FAILED);
 
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 	eth = parse_eth(&c);
 	if (!eth)
-		return drop(DROP_MALFORMED);
+		return drop(skb, DROP_MALFORMED);
 	mac_copy(eth->h_dest, mac);
 	mac_copy(eth->h_source, cfg->gw_mac);
 	eth->h_proto = bpf_htons(ETH_P_IP);

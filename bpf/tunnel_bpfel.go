@@ -85,6 +85,30 @@ type TunnelFastKey struct {
 	RulePort uint16
 }
 
+type TunnelFlowKey struct {
+	_      structs.HostLayout
+	EniId  uint32
+	Saddr  uint32
+	Daddr  uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Dir    uint8
+	Action uint8
+	Pad    uint8
+}
+
+type TunnelFlowVal struct {
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	First     uint64
+	Last      uint64
+	TcpFlags  uint8
+	Encrypted uint8
+	Pad       [6]uint8
+}
+
 type TunnelLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -155,7 +179,7 @@ type TunnelVpcdConfig struct {
 	GwMac      [6]uint8
 	Pad        uint16
 	Gen        uint32
-	Pad2       uint32
+	Monitor    uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -167,7 +191,10 @@ const (
 	TunnelMapDrops          = "drops"
 	TunnelMapEniStats       = "eni_stats"
 	TunnelMapEnis           = "enis"
+	TunnelMapEvents         = "events"
 	TunnelMapFastpath       = "fastpath"
+	TunnelMapFlowLost       = "flow_lost"
+	TunnelMapFlows          = "flows"
 	TunnelMapPeers          = "peers"
 	TunnelMapPolicyCidr     = "policy_cidr"
 	TunnelMapPolicyPort     = "policy_port"
@@ -176,7 +203,9 @@ const (
 	TunnelMapSubstrate      = "substrate"
 	TunnelMapUnderlayAllow  = "underlay_allow"
 	TunnelProgTunnelIngress = "tunnel_ingress"
+	TunnelVarDropEventBtf   = "__drop_event_btf"
 	TunnelVarDropReasonBtf  = "__drop_reason_btf"
+	TunnelVarEventHookBtf   = "__event_hook_btf"
 )
 
 // LoadTunnel returns the embedded CollectionSpec for Tunnel.
@@ -233,7 +262,10 @@ type TunnelMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
 	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -247,7 +279,9 @@ type TunnelMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TunnelVariableSpecs struct {
+	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
 }
 
 // TunnelObjects contains all objects after they have been loaded into the kernel.
@@ -275,7 +309,10 @@ type TunnelMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Events        *ebpf.Map `ebpf:"events"`
 	Fastpath      *ebpf.Map `ebpf:"fastpath"`
+	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
+	Flows         *ebpf.Map `ebpf:"flows"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -292,7 +329,10 @@ func (m *TunnelMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Events,
 		m.Fastpath,
+		m.FlowLost,
+		m.Flows,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,
@@ -307,7 +347,9 @@ func (m *TunnelMaps) Close() error {
 //
 // It can be passed to LoadTunnelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TunnelVariables struct {
+	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
 }
 
 // TunnelPrograms contains all programs after they have been loaded into the kernel.

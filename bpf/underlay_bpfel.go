@@ -85,6 +85,30 @@ type UnderlayFastKey struct {
 	RulePort uint16
 }
 
+type UnderlayFlowKey struct {
+	_      structs.HostLayout
+	EniId  uint32
+	Saddr  uint32
+	Daddr  uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Dir    uint8
+	Action uint8
+	Pad    uint8
+}
+
+type UnderlayFlowVal struct {
+	_         structs.HostLayout
+	Packets   uint64
+	Bytes     uint64
+	First     uint64
+	Last      uint64
+	TcpFlags  uint8
+	Encrypted uint8
+	Pad       [6]uint8
+}
+
 type UnderlayLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -155,7 +179,7 @@ type UnderlayVpcdConfig struct {
 	GwMac      [6]uint8
 	Pad        uint16
 	Gen        uint32
-	Pad2       uint32
+	Monitor    uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -167,7 +191,10 @@ const (
 	UnderlayMapDrops              = "drops"
 	UnderlayMapEniStats           = "eni_stats"
 	UnderlayMapEnis               = "enis"
+	UnderlayMapEvents             = "events"
 	UnderlayMapFastpath           = "fastpath"
+	UnderlayMapFlowLost           = "flow_lost"
+	UnderlayMapFlows              = "flows"
 	UnderlayMapPeers              = "peers"
 	UnderlayMapPolicyCidr         = "policy_cidr"
 	UnderlayMapPolicyPort         = "policy_port"
@@ -177,7 +204,9 @@ const (
 	UnderlayMapUnderlayAllow      = "underlay_allow"
 	UnderlayProgUnderlayFilterTc  = "underlay_filter_tc"
 	UnderlayProgUnderlayFilterXdp = "underlay_filter_xdp"
+	UnderlayVarDropEventBtf       = "__drop_event_btf"
 	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
+	UnderlayVarEventHookBtf       = "__event_hook_btf"
 )
 
 // LoadUnderlay returns the embedded CollectionSpec for Underlay.
@@ -235,7 +264,10 @@ type UnderlayMapSpecs struct {
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
 	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	Peers         *ebpf.MapSpec `ebpf:"peers"`
 	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
@@ -249,7 +281,9 @@ type UnderlayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayVariableSpecs struct {
+	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
 }
 
 // UnderlayObjects contains all objects after they have been loaded into the kernel.
@@ -277,7 +311,10 @@ type UnderlayMaps struct {
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
+	Events        *ebpf.Map `ebpf:"events"`
 	Fastpath      *ebpf.Map `ebpf:"fastpath"`
+	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
+	Flows         *ebpf.Map `ebpf:"flows"`
 	Peers         *ebpf.Map `ebpf:"peers"`
 	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
 	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
@@ -294,7 +331,10 @@ func (m *UnderlayMaps) Close() error {
 		m.Drops,
 		m.EniStats,
 		m.Enis,
+		m.Events,
 		m.Fastpath,
+		m.FlowLost,
+		m.Flows,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,
@@ -309,7 +349,9 @@ func (m *UnderlayMaps) Close() error {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayVariables struct {
+	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
+	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
 }
 
 // UnderlayPrograms contains all programs after they have been loaded into the kernel.

@@ -53,7 +53,27 @@ struct vpcd_config {
 	__u16 _pad;
 	__u32 gen;              /* bumped by every reconcile: fast-path entries of
 				 * an older generation are ignored */
-	__u32 _pad2;
+	__u32 monitor;          /* 1 while `vpcd monitor` listens: drops become events */
+};
+
+#define EVENT_HEAD 96
+
+enum event_hook {
+	HOOK_ENI = 0,      /* the frame from the workload, Ethernet first */
+	HOOK_TUNNEL = 1,   /* the decrypted VXLAN packet, outer IPv4 first */
+	HOOK_UNDERLAY = 2, /* the underlay frame, Ethernet first */
+};
+
+/* A dropped packet, for `vpcd monitor`: why, where, and its first bytes. */
+struct drop_event {
+	__u64 time; /* bpf_ktime_get_coarse_ns */
+	__u32 ifindex;
+	__u32 len;
+	__u16 reason;
+	__u8 dir;
+	__u8 hook;
+	__u32 captured;
+	__u8 head[EVENT_HEAD];
 };
 
 /* One ENI attached on this host, keyed by the ifindex of its host-side
@@ -173,6 +193,28 @@ struct eni_counter {
 struct lpm_v4_key {
 	__u32 prefixlen;
 	__u32 addr; /* network order */
+};
+
+struct flow_key {
+	__u32 eni_id;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport; /* ICMP: type << 8 | code */
+	__u8 proto;
+	__u8 dir;
+	__u8 action; /* 0 ACCEPT, 1 REJECT */
+	__u8 _pad;
+};
+
+struct flow_val {
+	__u64 packets;
+	__u64 bytes;
+	__u64 first; /* bpf_ktime_get_coarse_ns */
+	__u64 last;
+	__u8 tcp_flags; /* AWS tcp-flags, ORed */
+	__u8 encrypted; /* crossed hosts inside the tunnel */
+	__u8 _pad[6];
 };
 
 /* The egress fast path: what the slow path decided for one direction of

@@ -21,6 +21,7 @@ static __always_inline void *ctx_data_end(struct xdp_md *ctx) { return (void *)(
 static __always_inline __u32 ctx_ifindex(struct xdp_md *ctx) { return ctx->ingress_ifindex; }
 static __always_inline __u32 ctx_len(struct xdp_md *ctx) { return ctx->data_end - ctx->data; }
 static __always_inline __u32 ctx_gso_segs(struct xdp_md *ctx) { return 1; }
+static __always_inline __u32 ctx_gso_size(struct xdp_md *ctx) { return 0; }
 
 static __always_inline int ctx_load_bytes(struct xdp_md *ctx, __u32 off, void *to, __u32 len)
 {
@@ -70,6 +71,7 @@ static __always_inline void *ctx_data_end(struct __sk_buff *ctx) { return (void 
 static __always_inline __u32 ctx_ifindex(struct __sk_buff *ctx) { return ctx->ifindex; }
 static __always_inline __u32 ctx_len(struct __sk_buff *ctx) { return ctx->len; }
 static __always_inline __u32 ctx_gso_segs(struct __sk_buff *ctx) { return ctx->gso_segs ? ctx->gso_segs : 1; }
+static __always_inline __u32 ctx_gso_size(struct __sk_buff *ctx) { return ctx->gso_size; }
 
 static __always_inline int ctx_load_bytes(struct __sk_buff *ctx, __u32 off, void *to, __u32 len)
 {
@@ -97,6 +99,27 @@ static __always_inline int ctx_redirect_back(struct __sk_buff *ctx) { return bpf
 static __always_inline int ctx_redirect_local(struct __sk_buff *ctx, __u32 ifindex) { return bpf_redirect_peer(ifindex, 0); }
 static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex) { return bpf_redirect(ifindex, 0); }
 
+#endif
+
+#if defined(VPCD_HOOK_XDP) || defined(VPCD_HOOK_TC)
+/* ctx_head copies the first bytes of the packet into to (room for at
+ * least 96), returning how many: 96, or for a shorter packet as many of its
+ * Ethernet, IPv4 and transport headers as it has. Constant sizes only: the
+ * verifier rejects what clang makes of a variable one here. */
+static __always_inline __u32 ctx_head(struct ctx_buff *ctx, __u8 *to)
+{
+	__u32 len = ctx_len(ctx);
+
+	if (len >= 96)
+		return ctx_load_bytes(ctx, 0, to, 96) < 0 ? 0 : 96;
+	if (len >= 54)
+		return ctx_load_bytes(ctx, 0, to, 54) < 0 ? 0 : 54;
+	if (len >= 34)
+		return ctx_load_bytes(ctx, 0, to, 34) < 0 ? 0 : 34;
+	if (len >= 14)
+		return ctx_load_bytes(ctx, 0, to, 14) < 0 ? 0 : 14;
+	return 0;
+}
 #else
 #error "define VPCD_HOOK_XDP or VPCD_HOOK_TC before including ctx.h"
 #endif

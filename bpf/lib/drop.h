@@ -44,4 +44,8 @@ static __always_inline void count_drop(enum drop_reason reason, enum direction d
 		*v += 1;
 }
 
+/* Keep enum event_hook and struct drop_event in the BTF for bpf2go. */
+const enum event_hook *__event_hook_btf __attribute__((unused));
+const struct drop_event *__drop_event_btf __attribute__((unused));
+
 #endif

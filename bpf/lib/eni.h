@@ -17,17 +17,23 @@
 #include "encap.h"
 #include "mtu.h"
 #include "conntrack.h"
+#include "flow.h"
+#include "monitor.h"
 
-static __always_inline int eni_drop(enum drop_reason reason)
+static __always_inline int eni_drop(struct ctx_buff *ctx, enum drop_reason reason)
 {
 	count_drop(reason, DIR_EGRESS);
+	emit_drop(ctx, reason, DIR_EGRESS, HOOK_ENI);
 	return CTX_DROP;
 }
 
 /* eni_drop_dir counts a policy drop in the direction it happened. */
-static __always_inline int eni_drop_dir(enum drop_reason reason)
+static __always_inline int eni_drop_dir(struct ctx_buff *ctx, enum drop_reason reason)
 {
-	count_drop(reason, reason == DROP_SG_INGRESS || reason == DROP_NACL_INGRESS ? DIR_INGRESS : DIR_EGRESS);
+	__u8 dir = reason == DROP_SG_INGRESS || reason == DROP_NACL_INGRESS ? DIR_INGRESS : DIR_EGRESS;
+
+	count_drop(reason, dir);
+	emit_drop(ctx, reason, dir, HOOK_ENI);
 	return CTX_DROP;
 }
 
@@ -37,13 +43,13 @@ static __always_inline int handle_arp(struct ctx_buff *ctx, struct cursor *c, st
 	struct arp_eth_ipv4 *arp = parse_arp(c);
 
 	if (!arp)
-		return eni_drop(DROP_MALFORMED);
+		return eni_drop(ctx, DROP_MALFORMED);
 	if (eni->source_dest_check && !mac_equal(arp->sha, eni->mac))
-		return eni_drop(DROP_SOURCE_CHECK);
+		return eni_drop(ctx, DROP_SOURCE_CHECK);
 	if (arp->op != bpf_htons(ARP_OP_REQUEST))
 		return CTX_DROP; /* replies and announcements: nobody to tell */
 	if (!arp_answerable(eni, arp->tpa, arp->spa))
-		return eni_drop(DROP_ARP);
+		return eni_drop(ctx, DROP_ARP);
 	arp_reply_in_place(eth, arp, cfg->gw_mac);
 	return ctx_redirect_back(ctx);
 }
@@ -82,11 +88,11 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 	__u32 len;
 
 	if (!cfg->tun_ifindex)
-		return eni_drop(DROP_NO_TUNNEL);
+		return eni_drop(ctx, DROP_NO_TUNNEL);
 
 	if (syn_doff && cfg->inner_mtu > 40) {
 		if (clamp_mss(ctx, l4_off, syn_doff, cfg->inner_mtu - 40) < 0)
-			return eni_drop(DROP_MALFORMED);
+			return eni_drop(ctx, DROP_MALFORMED);
 	}
 
 	len = ctx_len(ctx);
@@ -96,7 +102,7 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 		struct iphdr *ip = data + ETH_HLEN;
 
 		if ((void *)(ip + 1) > end)
-			return eni_drop(DROP_MALFORMED);
+			return eni_drop(ctx, DROP_MALFORMED);
 		if (ip->frag_off & bpf_htons(IP_DF)) {
 			count_drop(DROP_FRAG_NEEDED, DIR_EGRESS);
 			if (reply_frag_needed(ctx, eni, cfg->gw_mac, cfg->inner_mtu) < 0)
@@ -108,8 +114,25 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, eni->vni, len, hash, rt->mac, eni->mac);
 	if (vxlan_push(ctx, &h) < 0)
-		return eni_drop(DROP_ENCAP_FAILED);
+		return eni_drop(ctx, DROP_ENCAP_FAILED);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
+}
+
+/* count_flow adds the packet in ctx to its flow at an ENI. */
+static __always_inline void count_flow(struct ctx_buff *ctx, __u32 eni_id, const struct pkt_info *pi, __u8 dir,
+				       __u8 action, __u8 encrypted)
+{
+	__u32 segs, bytes;
+
+	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &bytes);
+	flow_count(eni_id, pi, dir, action, segs, bytes, encrypted);
+}
+
+/* policy_reject reports drop reasons that flow logs record as REJECT. */
+static __always_inline int policy_reject(enum drop_reason r)
+{
+	return r == DROP_SG_INGRESS || r == DROP_SG_EGRESS || r == DROP_NACL_INGRESS ||
+	       r == DROP_NACL_EGRESS || r == DROP_CT_INVALID;
 }
 
 /* fast_eligible: packets that may skip the slow path when their flow has
@@ -158,6 +181,8 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	if (fe->out_ifindex) {
 		count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
 		count_eni(fe->dst_eni_id, DIR_INGRESS, bytes);
+		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
+		count_flow(ctx, fe->dst_eni_id, pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		mac_copy(eth->h_dest, fe->dst_mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(ctx, fe->out_ifindex);
@@ -165,11 +190,12 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
 	count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
+	count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
 		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
 		   fe->dst_mac, fe->src_mac);
 	if (vxlan_push(ctx, &h) < 0)
-		return eni_drop(DROP_ENCAP_FAILED);
+		return eni_drop(ctx, DROP_ENCAP_FAILED);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
 }
 
@@ -216,10 +242,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 
 	cfg = get_config();
 	if (!cfg)
-		return eni_drop(DROP_UNKNOWN_ENI);
+		return eni_drop(ctx, DROP_UNKNOWN_ENI);
 	eth = parse_eth(&c);
 	if (!eth)
-		return eni_drop(DROP_MALFORMED);
+		return eni_drop(ctx, DROP_MALFORMED);
 
 	/* The fast path: an established flow's packet, one lookup. */
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -236,35 +262,35 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			c.end = ctx_data_end(ctx);
 			eth = parse_eth(&c);
 			if (!eth)
-				return eni_drop(DROP_MALFORMED);
+				return eni_drop(ctx, DROP_MALFORMED);
 		}
 	}
 
 	eni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!eni)
-		return eni_drop(DROP_UNKNOWN_ENI);
+		return eni_drop(ctx, DROP_UNKNOWN_ENI);
 	if (eni->source_dest_check && !mac_equal(eth->h_source, eni->mac))
-		return eni_drop(DROP_SOURCE_CHECK);
+		return eni_drop(ctx, DROP_SOURCE_CHECK);
 
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(ctx, &c, eth, eni, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return eni_drop(DROP_UNSUPPORTED);
+		return eni_drop(ctx, DROP_UNSUPPORTED);
 
 	ip = parse_ipv4(&c);
 	if (!ip)
-		return eni_drop(DROP_MALFORMED);
+		return eni_drop(ctx, DROP_MALFORMED);
 	if (eni->source_dest_check && ip->saddr != eni->ip)
-		return eni_drop(DROP_SOURCE_CHECK);
+		return eni_drop(ctx, DROP_SOURCE_CHECK);
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	if (pkt_info_fill(&pi, ip, &c) < 0)
-		return eni_drop(DROP_MALFORMED);
+		return eni_drop(ctx, DROP_MALFORMED);
 	if (!ip_is_fragment(ip)) {
 		if (ip->protocol == IPPROTO_TCP_) {
 			struct tcphdr *tcp = parse_tcp(&c);
 
 			if (!tcp)
-				return eni_drop(DROP_MALFORMED);
+				return eni_drop(ctx, DROP_MALFORMED);
 			if (tcp->syn)
 				syn_doff = tcp->doff;
 			ports = (__u32)tcp->source << 16 | tcp->dest;
@@ -272,7 +298,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			struct udphdr *udp = parse_udp(&c);
 
 			if (!udp)
-				return eni_drop(DROP_MALFORMED);
+				return eni_drop(ctx, DROP_MALFORMED);
 			ports = (__u32)udp->source << 16 | udp->dest;
 		}
 	}
@@ -281,12 +307,15 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	rk.ip = ip->daddr;
 	rt = bpf_map_lookup_elem(&routes, &rk);
 	if (!rt)
-		return eni_drop(drop_reason_for_miss(eni, ip->daddr));
+		return eni_drop(ctx, drop_reason_for_miss(eni, ip->daddr));
 
 	now = bpf_ktime_get_coarse_ns();
 	why = policy_check(eni, &pi, DIR_EGRESS, now);
-	if (why)
-		return eni_drop_dir(why);
+	if (why) {
+		if (policy_reject(why))
+			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_REJECT, 0);
+		return eni_drop_dir(ctx, why);
+	}
 
 	bytes = ctx_len(ctx) - ETH_HLEN;
 
@@ -297,10 +326,15 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		struct eni_info *dst = bpf_map_lookup_elem(&enis, &dst_if);
 
 		if (!dst)
-			return eni_drop(DROP_UNKNOWN_ENI);
+			return eni_drop(ctx, DROP_UNKNOWN_ENI);
 		why = policy_check(dst, &pi, DIR_INGRESS, now);
-		if (why)
-			return eni_drop_dir(why);
+		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
+		if (why) {
+			if (policy_reject(why))
+				count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_REJECT, 0);
+			return eni_drop_dir(ctx, why);
+		}
+		count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		if (!ip_is_fragment(ip))
 			fast_remember(ctx, &pi, eni, rt, cfg, dst->eni_id);
 		count_eni(eni->eni_id, DIR_EGRESS, bytes);
@@ -312,6 +346,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	if (!ip_is_fragment(ip))
 		fast_remember(ctx, &pi, eni, rt, cfg, 0);
 	count_eni(eni->eni_id, DIR_EGRESS, bytes);
+	count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
 			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
 }

@@ -19,6 +19,7 @@ struct pkt_info {
 	__u16 rule_port; /* destination port, or ICMP type << 8 | code */
 	__u8 proto;
 	__u8 tcp_flags;
+	__u16 hdr_len; /* IPv4 and transport headers: repeated per GSO segment */
 };
 
 #define TCPF_FIN 0x01
@@ -36,6 +37,7 @@ static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, 
 	pi->dport = 0;
 	pi->rule_port = 0;
 	pi->tcp_flags = 0;
+	pi->hdr_len = ip->ihl * 4;
 	if (ip_is_fragment(ip))
 		return 0;
 	if (ip->protocol == IPPROTO_TCP_) {
@@ -47,6 +49,7 @@ static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, 
 		pi->dport = bpf_ntohs(tcp->dest);
 		pi->tcp_flags = ((__u8 *)tcp)[13];
 		pi->rule_port = pi->dport;
+		pi->hdr_len += tcp->doff * 4;
 	} else if (ip->protocol == IPPROTO_UDP_) {
 		struct udphdr *udp = c->pos;
 
@@ -55,6 +58,7 @@ static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, 
 		pi->sport = bpf_ntohs(udp->source);
 		pi->dport = bpf_ntohs(udp->dest);
 		pi->rule_port = pi->dport;
+		pi->hdr_len += sizeof(*udp);
 	} else if (ip->protocol == IPPROTO_ICMP_) {
 		struct icmphdr *icmp = c->pos;
 

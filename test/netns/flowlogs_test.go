@@ -1,0 +1,206 @@
+package netns
+
+import (
+	"bufio"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/lab"
+)
+
+// flowRec is one line of the test's flow-log format.
+type flowRec struct {
+	eni, dir, src, dst, sport, dport, proto string
+	packets, bytes                         uint64
+	action, status, flags, encrypted       string
+}
+
+// readFlowLogs reads every host's flow-log file of the lab.
+func readFlowLogs(t *testing.T, dir string, hosts ...string) []flowRec {
+	t.Helper()
+	var out []flowRec
+	for _, h := range hosts {
+		f, err := os.Open(filepath.Join(dir, "flows", h+".log"))
+		if err != nil {
+			t.Fatalf("flow log of %s: %v", h, err)
+		}
+		sc := bufio.NewScanner(f)
+		first := true
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if first {
+				first = false
+				if fs[0] != "interface-id" {
+					t.Fatalf("%s: first line is not the header: %q", h, sc.Text())
+				}
+				continue
+			}
+			if len(fs) != 13 {
+				t.Fatalf("%s: malformed line %q", h, sc.Text())
+			}
+			p, _ := strconv.ParseUint(fs[7], 10, 64)
+			b, _ := strconv.ParseUint(fs[8], 10, 64)
+			out = append(out, flowRec{fs[0], fs[1], fs[2], fs[3], fs[4], fs[5], fs[6], p, b, fs[9], fs[10], fs[11], fs[12]})
+		}
+		f.Close()
+	}
+	return out
+}
+
+// sum adds up the records that match, ORing tcp-flags.
+func sum(recs []flowRec, match func(flowRec) bool) (packets, bytes uint64, flags int, n int) {
+	for _, r := range recs {
+		if match(r) {
+			packets += r.packets
+			bytes += r.bytes
+			f, _ := strconv.Atoi(r.flags)
+			flags |= f
+			n++
+		}
+	}
+	return
+}
+
+// TestFlowLogs checks flow-log records with exact expectations.
+func TestFlowLogs(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vf", "flowlogs.yaml")
+	listen(t, l, "f2", "10.7.1.20:80")
+	listen(t, l, "f2", "10.7.1.20:81") // a listener the group does not let through
+
+	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "10", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.20")
+	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "3", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
+	if canConnect(l, "f1", "10.7.1.20:81") {
+		t.Fatal("the group let port 81 through")
+	}
+	c, err := dial(l, "f1", "10.7.1.20:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(c, "flow"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	time.Sleep(3500 * time.Millisecond) // two 1 s intervals end and are written
+	recs := readFlowLogs(t, l.Dir(), "p", "q")
+
+	t.Run("10 pings of 100 bytes: 10 packets, 1280 bytes at each ENI each way", func(t *testing.T) {
+		for _, c := range []struct{ eni, dir, src, dst string }{
+			{"f1", "egress", "10.7.1.10", "10.7.1.20"},
+			{"f1", "ingress", "10.7.1.20", "10.7.1.10"},
+			{"f2", "ingress", "10.7.1.10", "10.7.1.20"},
+			{"f2", "egress", "10.7.1.20", "10.7.1.10"},
+		} {
+			p, b, _, n := sum(recs, func(r flowRec) bool {
+				return r.eni == c.eni && r.dir == c.dir && r.src == c.src && r.dst == c.dst && r.proto == "1"
+			})
+			if p != 10 || b != 1280 {
+				t.Errorf("%s %s %s->%s: %d packets, %d bytes in %d records; want 10 and 1280", c.eni, c.dir, c.src, c.dst, p, b, n)
+			}
+		}
+	})
+	t.Run("encryption-status: 1 across hosts, 0 on one host", func(t *testing.T) {
+		for _, r := range recs {
+			if r.status != "OK" || r.proto != "1" {
+				continue
+			}
+			cross := r.dst == "10.7.1.20" || r.src == "10.7.1.20"
+			want := "0"
+			if cross {
+				want = "1"
+			}
+			if r.encrypted != want {
+				t.Errorf("record %+v: encryption-status %s, want %s", r, r.encrypted, want)
+			}
+		}
+		if _, _, _, n := sum(recs, func(r flowRec) bool { return r.eni == "f3" && r.dir == "ingress" && r.proto == "1" }); n == 0 {
+			t.Error("no record of the same-host pings at f3")
+		}
+	})
+	t.Run("a denied port gives REJECT at the receiving ENI", func(t *testing.T) {
+		_, _, _, n := sum(recs, func(r flowRec) bool {
+			return r.eni == "f2" && r.dir == "ingress" && r.dport == "81" && r.action == "REJECT"
+		})
+		if n == 0 {
+			t.Errorf("no REJECT record for port 81 at f2:\n%+v", recs)
+		}
+	})
+	t.Run("a short TCP exchange: tcp-flags 3 for the client, 19 for the server's reply", func(t *testing.T) {
+		_, _, cf, _ := sum(recs, func(r flowRec) bool {
+			return r.eni == "f1" && r.dir == "egress" && r.dport == "80" && r.proto == "6"
+		})
+		_, _, sf, _ := sum(recs, func(r flowRec) bool {
+			return r.eni == "f2" && r.dir == "egress" && r.sport == "80" && r.proto == "6"
+		})
+		if cf != 3 || sf != 19 {
+			t.Errorf("tcp-flags client %d, server reply %d; want 3 and 19", cf, sf)
+		}
+	})
+	t.Run("an idle ENI gets NODATA", func(t *testing.T) {
+		if _, _, _, n := sum(recs, func(r flowRec) bool { return r.eni == "f4" && r.status == "NODATA" }); n == 0 {
+			t.Error("no NODATA record for the idle ENI f4")
+		}
+		if _, _, _, n := sum(recs, func(r flowRec) bool { return r.eni == "f4" && r.status == "OK" }); n != 0 {
+			t.Error("the idle ENI f4 has flow records")
+		}
+	})
+}
+
+// TestFlowLogCapacity sends more flows than the datapath's flow table holds
+// within one drain: the loss must show as SKIPDATA records and a non-zero
+// lost counter, and the host must go on forwarding and answering.
+func TestFlowLogCapacity(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vc", "flowlogs.yaml")
+	// 60,000 UDP packets from f1 to f3, both on host p, each to its own
+	// port: every one is a flow at f1 (egress) and at f3 (ingress), so
+	// 120,000 flows against a table of 65,536.
+	err := l.Do(lab.ENI, "f1", func() error {
+		c, err := net.ListenUDP("udp4", nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		dst := &net.UDPAddr{IP: net.IPv4(10, 7, 1, 11)}
+		for i := 0; i < 60000; i++ {
+			dst.Port = 2000 + i
+			c.WriteToUDP([]byte("x"), dst)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lost string
+	ok := eventually(10*time.Second, func() bool {
+		for _, line := range strings.Split(metrics(t, l, "p"), "\n") {
+			if strings.HasPrefix(line, `vpcd_flowlog_records_lost_total{flow_log="all"}`) {
+				lost = strings.Fields(line)[1]
+			}
+		}
+		return lost != "" && lost != "0"
+	})
+	if !ok {
+		t.Fatalf("vpcd_flowlog_records_lost_total is %q after overflowing the flow table", lost)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	recs := readFlowLogs(t, l.Dir(), "p")
+	if _, _, _, n := sum(recs, func(r flowRec) bool { return r.status == "SKIPDATA" }); n == 0 {
+		t.Error("no SKIPDATA record although flows were lost")
+	}
+	if !ping(t, l, "f1", "10.7.1.20", 2) {
+		t.Error("forwarding stopped after the flow table overflowed")
+	}
+	if _, err := agent.QueryStatus(l.SocketPath("p")); err != nil {
+		t.Errorf("daemon does not answer after the overflow: %v", err)
+	}
+	t.Logf("lost %s packets' flows", lost)
+}
