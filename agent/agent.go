@@ -69,12 +69,17 @@ type Agent struct {
 	mu      sync.Mutex // guards topo, enis, fileMod and the datapath's maps
 	topo    *topology.Topology
 	enis    map[string]string // ENI name → attached interface
+	ifENI   map[int]string    // attached interface's index → ENI name
 	fileMod time.Time
 
 	// flows turns the datapath's flow counters into flow-log records; the
 	// field is swapped on reload under mu.
 	flows     *flowlogs.Aggregator
 	flowSpecs []flowlogs.LogSpec
+
+	// hub and events serve `vpcd monitor`.
+	hub    *hub
+	events *dataplane.EventReader
 
 	reloads   *prometheus.CounterVec
 	integrity *prometheus.CounterVec
@@ -192,6 +197,11 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		defer func() { l.Close(); os.Remove(o.SocketPath) }()
 	}
 
+	if err := a.startMonitor(); err != nil {
+		a.log.Warn("monitor unavailable", "err", err)
+	} else {
+		defer a.events.Close()
+	}
 	if err := a.startFlowLogs(topo); err != nil {
 		a.log.Warn("flow logs", "err", err)
 	}
@@ -265,6 +275,12 @@ func (a *Agent) apply(t *topology.Topology) error {
 				"ip", e.IP, "vni", e.VNI)
 		}
 		a.enis[e.Name] = e.Interface
+	}
+	a.ifENI = map[int]string{}
+	for name, ifname := range a.enis {
+		if idx, err := ifindexByName(ifname); err == nil {
+			a.ifENI[idx] = name
+		}
 	}
 	// Links a crashed daemon left for ENIs that no longer exist.
 	attached := map[string]bool{}

@@ -142,11 +142,36 @@ func (a *Agent) handleControl(c net.Conn) {
 	switch req.Cmd {
 	case "status":
 		json.NewEncoder(c).Encode(response{Status: a.status(req.Conntrack)})
+	case "monitor":
+		a.serveMonitor(c)
 	case "reload":
 		a.Reload("control socket")
 		json.NewEncoder(c).Encode(response{Status: a.status(false)})
 	default:
 		json.NewEncoder(c).Encode(response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
+	}
+}
+
+// Monitor streams the daemon's events to fn until fn returns false or the
+// daemon goes away.
+func Monitor(socket string, fn func(Event) bool) error {
+	c, err := net.DialTimeout("unix", socket, 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("no daemon at %s: %w", socket, err)
+	}
+	defer c.Close()
+	if err := json.NewEncoder(c).Encode(request{Cmd: "monitor"}); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bufio.NewReader(c))
+	for {
+		var ev Event
+		if err := dec.Decode(&ev); err != nil {
+			return fmt.Errorf("daemon at %s: %w", socket, err)
+		}
+		if !fn(ev) {
+			return nil
+		}
 	}
 }
 

@@ -66,6 +66,7 @@ func (a *Agent) drainFlows(now time.Time) {
 	if err != nil {
 		a.log.Warn("drain flow counters", "err", err)
 	}
+	a.publishFlows(d)
 	if agg == nil {
 		return
 	}

@@ -37,6 +37,8 @@ type Datapath struct {
 	attached   map[string]Attachment // by pin name
 	// eniIDs remembers the dense counter index given to each ENI name.
 	eniIDs map[string]uint32
+	// monitor mirrors the config map's monitor flag across reconciles.
+	monitor bool
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
 }

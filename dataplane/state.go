@@ -116,6 +116,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 	var old bpf.EniVpcdConfig
 	d.eni.Config.Lookup(uint32(0), &old)
 	cfg := bpf.EniVpcdConfig{
+		Monitor:    old.Monitor,
 		Gen:        old.Gen + 1,
 		TunIfindex: uint32(s.TunnelIfindex),
 		UnderlayIp: be32(s.UnderlayIP),

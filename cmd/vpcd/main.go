@@ -21,6 +21,7 @@ func commands() []command {
 	return []command{
 		{"run", "run the daemon for one host", cmdRun},
 		{"status", "ask a running daemon for its state", cmdStatus},
+		{"monitor", "stream drops and flows from a running daemon", cmdMonitor},
 		{"keygen", "print a new WireGuard private key and its public key", cmdKeygen},
 		{"validate", "check a topology file", cmdValidate},
 		{"teardown", "remove everything vpcd left on this host", cmdTeardown},
