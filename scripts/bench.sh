@@ -23,6 +23,7 @@ cleanup() {
 	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
 	"$VPCD" lab down --name "$LAB" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
+	"$VPCD" lab down --name "${LAB}f" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
 	rm -f /var/run/wireguard/vbwg0.sock /var/run/wireguard/vbwg1.sock
 	rm -rf "$TMP"
@@ -95,6 +96,13 @@ YAML
 # the number behind that choice (docs/hooks.md).
 sed 's/name: b1/name: x1/; s/host: b1/host: x1/g; s/name: b2/name: x2/; s/host: b2/host: x2/g' "$TMP/topology.yaml" > "$TMP/topology-xdp.yaml"
 "$VPCD" lab up --name "${LAB}x" --topology "$TMP/topology-xdp.yaml" --daemon-flags "--underlay-hook xdp" >/dev/null
+# The same with a flow log of every flow at a 1 s interval, to a file.
+sed 's/name: b1/name: y1/; s/host: b1/host: y1/g; s/name: b2/name: y2/; s/host: b2/host: y2/g' "$TMP/topology.yaml" > "$TMP/topology-fl.yaml"
+cat >> "$TMP/topology-fl.yaml" <<'YAML'
+flow_logs:
+  - {name: all, resource: "vpc:v", traffic_type: ALL, aggregation_interval: 1s, destination: "file://flows/{host}.log"}
+YAML
+"$VPCD" lab up --name "${LAB}f" --topology "$TMP/topology-fl.yaml" >/dev/null
 
 # iperf3 CLIENT_NS SERVER_NS ADDR [exec prefix] -> Gbit/s received
 measure() {
@@ -116,7 +124,7 @@ measure() {
 }
 
 declare -A R
-CASES="veth wggo vxlanwg vpcd_cross vpcd_same vpcd_cross_xdp"
+CASES="veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_same vpcd_cross_xdp"
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
@@ -126,6 +134,7 @@ for round in $(seq "$ROUNDS"); do
 		vpcd_cross) v=$(measure e1 e2 10.0.1.11 "$LAB") ;;
 		vpcd_same) v=$(measure e1 e3 10.0.1.12 "$LAB") ;;
 		vpcd_cross_xdp) v=$(measure e1 e2 10.0.1.11 "${LAB}x") ;;
+		vpcd_cross_fl) v=$(measure e1 e2 10.0.1.11 "${LAB}f") ;;
 		esac
 		R[$c]="${R[$c]:-} $v"
 		log "round $round/$ROUNDS $c: $v Gbit/s"
@@ -153,6 +162,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]} |${R[vxlanwg]} | $(ratio "${M[vxlanwg]}" "${M[wggo]}") of wireguard-go |"
 	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]} |${R[vpcd_cross]} | $(ratio "${M[vpcd_cross]}" "${M[wggo]}") of wireguard-go |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]} |${R[vpcd_same]} | $(ratio "${M[vpcd_same]}" "${M[veth]}") of a bare veth pair |"
+	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]} |${R[vpcd_cross_fl]} | $(ratio "${M[vpcd_cross_fl]}" "${M[vpcd_cross]}") of vpcd without |"
 	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]} |${R[vpcd_cross_xdp]} | $(ratio "${M[vpcd_cross_xdp]}" "${M[vpcd_cross]}") of vpcd with tcx there |"
 } > "$OUT"
 cat "$OUT"

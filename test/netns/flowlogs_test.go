@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,4 +205,44 @@ func TestFlowLogCapacity(t *testing.T) {
 		t.Errorf("daemon does not answer after the overflow: %v", err)
 	}
 	t.Logf("lost %s packets' flows", lost)
+}
+
+// TestFlowLogIPFIX exports flow logs over IPFIX to nfdump's collector,
+// nfcapd, running in a host's namespace, and reads them back with nfdump.
+func TestFlowLogIPFIX(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping", "nfcapd", "nfdump")
+	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := filepath.Join(t.TempDir(), "ipfix.yaml")
+	os.WriteFile(topo, []byte(strings.Replace(string(src), "destination: file://flows/{host}.log", "destination: ipfix+udp://127.0.0.1:9995", 1)), 0o600)
+	l := upLab(t, "vi", topo)
+	dir := t.TempDir()
+	collector := startIn(t, l, lab.Host, "p", "nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "9995", "-t", "60")
+	if !eventually(5*time.Second, func() bool { return strings.Contains(collector.out.String(), "Startup") }) {
+		t.Fatalf("nfcapd did not start: %s", collector.out.String())
+	}
+	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "5", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
+	time.Sleep(3 * time.Second) // the intervals end and are exported
+	t.Logf("nfcapd: %s", collector.stopWith(syscall.SIGTERM)) // SIGTERM writes the file out
+	out, err := exec.Command("nfdump", "-R", dir, "-q", "-N", "-o", "fmt:%sa %da %pr %pkt %byt").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nfdump: %v\n%s", err, out)
+	}
+	var pkts, bytes uint64
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 5 && f[0] == "10.7.1.10" && f[1] == "10.7.1.11" && f[2] == "1" {
+			p, _ := strconv.ParseUint(f[3], 10, 64)
+			b, _ := strconv.ParseUint(f[4], 10, 64)
+			pkts += p
+			bytes += b
+		}
+	}
+	// The flow is recorded at f1 (egress) and at f3 (ingress): twice.
+	if pkts != 10 || bytes != 1280 {
+		t.Fatalf("nfdump shows %d packets, %d bytes of f1's pings; want 2x5 and 2x640:\n%s", pkts, bytes, out)
+	}
 }

@@ -68,7 +68,10 @@ func upLab(t testing.TB, name, topo string) *lab.Lab {
 	lab.Down(name) // a lab a killed earlier run left behind
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: filepath.Join("testdata", topo), Binary: vpcdBinary})
+	if !filepath.IsAbs(topo) {
+		topo = filepath.Join("testdata", topo)
+	}
+	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: topo, Binary: vpcdBinary})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -151,13 +154,16 @@ func startIn(t testing.TB, l *lab.Lab, kind lab.Kind, target string, argv ...str
 	return b
 }
 
-func (b *background) stop() string {
+func (b *background) stop() string { return b.stopWith(syscall.SIGINT) }
+
+// stopWith ends the process with sig and waits (SIGKILL after 5 s).
+func (b *background) stopWith(sig syscall.Signal) string {
 	if b.cmd.Process == nil || b.cmd.ProcessState != nil {
 		return b.out.String()
 	}
 	// Let the last packets reach a capture before it stops.
 	time.Sleep(300 * time.Millisecond)
-	b.cmd.Process.Signal(syscall.SIGINT)
+	b.cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { b.cmd.Wait(); close(done) }()
 	select {
