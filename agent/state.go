@@ -26,6 +26,12 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 		UnderlayMTU: pathMTU(t),
 		Substrate:   []netip.Prefix{linkLocal, netip.MustParsePrefix("127.0.0.0/8")},
 	}
+	logged := map[string]bool{}
+	for i := range t.FlowLogs {
+		for _, e := range t.FlowLogENIs(&t.FlowLogs[i]) {
+			logged[e.Name] = true
+		}
+	}
 	hostIP := map[string]netip.Addr{}
 	for _, hh := range t.Hosts {
 		hostIP[hh.Name] = hh.UnderlayIP
@@ -61,6 +67,7 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 				MAC:             e.MAC,
 				SourceDestCheck: e.SourceDestCheck,
 				Groups:          e.SecurityGroups,
+				FlowLog:         logged[e.Name],
 			}
 			de.SGIngress, de.SGEgress = sgRules(t, e)
 			if acl := t.NetworkACLByName(sub.NetworkACL); acl != nil {

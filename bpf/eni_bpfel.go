@@ -91,7 +91,7 @@ type EniEniInfo struct {
 	NaclOut         uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
-	Pad             uint8
+	FlowLog         uint8
 }
 
 type EniEventHook uint32
@@ -114,7 +114,9 @@ type EniFastEntry struct {
 	DstMac          [6]uint8
 	SrcMac          [6]uint8
 	SourceDestCheck uint8
-	Pad             [3]uint8
+	SrcFlowLog      uint8
+	DstFlowLog      uint8
+	Pad             uint8
 }
 
 type EniFastKey struct {

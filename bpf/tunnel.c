@@ -94,11 +94,13 @@ int tunnel_ingress(struct __sk_buff *skb)
 	wire_size(skb->len, skb->gso_segs, skb->gso_size, pi.hdr_len + VXLAN_ENCAP_LEN, &segs, &bytes);
 	bytes -= segs * VXLAN_ENCAP_LEN; /* the inner packets' IP bytes */
 	if (why) {
-		if (why == DROP_SG_INGRESS || why == DROP_NACL_INGRESS || why == DROP_CT_INVALID)
+		if ((why == DROP_SG_INGRESS || why == DROP_NACL_INGRESS || why == DROP_CT_INVALID) &&
+		    deni->flow_log)
 			flow_count(eni_id, &pi, DIR_INGRESS, FLOW_REJECT, segs, bytes, 1);
 		return drop(skb, why);
 	}
-	flow_count(eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, segs, bytes, 1);
+	if (deni->flow_log)
+		flow_count(eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, segs, bytes, 1);
 
 	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
 	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */

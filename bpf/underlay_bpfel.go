@@ -55,7 +55,7 @@ type UnderlayEniInfo struct {
 	NaclOut         uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
-	Pad             uint8
+	FlowLog         uint8
 }
 
 type UnderlayFastEntry struct {
@@ -70,7 +70,9 @@ type UnderlayFastEntry struct {
 	DstMac          [6]uint8
 	SrcMac          [6]uint8
 	SourceDestCheck uint8
-	Pad             [3]uint8
+	SrcFlowLog      uint8
+	DstFlowLog      uint8
+	Pad             uint8
 }
 
 type UnderlayFastKey struct {

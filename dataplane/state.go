@@ -43,6 +43,9 @@ type ENI struct {
 	SourceDestCheck bool
 	Subnet          netip.Prefix
 	Groups          []string // security group names, for status
+	// FlowLog makes the datapath count the ENI's flows (a flow log covers
+	// it); without one, flows cost nothing.
+	FlowLog bool
 
 	// SGIngress and SGEgress are the union of the ENI's security groups'
 	// rules (an empty list denies). HasNACL is false for the default
@@ -159,6 +162,9 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		}
 		if e.HasNACL {
 			info.NaclIn, info.NaclOut = naclInSet(ids[e.Name]), naclOutSet(ids[e.Name])
+		}
+		if e.FlowLog {
+			info.FlowLog = 1
 		}
 		enis[uint32(idx)] = info
 	}

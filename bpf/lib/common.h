@@ -97,7 +97,7 @@ struct eni_info {
 	__u32 nacl_out;
 	__u8 mac[ETH_ALEN];
 	__u8 source_dest_check;
-	__u8 _pad;
+	__u8 flow_log; /* a flow log covers the ENI: count its flows */
 };
 
 /* Rule bitmaps: one bit per rule of a set, up to POLICY_RULES rules. */
@@ -248,7 +248,9 @@ struct fast_entry {
 	__u8 dst_mac[ETH_ALEN];
 	__u8 src_mac[ETH_ALEN]; /* the ENI's own MAC */
 	__u8 source_dest_check;
-	__u8 _pad[3];
+	__u8 src_flow_log; /* count the flow at the source / the local target */
+	__u8 dst_flow_log;
+	__u8 _pad;
 };
 
 #endif

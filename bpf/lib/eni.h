@@ -181,8 +181,10 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	if (fe->out_ifindex) {
 		count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
 		count_eni(fe->dst_eni_id, DIR_INGRESS, bytes);
-		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
-		count_flow(ctx, fe->dst_eni_id, pi, DIR_INGRESS, FLOW_ACCEPT, 0);
+		if (fe->src_flow_log)
+			count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
+		if (fe->dst_flow_log)
+			count_flow(ctx, fe->dst_eni_id, pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		mac_copy(eth->h_dest, fe->dst_mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(ctx, fe->out_ifindex);
@@ -190,7 +192,8 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
 	count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
-	count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
+	if (fe->src_flow_log)
+		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
 		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
 		   fe->dst_mac, fe->src_mac);
@@ -203,7 +206,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
  * packets. */
 static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt_info *pi,
 					  const struct eni_info *eni, const struct route *rt,
-					  const struct vpcd_config *cfg, __u32 dst_eni_id)
+					  const struct vpcd_config *cfg, const struct eni_info *dst)
 {
 	struct fast_key fk;
 	struct fast_entry fe = {
@@ -213,12 +216,16 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 		.remote_ip = rt->remote_ip,
 		.vni = eni->vni,
 		.src_eni_id = eni->eni_id,
-		.dst_eni_id = dst_eni_id,
 		.source_dest_check = eni->source_dest_check,
+		.src_flow_log = eni->flow_log,
 	};
 
 	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
 		return;
+	if (dst) {
+		fe.dst_eni_id = dst->eni_id;
+		fe.dst_flow_log = dst->flow_log;
+	}
 	fast_key_for(&fk, ctx, pi);
 	mac_copy(fe.dst_mac, rt->mac);
 	mac_copy(fe.src_mac, eni->mac);
@@ -312,7 +319,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	now = bpf_ktime_get_coarse_ns();
 	why = policy_check(eni, &pi, DIR_EGRESS, now);
 	if (why) {
-		if (policy_reject(why))
+		if (policy_reject(why) && eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_REJECT, 0);
 		return eni_drop_dir(ctx, why);
 	}
@@ -328,15 +335,17 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		if (!dst)
 			return eni_drop(ctx, DROP_UNKNOWN_ENI);
 		why = policy_check(dst, &pi, DIR_INGRESS, now);
-		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
+		if (eni->flow_log)
+			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
 		if (why) {
-			if (policy_reject(why))
+			if (policy_reject(why) && dst->flow_log)
 				count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_REJECT, 0);
 			return eni_drop_dir(ctx, why);
 		}
-		count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
+		if (dst->flow_log)
+			count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		if (!ip_is_fragment(ip))
-			fast_remember(ctx, &pi, eni, rt, cfg, dst->eni_id);
+			fast_remember(ctx, &pi, eni, rt, cfg, dst);
 		count_eni(eni->eni_id, DIR_EGRESS, bytes);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
@@ -344,9 +353,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
 	if (!ip_is_fragment(ip))
-		fast_remember(ctx, &pi, eni, rt, cfg, 0);
+		fast_remember(ctx, &pi, eni, rt, cfg, NULL);
 	count_eni(eni->eni_id, DIR_EGRESS, bytes);
-	count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
+	if (eni->flow_log)
+		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
 			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
 }

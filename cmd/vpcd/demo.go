@@ -78,7 +78,8 @@ func cmdDemo(args []string) error {
 	d.throughput(ctx, int64(*size)<<20)
 	d.tunnels()
 	d.drops()
-	fmt.Println("\nflow logs and traffic mirroring: not part of this build yet")
+	d.flowLogs()
+	fmt.Println("\ntraffic mirroring: not part of this build yet")
 	if *keep {
 		fmt.Printf("\nthe lab is still up: vpcd lab exec --name %s web-1 -- ping 10.0.2.10\n", demoLab)
 	}
@@ -272,5 +273,34 @@ func (d *demo) drops() {
 			parts = []string{"none"}
 		}
 		fmt.Printf("  %s: %s\n", h.Name, strings.Join(parts, " "))
+	}
+}
+
+// flowLogs prints what the flow log of VPC blue recorded: its REJECT
+// records and a sample of the rest, per host.
+func (d *demo) flowLogs() {
+	time.Sleep(2 * time.Second) // the last 1 s interval ends and is written
+	fmt.Println("\nflow logs (VPC blue, AWS version 2 format, 1 s intervals)")
+	for _, h := range d.lab.Topology().Hosts {
+		path := filepath.Join(d.lab.Dir(), "flows", h.Name+".log")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Printf("  %s: %v\n", h.Name, err)
+			d.failed = true
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		var rejects, others []string
+		for _, l := range lines[1:] {
+			if strings.Contains(l, " REJECT ") {
+				rejects = append(rejects, l)
+			} else if strings.HasSuffix(l, " OK") {
+				others = append(others, l)
+			}
+		}
+		fmt.Printf("  %s: %d records in %s\n    %s\n", h.Name, len(lines)-1, path, lines[0])
+		for _, l := range append(rejects, others[:min(3, len(others))]...) {
+			fmt.Println("    " + l)
+		}
 	}
 }
