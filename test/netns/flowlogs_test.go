@@ -19,8 +19,8 @@ import (
 // flowRec is one line of the test's flow-log format.
 type flowRec struct {
 	eni, dir, src, dst, sport, dport, proto string
-	packets, bytes                         uint64
-	action, status, flags, encrypted       string
+	packets, bytes                          uint64
+	action, status, flags, encrypted        string
 }
 
 // readFlowLogs reads every host's flow-log file of the lab.
@@ -225,7 +225,7 @@ func TestFlowLogIPFIX(t *testing.T) {
 		t.Fatalf("nfcapd did not start: %s", collector.out.String())
 	}
 	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "5", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
-	time.Sleep(3 * time.Second) // the intervals end and are exported
+	time.Sleep(3 * time.Second)                               // the intervals end and are exported
 	t.Logf("nfcapd: %s", collector.stopWith(syscall.SIGTERM)) // SIGTERM writes the file out
 	out, err := exec.Command("nfdump", "-R", dir, "-q", "-N", "-o", "fmt:%sa %da %pr %pkt %byt").CombinedOutput()
 	if err != nil {
