@@ -76,6 +76,9 @@ type Agent struct {
 	// field is swapped on reload under mu.
 	flows     *flowlogs.Aggregator
 	flowSpecs []flowlogs.LogSpec
+	// sinkErrLogged is when a sink failure was last logged (drain
+	// goroutine only).
+	sinkErrLogged time.Time
 
 	// hub and events serve `vpcd monitor`.
 	hub    *hub

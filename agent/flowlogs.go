@@ -71,9 +71,19 @@ func (a *Agent) drainFlows(now time.Time) {
 		return
 	}
 	agg.Add(d)
-	for _, err := range agg.Tick(now) {
-		a.log.Warn("flow log sink", "err", err)
+	a.logSinkErrors(agg.Tick(now), now)
+}
+
+// logSinkErrors logs sink failures at most once a minute: a collector that
+// stays down would otherwise log every interval. Every failure is counted
+// in vpcd_flowlog_sink_errors_total all the same.
+func (a *Agent) logSinkErrors(errs []error, now time.Time) {
+	if len(errs) == 0 || now.Sub(a.sinkErrLogged) < time.Minute {
+		return
 	}
+	a.sinkErrLogged = now
+	a.log.Warn("flow log destination failing (logged once a minute; see vpcd_flowlog_sink_errors_total)",
+		"errors", len(errs), "first", errs[0])
 }
 
 // stopFlowLogs flushes every flow log (a last drain first) and closes
@@ -87,7 +97,7 @@ func (a *Agent) stopFlowLogs() {
 	}
 	a.drainFlows(time.Now())
 	for _, err := range agg.Flush(time.Now()) {
-		a.log.Warn("flow log sink", "err", err)
+		a.log.Warn("flow log destination at flush", "err", err)
 	}
 	agg.Close()
 	a.mu.Lock()

@@ -124,7 +124,7 @@ measure() {
 }
 
 declare -A R
-CASES="veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_same vpcd_cross_xdp"
+CASES=${CASES:-"veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_same vpcd_cross_xdp"}
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
@@ -142,10 +142,11 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
 declare -A M
 for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
+# Rows of cases not run (CASES=...) print n/a.
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
@@ -157,13 +158,13 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo
 	echo "| path | Gbit/s (median) | runs | ratio |"
 	echo "|---|---:|---|---|"
-	echo "| bare veth pair | ${M[veth]} |${R[veth]} | 1.00x of itself |"
-	echo "| stock wireguard-go, host to host | ${M[wggo]} |${R[wggo]} | baseline |"
-	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]} |${R[vxlanwg]} | $(ratio "${M[vxlanwg]}" "${M[wggo]}") of wireguard-go |"
-	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]} |${R[vpcd_cross]} | $(ratio "${M[vpcd_cross]}" "${M[wggo]}") of wireguard-go |"
-	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]} |${R[vpcd_same]} | $(ratio "${M[vpcd_same]}" "${M[veth]}") of a bare veth pair |"
-	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]} |${R[vpcd_cross_fl]} | $(ratio "${M[vpcd_cross_fl]}" "${M[vpcd_cross]}") of vpcd without |"
-	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]} |${R[vpcd_cross_xdp]} | $(ratio "${M[vpcd_cross_xdp]}" "${M[vpcd_cross]}") of vpcd with tcx there |"
+	echo "| bare veth pair | ${M[veth]:-n/a} |${R[veth]:-} | 1.00x of itself |"
+	echo "| stock wireguard-go, host to host | ${M[wggo]:-n/a} |${R[wggo]:-} | baseline |"
+	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]:-n/a} |${R[vxlanwg]:-} | $(ratio "${M[vxlanwg]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
+	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
+	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]:-n/a} |${R[vpcd_same]:-} | $(ratio "${M[vpcd_same]:-n/a}" "${M[veth]:-n/a}") of a bare veth pair |"
+	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
+	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]:-n/a} |${R[vpcd_cross_xdp]:-} | $(ratio "${M[vpcd_cross_xdp]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd with tcx there |"
 } > "$OUT"
 cat "$OUT"
 log "wrote $OUT"

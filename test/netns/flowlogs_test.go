@@ -246,3 +246,29 @@ func TestFlowLogIPFIX(t *testing.T) {
 		t.Fatalf("nfdump shows %d packets, %d bytes of f1's pings; want 2x5 and 2x640:\n%s", pkts, bytes, out)
 	}
 }
+
+// TestFlowLogFlushOnStop: SIGTERM flushes the interval in progress, so a
+// daemon stopped mid-interval loses no records.
+func TestFlowLogFlushOnStop(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo := filepath.Join(t.TempDir(), "long.yaml")
+	os.WriteFile(topo, []byte(strings.Replace(string(src), "aggregation_interval: 1s", "aggregation_interval: 600s", 1)), 0o600)
+	l := upLab(t, "vt2", topo)
+	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "4", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
+	time.Sleep(1500 * time.Millisecond) // one drain takes the counters
+	if err := l.Stop("p"); err != nil {
+		t.Fatal(err)
+	}
+	recs := readFlowLogs(t, l.Dir(), "p")
+	p, b, _, _ := sum(recs, func(r flowRec) bool {
+		return r.eni == "f1" && r.dir == "egress" && r.dst == "10.7.1.11" && r.proto == "1"
+	})
+	if p != 4 || b != 512 {
+		t.Fatalf("after SIGTERM mid-interval: %d packets, %d bytes of f1's pings in the log; want 4 and 512", p, b)
+	}
+}
