@@ -56,10 +56,16 @@ func startDaemon(binary, dir, topoPath string, hs *hostState) error {
 	if err := os.MkdirAll(hs.StateDir, 0o700); err != nil {
 		return fmt.Errorf("host %s: %w", hs.Name, err)
 	}
-	if bpffsMounted() {
-		if err := os.MkdirAll(hs.BPFFS, 0o700); err != nil {
-			return fmt.Errorf("host %s: bpffs dir: %w", hs.Name, err)
+	// Mount bpffs here, once, rather than let daemons that start together
+	// race to mount it: a second mount would hide the first one's pins.
+	if !bpffsMounted() {
+		os.MkdirAll("/sys/fs/bpf", 0o700)
+		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("bpffs is not mounted at /sys/fs/bpf and mounting it failed: %w", err)
 		}
+	}
+	if err := os.MkdirAll(hs.BPFFS, 0o700); err != nil {
+		return fmt.Errorf("host %s: bpffs dir: %w", hs.Name, err)
 	}
 	logf, err := os.OpenFile(hs.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
