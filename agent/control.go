@@ -23,6 +23,17 @@ type Status struct {
 	Attachments []dataplane.Attachment `json:"attachments"`
 	BPFFS       string                 `json:"bpffs"`
 	Conntrack   []dataplane.Conn       `json:"conntrack,omitempty"`
+	FlowLogs    []FlowLogStatus        `json:"flow_logs,omitempty"`
+}
+
+// FlowLogStatus is one flow log's destination and counters.
+type FlowLogStatus struct {
+	Name        string `json:"name"`
+	Destination string `json:"destination"`
+	ENIs        int    `json:"enis"`
+	Records     uint64 `json:"records"`
+	Lost        uint64 `json:"lost"`
+	Errors      uint64 `json:"errors"`
 }
 
 // TunnelStatus is the tunnel part of Status.
@@ -89,7 +100,20 @@ func (a *Agent) status(withConntrack bool) *Status {
 	if withConntrack {
 		s.Conntrack, _ = a.dp.Conntrack()
 	}
+	agg, specs := a.flows, a.flowSpecs
+	dests := map[string]string{}
+	for _, f := range a.topo.FlowLogs {
+		dests[f.Name] = f.Destination
+	}
 	a.mu.Unlock()
+	if agg != nil {
+		stats := agg.Stats()
+		for _, sp := range specs {
+			st := stats[sp.Name]
+			s.FlowLogs = append(s.FlowLogs, FlowLogStatus{Name: sp.Name, Destination: dests[sp.Name], ENIs: len(sp.ENIs),
+				Records: st.Records, Lost: st.Lost + sp.Sink.Lost(), Errors: sp.Sink.Errors()})
+		}
+	}
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers

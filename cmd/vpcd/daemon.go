@@ -220,6 +220,12 @@ func printStatus(st *agent.Status) {
 	for _, a := range st.Attachments {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)
 	}
+	if len(st.FlowLogs) > 0 {
+		fmt.Fprintln(w, "\nFLOW LOG\tDESTINATION\tENIS\tRECORDS\tLOST\tERRORS")
+		for _, f := range st.FlowLogs {
+			fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\n", f.Name, f.Destination, f.ENIs, f.Records, f.Lost, f.Errors)
+		}
+	}
 	fmt.Fprintln(w, "\nDROP REASON\tPACKETS")
 	reasons := make([]string, 0, len(st.Drops))
 	for r := range st.Drops {

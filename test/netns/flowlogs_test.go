@@ -145,6 +145,15 @@ func TestFlowLogs(t *testing.T) {
 			t.Errorf("tcp-flags client %d, server reply %d; want 3 and 19", cf, sf)
 		}
 	})
+	t.Run("status shows the flow log and its counters", func(t *testing.T) {
+		st, err := agent.QueryStatus(l.SocketPath("q"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.FlowLogs) != 1 || st.FlowLogs[0].Name != "all" || st.FlowLogs[0].Records == 0 || st.FlowLogs[0].ENIs != 2 {
+			t.Errorf("flow logs in status: %+v", st.FlowLogs)
+		}
+	})
 	t.Run("an idle ENI gets NODATA", func(t *testing.T) {
 		if _, _, _, n := sum(recs, func(r flowRec) bool { return r.eni == "f4" && r.status == "NODATA" }); n == 0 {
 			t.Error("no NODATA record for the idle ENI f4")
