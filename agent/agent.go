@@ -212,6 +212,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	flowTick := time.NewTicker(time.Second)
 	defer flowTick.Stop()
 
+	a.checkIntegrity() // at start, then every two seconds
+	integrity := time.NewTicker(2 * time.Second)
+	defer integrity.Stop()
+
 	ticker := time.NewTicker(o.ReloadPoll)
 	defer ticker.Stop()
 	a.log.Info("vpcd running", "host", o.Host, "enis", len(state.ENIs), "bpffs", o.BPFFS)
@@ -222,6 +226,8 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			return nil
 		case now := <-flowTick.C:
 			a.drainFlows(now)
+		case <-integrity.C:
+			a.checkIntegrity()
 		case <-reload:
 			a.Reload("signal")
 		case <-ticker.C:
@@ -229,6 +235,20 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 				a.Reload("file change")
 			}
 		}
+	}
+}
+
+// checkIntegrity finds programs that are no longer attached where vpcd put
+// them, or no longer first there, logs and counts each, and attaches them
+// again.
+func (a *Agent) checkIntegrity() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range a.dp.CheckIntegrity() {
+		a.integrity.WithLabelValues(p.Reason).Inc()
+		err := a.dp.Repair(p)
+		a.log.Warn("datapath integrity: repaired", "interface", p.Attachment.Interface, "program", p.Attachment.Program,
+			"hook", p.Attachment.Hook, "reason", p.Reason, "detail", p.Detail, "repair_error", err)
 	}
 }
 

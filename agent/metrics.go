@@ -28,6 +28,9 @@ func (a *Agent) initMetrics() {
 	}, []string{"reason"})
 	a.reloads.WithLabelValues("success")
 	a.reloads.WithLabelValues("error")
+	for _, r := range []string{"detached", "replaced", "interface"} {
+		a.integrity.WithLabelValues(r)
+	}
 	a.registry.MustRegister(a.reloads, a.integrity, (*datapathCollector)(a),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 }

@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -66,6 +67,22 @@ func TestOperations(t *testing.T) {
 		}
 	})
 
+	t.Run("a program detached by hand is repaired within 5 s and counted", func(t *testing.T) {
+		// Unpinning the link from bpffs detaches the program: the daemon
+		// holds no other reference.
+		pin := filepath.Join(l.BPFFSDir("a"), "links", "eni-vpc-g-a1")
+		if err := os.Remove(pin); err != nil {
+			t.Fatalf("detach by hand: %v", err)
+		}
+		start := time.Now()
+		if !eventually(5*time.Second, func() bool { return integrityFailures(t, l, "a", "detached") > 0 }) {
+			t.Fatal("the detached ENI program was not noticed within 5 s")
+		}
+		if !eventually(5*time.Second-time.Since(start), func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
+			t.Fatal("traffic did not come back within 5 s of the detach")
+		}
+		t.Logf("repaired and forwarding %.1fs after the detach", time.Since(start).Seconds())
+	})
 	t.Run("apply adds a reachable ENI; a broken file changes nothing", func(t *testing.T) {
 		src, err := os.ReadFile(filepath.Join("testdata", "two-hosts.yaml"))
 		if err != nil {
@@ -147,4 +164,17 @@ func reloadErrors(t *testing.T, l *lab.Lab, host string) string {
 		}
 	}
 	return ""
+}
+
+func integrityFailures(t *testing.T, l *lab.Lab, host, reason string) float64 {
+	t.Helper()
+	prefix := `vpcd_datapath_integrity_failures_total{reason="` + reason + `"}`
+	for _, line := range strings.Split(metrics(t, l, host), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			var v float64
+			fmt.Sscan(strings.Fields(line)[1], &v)
+			return v
+		}
+	}
+	return 0
 }
