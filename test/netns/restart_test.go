@@ -1,0 +1,72 @@
+package netns
+
+import (
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/lab"
+)
+
+// pingLoss runs count pings at interval from eni to dst in the background
+// and returns a function that waits for them and reports how many were
+// lost.
+func pingLoss(t *testing.T, l *lab.Lab, eni, dst string, count int, interval time.Duration) func() int {
+	t.Helper()
+	b := startIn(t, l, lab.ENI, eni, "ping", "-c", strconv.Itoa(count), "-i", strconv.FormatFloat(interval.Seconds(), 'f', 3, 64), "-W", "1", dst)
+	return func() int {
+		b.cmd.Wait()
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`).FindStringSubmatch(b.out.String())
+		if m == nil {
+			t.Fatalf("ping from %s: %s", eni, b.out.String())
+		}
+		sent, _ := strconv.Atoi(m[1])
+		got, _ := strconv.Atoi(m[2])
+		return sent - got
+	}
+}
+
+// TestRestartAndCrash measures traffic across a daemon restart (upgrade)
+// and a crash: same-host traffic runs on the pinned datapath throughout,
+// cross-host traffic resumes quickly.
+func TestRestartAndCrash(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vr", "three-hosts.yaml")
+
+	t.Run("restart: 400 pings at 20 ms", func(t *testing.T) {
+		same := pingLoss(t, l, "b1", "10.0.1.11", 400, 20*time.Millisecond)
+		cross := pingLoss(t, l, "b1", "10.0.1.12", 400, 20*time.Millisecond)
+		time.Sleep(2 * time.Second)
+		if err := l.Restart(t.Context(), "h1"); err != nil {
+			t.Fatal(err)
+		}
+		lostSame, lostCross := same(), cross()
+		t.Logf("lost across a restart: %d of 400 on one host, %d of 400 across hosts", lostSame, lostCross)
+		if lostSame > 2 || lostCross > 75 {
+			t.Errorf("lost %d same-host (max 2) and %d cross-host (max 75)", lostSame, lostCross)
+		}
+	})
+	t.Run("kill: one host keeps forwarding; start brings the tunnel back", func(t *testing.T) {
+		same := pingLoss(t, l, "b1", "10.0.1.11", 150, 20*time.Millisecond)
+		time.Sleep(500 * time.Millisecond)
+		if err := l.Kill("h1"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		lost := same()
+		t.Logf("lost while the daemon was dead: %d of 150 on one host", lost)
+		if lost > 1 {
+			t.Errorf("lost %d same-host pings while the daemon was dead (max 1)", lost)
+		}
+		start := time.Now()
+		if err := l.Start(t.Context(), "h1"); err != nil {
+			t.Fatal(err)
+		}
+		if !eventually(3*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
+			t.Fatal("cross-host traffic not back within 3 s of start")
+		}
+		t.Logf("cross-host traffic back %.2fs after lab start", time.Since(start).Seconds())
+	})
+}
