@@ -3,7 +3,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOFLAGS ?= -buildvcs=false
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build generate check-generated lint test unit netns demo bench deps clean
+.PHONY: all build generate check-generated lint test fuzz unit netns demo bench deps clean
 
 all: build
 
@@ -31,8 +31,15 @@ deps:
 
 # Everything: lint, generated-code check, unit tests, eBPF programs on
 # crafted packets, fuzz seeds, and the namespace integration tests.
-test: deps lint check-generated
+test: deps lint check-generated fuzz
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Every fuzz target for a short, fixed time; seeds and findings live in
+# each package's testdata/fuzz.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./topology
+	$(GO) test -run XXX -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./encap
 
 unit:
 	$(GO) test -count=1 ./topology/... ./tunnel/... ./cmd/...
