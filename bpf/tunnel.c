@@ -66,7 +66,8 @@ int tunnel_ingress(struct __sk_buff *skb)
 	if (!ieth || ieth->h_proto != bpf_htons(ETH_P_IP))
 		return drop(skb, DROP_MALFORMED);
 	inner = parse_ipv4(&c);
-	if (!inner)
+	if (!inner || bpf_ntohs(outer->tot_len) > skb->len ||
+	    bpf_ntohs(inner->tot_len) > skb->len - VXLAN_ENCAP_LEN)
 		return drop(skb, DROP_MALFORMED);
 	if (pkt_info_fill(&pi, inner, &c) < 0)
 		return drop(skb, DROP_MALFORMED);

@@ -259,7 +259,8 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		struct cursor fc = c;
 		struct iphdr *fip = parse_ipv4(&fc);
 
-		if (fip && pkt_info_fill(&pi, fip, &fc) == 0 && fast_eligible(&pi, fip)) {
+		if (fip && bpf_ntohs(fip->tot_len) <= ctx_len(ctx) - ETH_HLEN &&
+		    pkt_info_fill(&pi, fip, &fc) == 0 && fast_eligible(&pi, fip)) {
 			int ret = fast_forward(ctx, eth, &pi, cfg);
 
 			if (ret >= 0)
@@ -286,6 +287,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 
 	ip = parse_ipv4(&c);
 	if (!ip)
+		return eni_drop(ctx, DROP_MALFORMED);
+	/* A packet shorter than its IPv4 header says is truncated: never
+	 * forwarded (padding after it is allowed). */
+	if (bpf_ntohs(ip->tot_len) > ctx_len(ctx) - ETH_HLEN)
 		return eni_drop(ctx, DROP_MALFORMED);
 	if (eni->source_dest_check && ip->saddr != eni->ip)
 		return eni_drop(ctx, DROP_SOURCE_CHECK);
