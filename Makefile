@@ -36,10 +36,14 @@ test: deps lint check-generated fuzz
 
 # Every fuzz target for a short, fixed time; seeds and findings live in
 # each package's testdata/fuzz.
-FUZZTIME ?= 10s
+FUZZTIME ?= 8s
 fuzz:
 	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./topology
 	$(GO) test -run XXX -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./encap
+	$(GO) test -run XXX -fuzz '^FuzzSplitVXLAN$$' -fuzztime $(FUZZTIME) ./tunnel
+	$(GO) test -run XXX -fuzz '^FuzzParseGRO$$' -fuzztime $(FUZZTIME) ./tunnel
+	$(GO) test -run XXX -fuzz '^FuzzParsePeers$$' -fuzztime $(FUZZTIME) ./tunnel
+	$(GO) test -run XXX -fuzz '^FuzzDecodeIPv4$$' -fuzztime $(FUZZTIME) ./dataplane
 
 unit:
 	$(GO) test -count=1 ./topology/... ./tunnel/... ./cmd/...

@@ -108,7 +108,11 @@ func decodeIPv4(ev *DropEvent, b []byte) {
 	ev.Protocol = b[9]
 	ev.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	ev.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-	l4 := b[int(b[0]&0x0f)*4:]
+	ihl := int(b[0]&0x0f) * 4
+	if ihl < 20 || ihl > len(b) {
+		return
+	}
+	l4 := b[ihl:]
 	if (ev.Protocol == 6 || ev.Protocol == 17) && len(l4) >= 4 {
 		ev.SrcPort = binary.BigEndian.Uint16(l4[0:])
 		ev.DstPort = binary.BigEndian.Uint16(l4[2:])

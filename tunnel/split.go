@@ -36,6 +36,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int) (
 		return 0, errMalformed
 	}
 	iIHL := int(pkt[iIP]&0x0f) * 4
+	if oIHL < 20 || iIHL < 20 {
+		return 0, errMalformed
+	}
 	iL4 := iIP + iIHL
 	var l4Len int
 	if inner == vnetGSOTCPv4 {
@@ -43,6 +46,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int) (
 			return 0, errMalformed
 		}
 		l4Len = int(pkt[iL4+12]>>4) * 4
+		if l4Len < 20 {
+			return 0, errMalformed
+		}
 	} else {
 		l4Len = 8
 	}

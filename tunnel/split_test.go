@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -266,4 +267,51 @@ func TestReadDrainsQueuedFrames(t *testing.T) {
 			t.Fatalf("packet %d differs", i)
 		}
 	}
+}
+
+// FuzzSplitVXLAN: any frame the kernel could hand over, with any GSO
+// header, splits into well-formed segments or is refused; never a panic,
+// never a segment past its buffer.
+func FuzzSplitVXLAN(f *testing.F) {
+	f.Add(vxlanTCP(make([]byte, 3000), 1, tcpFlagACK, true), uint16(testMSS), uint8(vnetGSOTunnelV4|vnetGSOTCPv4))
+	f.Add(vxlanTCP(nil, 1, tcpFlagACK, true), uint16(1), uint8(vnetGSOTunnelV4|vnetGSOUDPL4))
+	f.Fuzz(func(t *testing.T, pkt []byte, mss uint16, gso uint8) {
+		bufs := make([][]byte, 64)
+		for i := range bufs {
+			bufs[i] = make([]byte, 16+1600)
+		}
+		sizes := make([]int, len(bufs))
+		n, err := splitVXLAN(pkt, vnetHdr{gsoType: gso, gsoSize: mss}, bufs, sizes, 16)
+		if err != nil {
+			return
+		}
+		for i := 0; i < n; i++ {
+			if sizes[i] <= 0 || 16+sizes[i] > len(bufs[i]) {
+				t.Fatalf("segment %d has size %d", i, sizes[i])
+			}
+		}
+	})
+}
+
+// FuzzParseGRO: the receive path's parser takes any decrypted packet;
+// whatever it accepts is consistent with the packet.
+func FuzzParseGRO(f *testing.F) {
+	f.Add(vxlanTCP([]byte("payload"), 7, tcpFlagACK, false))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		g, ok := parseGRO(pkt)
+		if !ok {
+			return
+		}
+		if g.payload <= 0 || innerL4At+g.tcpLen+g.payload != len(pkt) {
+			t.Fatalf("accepted %d bytes as %d+%d+%d", len(pkt), innerL4At, g.tcpLen, g.payload)
+		}
+	})
+}
+
+// FuzzParsePeers: a UAPI answer of any shape parses without panicking.
+func FuzzParsePeers(f *testing.F) {
+	f.Add("public_key=" + strings.Repeat("01", 32) + "\nendpoint=198.18.0.12:51820\nlast_handshake_time_sec=5\nrx_bytes=1\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		parsePeers(s, func(Key) string { return "" })
+	})
 }
