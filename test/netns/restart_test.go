@@ -1,10 +1,15 @@
 package netns
 
 import (
+	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/vpcd/vpcd/lab"
 )
@@ -69,4 +74,45 @@ func TestRestartAndCrash(t *testing.T) {
 		}
 		t.Logf("cross-host traffic back %.2fs after lab start", time.Since(start).Seconds())
 	})
+}
+
+// TestTeardown: SIGTERM leaves the datapath forwarding; vpcd teardown then
+// removes every pin and detaches every program.
+func TestTeardown(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vd", "three-hosts.yaml")
+	if err := l.Stop("h1"); err != nil {
+		t.Fatal(err)
+	}
+	if !ping(t, l, "b1", "10.0.1.11", 2) {
+		t.Fatal("same-host traffic stopped with the daemon; the datapath should stay pinned")
+	}
+	out, code := run(t, l, lab.Host, "h1", vpcdBinary, "teardown", "--bpffs", l.BPFFSDir("h1"), "--tunnel-device", "wg-h1")
+	if code != 0 {
+		t.Fatalf("teardown: exit %d: %s", code, out)
+	}
+	if _, err := os.Stat(l.BPFFSDir("h1")); err == nil {
+		t.Error("teardown left the bpffs directory")
+	}
+	var progs int
+	l.Do(lab.Host, "h1", func() error {
+		for _, ifname := range []string{"vpc-b1", "vpc-b2", "vpc-r1", "eth0"} {
+			ifi, err := net.InterfaceByName(ifname)
+			if err != nil {
+				return err
+			}
+			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi.Index, Attach: ebpf.AttachTCXIngress})
+			if err == nil {
+				progs += len(res.Programs)
+			}
+		}
+		return nil
+	})
+	if progs != 0 {
+		t.Errorf("%d programs still attached after teardown", progs)
+	}
+	if !pingNone(t, l, "b1", "10.0.1.11", 1) {
+		t.Error("traffic still forwarded after teardown")
+	}
 }
