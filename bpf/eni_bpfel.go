@@ -162,8 +162,10 @@ type EniLpmV4Key struct {
 }
 
 type EniPeerInfo struct {
-	_  structs.HostLayout
-	Id uint32
+	_           structs.HostLayout
+	Id          uint32
+	Pad         uint32
+	Unreachable uint64
 }
 
 type EniPolicyCidrKey struct {

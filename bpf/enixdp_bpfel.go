@@ -118,8 +118,10 @@ type EniXdpLpmV4Key struct {
 }
 
 type EniXdpPeerInfo struct {
-	_  structs.HostLayout
-	Id uint32
+	_           structs.HostLayout
+	Id          uint32
+	Pad         uint32
+	Unreachable uint64
 }
 
 type EniXdpPolicyCidrKey struct {

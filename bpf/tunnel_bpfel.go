@@ -118,8 +118,10 @@ type TunnelLpmV4Key struct {
 }
 
 type TunnelPeerInfo struct {
-	_  structs.HostLayout
-	Id uint32
+	_           structs.HostLayout
+	Id          uint32
+	Pad         uint32
+	Unreachable uint64
 }
 
 type TunnelPolicyCidrKey struct {

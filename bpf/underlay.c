@@ -71,6 +71,7 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 	struct vpcd_config *cfg = get_config();
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	struct peer_info *peer;
 	int from_peer;
 
 	if (!cfg)
@@ -88,7 +89,8 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 	ip = parse_ipv4(&c);
 	if (!ip)
 		return DROP_MALFORMED;
-	from_peer = bpf_map_lookup_elem(&peers, &ip->saddr) != NULL;
+	peer = bpf_map_lookup_elem(&peers, &ip->saddr);
+	from_peer = peer != NULL;
 
 	/* Later fragments carry no ports; take them from peers only (large
 	 * encrypted datagrams). The kernel reassembles and the socket checks. */
@@ -104,8 +106,13 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 
 		if (!udp)
 			return DROP_MALFORMED;
-		if (from_peer && udp->dest == cfg->wg_port)
+		if (from_peer && udp->dest == cfg->wg_port) {
+			if (peer->unreachable) { /* its daemon is back */
+				peer->unreachable = 0;
+				__sync_fetch_and_add(&cfg->gen, 1);
+			}
 			return PASS;
+		}
 		if (allowed(IPPROTO_UDP_, udp->dest))
 			return PASS;
 		break;
@@ -124,9 +131,18 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 
 		if ((void *)(icmp + 1) > c.end)
 			return DROP_MALFORMED;
-		/* Errors from peers about our WireGuard datagrams. */
-		if (from_peer && (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED))
+		/* Errors from peers about our WireGuard datagrams. "Port
+		 * unreachable" means the peer's daemon is down: mark it, so that
+		 * the ENI program drops (and counts) instead of sending into
+		 * nothing, until WireGuard from it arrives again. */
+		if (from_peer && (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED)) {
+			if (icmp->type == ICMP_DEST_UNREACH && icmp->code == 3) {
+				if (!peer->unreachable)
+					__sync_fetch_and_add(&cfg->gen, 1);
+				peer->unreachable = bpf_ktime_get_coarse_ns();
+			}
 			return PASS;
+		}
 		if (allowed(IPPROTO_ICMP_, 0))
 			return PASS;
 		break;

@@ -118,8 +118,10 @@ type UnderlayLpmV4Key struct {
 }
 
 type UnderlayPeerInfo struct {
-	_  structs.HostLayout
-	Id uint32
+	_           structs.HostLayout
+	Id          uint32
+	Pad         uint32
+	Unreachable uint64
 }
 
 type UnderlayPolicyCidrKey struct {

@@ -177,7 +177,16 @@ struct route {
 
 struct peer_info {
 	__u32 id;
+	__u32 _pad;
+	/* When the peer's host last answered our WireGuard datagrams with ICMP
+	 * "port unreachable" (its daemon is down), bpf_ktime_get_coarse_ns;
+	 * 0 once WireGuard from it arrives again. */
+	__u64 unreachable;
 };
+
+/* How long a peer stays marked unreachable without a fresh ICMP error:
+ * then traffic is tried again. */
+#define PEER_DOWN_HOLD (30ULL * 1000000000ULL)
 
 struct underlay_allow_key {
 	__u8 protocol;

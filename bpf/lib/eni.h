@@ -135,6 +135,15 @@ static __always_inline int policy_reject(enum drop_reason r)
 	       r == DROP_NACL_EGRESS || r == DROP_CT_INVALID;
 }
 
+/* peer_down reports a peer host whose daemon answered our WireGuard with
+ * "port unreachable" recently (the underlay filter marks it). */
+static __always_inline int peer_down(__u32 remote_ip)
+{
+	struct peer_info *peer = bpf_map_lookup_elem(&peers, &remote_ip);
+
+	return peer && peer->unreachable && bpf_ktime_get_coarse_ns() - peer->unreachable < PEER_DOWN_HOLD;
+}
+
 /* fast_eligible: packets that may skip the slow path when their flow has
  * a fast-path entry. */
 static __always_inline int fast_eligible(const struct pkt_info *pi, const struct iphdr *ip)
@@ -357,6 +366,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		count_eni(rt->eni_id, DIR_INGRESS, bytes);
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
+	/* The peer's daemon is down: no session to send in; dropped here,
+	 * counted, and no fast-path entry that would skip this check. */
+	if (peer_down(rt->remote_ip))
+		return eni_drop(ctx, DROP_NO_TUNNEL);
 	if (!ip_is_fragment(ip))
 		fast_remember(ctx, &pi, eni, rt, cfg, NULL);
 	count_eni(eni->eni_id, DIR_EGRESS, bytes);

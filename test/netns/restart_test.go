@@ -116,3 +116,34 @@ func TestTeardown(t *testing.T) {
 		t.Error("traffic still forwarded after teardown")
 	}
 }
+
+// TestPeerDown: with a peer host's daemon dead, traffic for it is dropped
+// and counted as no_tunnel (nothing leaves in the clear: the rack capture
+// of TestVPC covers kill/start), and it flows again once the peer is back.
+func TestPeerDown(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vp", "three-hosts.yaml")
+	if !ping(t, l, "b1", "10.0.1.12", 1) {
+		t.Fatal("no traffic to h2 to begin with")
+	}
+	if err := l.Kill("h2"); err != nil {
+		t.Fatal(err)
+	}
+	before := drops(t, l, "h1")["no_tunnel"]
+	if !pingNone(t, l, "b1", "10.0.1.12", 5) {
+		t.Fatal("pings answered by a host whose daemon is dead")
+	}
+	if got := drops(t, l, "h1")["no_tunnel"]; got <= before {
+		t.Fatalf("no_tunnel drops %d -> %d while the peer was down: not counted", before, got)
+	}
+	start := time.Now()
+	if err := l.Start(t.Context(), "h2"); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(5*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
+		t.Fatal("traffic did not come back after the peer's daemon returned")
+	}
+	t.Logf("peer down: %d packets counted as no_tunnel; back %.2fs after start",
+		drops(t, l, "h1")["no_tunnel"]-before, time.Since(start).Seconds())
+}
