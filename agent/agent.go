@@ -80,6 +80,13 @@ type Agent struct {
 	// goroutine only).
 	sinkErrLogged time.Time
 
+	// Conntrack occupancy, sampled by the main loop: the last size and
+	// insert count seen, and the evictions worked out from them.
+	ctEntries   int
+	ctInserts   uint64
+	ctEvictions uint64
+	ctSampled   bool
+
 	// hub and events serve `vpcd monitor`.
 	hub    *hub
 	events *dataplane.EventReader
@@ -192,14 +199,6 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		}
 		defer srv.Close()
 	}
-	if o.SocketPath != "" {
-		l, err := a.serveControl(o.SocketPath)
-		if err != nil {
-			return err
-		}
-		defer func() { l.Close(); os.Remove(o.SocketPath) }()
-	}
-
 	if err := a.startMonitor(); err != nil {
 		a.log.Warn("monitor unavailable", "err", err)
 	} else {
@@ -213,8 +212,19 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	defer flowTick.Stop()
 
 	a.checkIntegrity() // at start, then every two seconds
+	a.sampleConntrack()
 	integrity := time.NewTicker(2 * time.Second)
 	defer integrity.Stop()
+
+	// The control socket opens last: the lab takes it as the sign that
+	// the host is ready.
+	if o.SocketPath != "" {
+		l, err := a.serveControl(o.SocketPath)
+		if err != nil {
+			return err
+		}
+		defer func() { l.Close(); os.Remove(o.SocketPath) }()
+	}
 
 	ticker := time.NewTicker(o.ReloadPoll)
 	defer ticker.Stop()
@@ -228,6 +238,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			a.drainFlows(now)
 		case <-integrity.C:
 			a.checkIntegrity()
+			a.sampleConntrack()
 		case <-reload:
 			a.Reload("signal")
 		case <-ticker.C:
@@ -250,6 +261,29 @@ func (a *Agent) checkIntegrity() {
 		a.log.Warn("datapath integrity: repaired", "interface", p.Attachment.Interface, "program", p.Attachment.Program,
 			"hook", p.Attachment.Hook, "reason", p.Reason, "detail", p.Detail, "repair_error", err)
 	}
+}
+
+// sampleConntrack works out how many connections the LRU table evicted
+// since the last sample: what it gained minus what it grew.
+func (a *Agent) sampleConntrack() {
+	entries, inserts, err := a.dp.ConntrackUsage()
+	if err != nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ctSampled {
+		gained := inserts - a.ctInserts
+		grew := entries - a.ctEntries
+		if grew < 0 || uint64(grew) < gained {
+			evicted := gained
+			if grew > 0 {
+				evicted -= uint64(grew)
+			}
+			a.ctEvictions += evicted
+		}
+	}
+	a.ctEntries, a.ctInserts, a.ctSampled = entries, inserts, true
 }
 
 func ifindexByName(name string) (int, error) {

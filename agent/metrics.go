@@ -15,6 +15,8 @@ var (
 	descFlowRecs   = prometheus.NewDesc("vpcd_flowlog_records_total", "Flow-log records handed to the log's destination.", []string{"flow_log"}, nil)
 	descFlowLost   = prometheus.NewDesc("vpcd_flowlog_records_lost_total", "Flow-log packets (records) lost: flows the datapath had no room for, or records the destination did not take.", []string{"flow_log"}, nil)
 	descFlowErrs   = prometheus.NewDesc("vpcd_flowlog_sink_errors_total", "Failed writes or sends to a flow log's destination.", []string{"flow_log"}, nil)
+	descCTEntries  = prometheus.NewDesc("vpcd_conntrack_entries", "Connections the conntrack table holds (sampled every 2 s).", nil, nil)
+	descCTEvicted  = prometheus.NewDesc("vpcd_conntrack_evictions_total", "Connections the full conntrack table evicted to make room.", nil, nil)
 	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
 )
 
@@ -47,6 +49,8 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFlowRecs
 	ch <- descFlowLost
 	ch <- descFlowErrs
+	ch <- descCTEntries
+	ch <- descCTEvicted
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -64,6 +68,8 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	agg, specs := a.flows, a.flowSpecs
+	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.ctEntries))
+	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.ctEvictions))
 	a.mu.Unlock()
 	if agg != nil {
 		stats := agg.Stats()

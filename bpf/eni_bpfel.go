@@ -236,6 +236,7 @@ type EniVpcdConfig struct {
 const (
 	EniMapConfig        = "config"
 	EniMapConntrack     = "conntrack"
+	EniMapCtInserts     = "ct_inserts"
 	EniMapDrops         = "drops"
 	EniMapEniStats      = "eni_stats"
 	EniMapEnis          = "enis"
@@ -307,6 +308,7 @@ type EniProgramSpecs struct {
 type EniMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
@@ -354,6 +356,7 @@ func (o *EniObjects) Close() error {
 type EniMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
@@ -374,6 +377,7 @@ func (m *EniMaps) Close() error {
 	return _EniClose(
 		m.Config,
 		m.Conntrack,
+		m.CtInserts,
 		m.Drops,
 		m.EniStats,
 		m.Enis,

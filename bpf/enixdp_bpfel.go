@@ -192,6 +192,7 @@ type EniXdpVpcdConfig struct {
 const (
 	EniXdpMapConfig        = "config"
 	EniXdpMapConntrack     = "conntrack"
+	EniXdpMapCtInserts     = "ct_inserts"
 	EniXdpMapDrops         = "drops"
 	EniXdpMapEniStats      = "eni_stats"
 	EniXdpMapEnis          = "enis"
@@ -263,6 +264,7 @@ type EniXdpProgramSpecs struct {
 type EniXdpMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
@@ -310,6 +312,7 @@ func (o *EniXdpObjects) Close() error {
 type EniXdpMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
@@ -330,6 +333,7 @@ func (m *EniXdpMaps) Close() error {
 	return _EniXdpClose(
 		m.Config,
 		m.Conntrack,
+		m.CtInserts,
 		m.Drops,
 		m.EniStats,
 		m.Enis,

@@ -192,6 +192,7 @@ type TunnelVpcdConfig struct {
 const (
 	TunnelMapConfig         = "config"
 	TunnelMapConntrack      = "conntrack"
+	TunnelMapCtInserts      = "ct_inserts"
 	TunnelMapDrops          = "drops"
 	TunnelMapEniStats       = "eni_stats"
 	TunnelMapEnis           = "enis"
@@ -263,6 +264,7 @@ type TunnelProgramSpecs struct {
 type TunnelMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
@@ -310,6 +312,7 @@ func (o *TunnelObjects) Close() error {
 type TunnelMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
@@ -330,6 +333,7 @@ func (m *TunnelMaps) Close() error {
 	return _TunnelClose(
 		m.Config,
 		m.Conntrack,
+		m.CtInserts,
 		m.Drops,
 		m.EniStats,
 		m.Enis,

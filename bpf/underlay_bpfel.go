@@ -192,6 +192,7 @@ type UnderlayVpcdConfig struct {
 const (
 	UnderlayMapConfig             = "config"
 	UnderlayMapConntrack          = "conntrack"
+	UnderlayMapCtInserts          = "ct_inserts"
 	UnderlayMapDrops              = "drops"
 	UnderlayMapEniStats           = "eni_stats"
 	UnderlayMapEnis               = "enis"
@@ -265,6 +266,7 @@ type UnderlayProgramSpecs struct {
 type UnderlayMapSpecs struct {
 	Config        *ebpf.MapSpec `ebpf:"config"`
 	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops         *ebpf.MapSpec `ebpf:"drops"`
 	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
 	Enis          *ebpf.MapSpec `ebpf:"enis"`
@@ -312,6 +314,7 @@ func (o *UnderlayObjects) Close() error {
 type UnderlayMaps struct {
 	Config        *ebpf.Map `ebpf:"config"`
 	Conntrack     *ebpf.Map `ebpf:"conntrack"`
+	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
 	Drops         *ebpf.Map `ebpf:"drops"`
 	EniStats      *ebpf.Map `ebpf:"eni_stats"`
 	Enis          *ebpf.Map `ebpf:"enis"`
@@ -332,6 +335,7 @@ func (m *UnderlayMaps) Close() error {
 	return _UnderlayClose(
 		m.Config,
 		m.Conntrack,
+		m.CtInserts,
 		m.Drops,
 		m.EniStats,
 		m.Enis,

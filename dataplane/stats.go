@@ -134,3 +134,27 @@ func monotonicNow() uint64 {
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Sec)*1e9 + uint64(ts.Nsec)
 }
+
+// ConntrackUsage returns how many connections the table holds now and how
+// many it has gained since it was created (the datapath counts each new
+// key). With no deletions but the LRU's, the gains not reflected in the
+// size were evictions.
+func (d *Datapath) ConntrackUsage() (entries int, inserts uint64, err error) {
+	var k bpf.EniCtKey
+	var v bpf.EniCtEntry
+	it := d.eni.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		entries++
+	}
+	if err := it.Err(); err != nil {
+		return 0, 0, err
+	}
+	var perCPU []uint64
+	if err := d.eni.CtInserts.Lookup(uint32(0), &perCPU); err != nil {
+		return entries, 0, err
+	}
+	for _, n := range perCPU {
+		inserts += n
+	}
+	return entries, inserts, nil
+}

@@ -215,5 +215,22 @@ func TestTunnelProgram(t *testing.T) {
 				t.Errorf("%s: %s drops %d, want %d", c.name, c.reason, got, before+1)
 			}
 		}
+		// Every truncation of a good frame, and one whose inner IPv4
+		// header claims more than the frame holds: never delivered.
+		good := vxlanFrame(hostB, hostA, vniRed, ipR, ipA)
+		long := append([]byte(nil), good...)
+		binary.BigEndian.PutUint16(long[50+2:], uint16(len(good)))
+		frames := [][]byte{long}
+		for n := 20; n < len(good); n++ {
+			frames = append(frames, good[:n])
+		}
+		for _, f := range frames {
+			before, _ := d.ENICounters("a")
+			write(f)
+			after, _ := d.ENICounters("a")
+			if after[Ingress].Packets != before[Ingress].Packets {
+				t.Errorf("a broken frame of %d bytes was delivered", len(f))
+			}
+		}
 	})
 }

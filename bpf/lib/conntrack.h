@@ -19,8 +19,9 @@
 #define CT_OTHER (60ULL * NSEC)
 
 enum ct_result {
-	CT_MISS = 0, /* no live connection: rules decide */
+	CT_MISS = 0, /* no entry: rules decide */
 	CT_HIT,      /* part of a live connection: passes */
+	CT_STALE,    /* an entry, closed or idle too long: rules decide */
 };
 
 static __always_inline __u64 ct_timeout(__u8 proto, __u8 state)
@@ -88,7 +89,7 @@ static __always_inline int ct_update(const struct ct_key *k, __u8 dir, __u8 flag
 	if (!e)
 		return CT_MISS;
 	if (e->state == CT_CLOSED || now - e->last_seen > ct_timeout(k->proto, e->state))
-		return CT_MISS;
+		return CT_STALE;
 	e->last_seen = now;
 	if (k->proto == IPPROTO_TCP_) {
 		if (flags & TCPF_RST) {
@@ -108,8 +109,9 @@ static __always_inline int ct_update(const struct ct_key *k, __u8 dir, __u8 flag
 	return CT_HIT;
 }
 
-/* ct_create starts tracking a connection the rules allowed. */
-static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now)
+/* ct_create starts tracking a connection the rules allowed; fresh says
+ * the key had no entry, so the table grows by one (or, full, evicts). */
+static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now, int fresh)
 {
 	struct ct_entry e = { .last_seen = now, .origin = dir, .state = CT_NEW };
 
@@ -120,7 +122,13 @@ static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 fla
 		if (flags & TCPF_FIN)
 			e.fin_dirs = 1 << dir;
 	}
-	bpf_map_update_elem(&conntrack, k, &e, BPF_ANY);
+	if (bpf_map_update_elem(&conntrack, k, &e, BPF_ANY) == 0 && fresh) {
+		__u32 slot = 0;
+		__u64 *n = bpf_map_lookup_elem(&ct_inserts, &slot);
+
+		if (n)
+			*n += 1;
+	}
 }
 
 /* ct_not_start reports a TCP packet that cannot open a connection: one
@@ -140,6 +148,7 @@ static __always_inline enum drop_reason policy_check(const struct eni_info *eni,
 {
 	__be32 remote = dir == DIR_EGRESS ? pi->daddr : pi->saddr;
 	struct ct_key k;
+	int ct;
 
 	if ((remote & eni->subnet_mask) != eni->subnet_net) {
 		__u32 nacl = dir == DIR_EGRESS ? eni->nacl_out : eni->nacl_in;
@@ -150,10 +159,11 @@ static __always_inline enum drop_reason policy_check(const struct eni_info *eni,
 	ct_key_for(&k, eni->eni_id, pi, dir);
 	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
 		fast_forget(eni, &k);
-	if (ct_update(&k, dir, pi->tcp_flags, now) == CT_HIT)
+	ct = ct_update(&k, dir, pi->tcp_flags, now);
+	if (ct == CT_HIT)
 		return DROP_UNSPEC;
 	if (sg_allows(dir == DIR_EGRESS ? eni->sg_out : eni->sg_in, remote, pi->proto, pi->rule_port)) {
-		ct_create(&k, dir, pi->tcp_flags, now);
+		ct_create(&k, dir, pi->tcp_flags, now, ct == CT_MISS);
 		return DROP_UNSPEC;
 	}
 	if (ct_not_start(pi))

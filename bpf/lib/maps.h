@@ -115,6 +115,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack SEC(".maps");
 
+/* Connections the conntrack table gained: with its size, the daemon works
+ * out how many the LRU evicted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_inserts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);

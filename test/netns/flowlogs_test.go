@@ -281,3 +281,51 @@ func TestFlowLogFlushOnStop(t *testing.T) {
 		t.Fatalf("after SIGTERM mid-interval: %d packets, %d bytes of f1's pings in the log; want 4 and 512", p, b)
 	}
 }
+
+// TestConntrackFull overflows the conntrack table (262,144 entries) with
+// 300,000 new connections in a few seconds: the LRU evicts, the evictions
+// are counted, and established traffic and the daemon carry on.
+func TestConntrackFull(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping")
+	l := upLab(t, "vq", "flowlogs.yaml")
+	// Each datagram from f1 to f3 (one host) is a new connection at both
+	// ENIs: 3 source ports x 50,000 destination ports x 2 ENIs.
+	err := l.Do(lab.ENI, "f1", func() error {
+		for s := 0; s < 3; s++ {
+			c, err := net.ListenUDP("udp4", nil)
+			if err != nil {
+				return err
+			}
+			dst := &net.UDPAddr{IP: net.IPv4(10, 7, 1, 11)}
+			for i := 0; i < 50000; i++ {
+				dst.Port = 10000 + i
+				c.WriteToUDP([]byte("x"), dst)
+			}
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evicted, entries string
+	ok := eventually(10*time.Second, func() bool {
+		for _, line := range strings.Split(metrics(t, l, "p"), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "vpcd_conntrack_evictions_total" {
+				evicted = f[1]
+			}
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "vpcd_conntrack_entries" {
+				entries = f[1]
+			}
+		}
+		return evicted != "" && evicted != "0"
+	})
+	if !ok {
+		t.Fatalf("vpcd_conntrack_evictions_total %q (entries %q) after 300,000 connections", evicted, entries)
+	}
+	t.Logf("conntrack full: %s entries, %s evictions counted", entries, evicted)
+	if !ping(t, l, "f1", "10.7.1.20", 2) {
+		t.Error("forwarding stopped with the conntrack table full")
+	}
+}
