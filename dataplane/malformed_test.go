@@ -84,7 +84,13 @@ func TestENIMalformedPackets(t *testing.T) {
 				binary.BigEndian.PutUint16(p[24:], checksum(p[14:34]))
 				return p
 			})
-			for name, pkt := range map[string][]byte{"IP options": withOptions, "a first fragment": fragment} {
+			zeroUDP := func() []byte {
+				u := make([]byte, 8)
+				binary.BigEndian.PutUint16(u[0:], 5000)
+				binary.BigEndian.PutUint16(u[2:], 53) // length field 0
+				return ipv4Packet(macA, GatewayMAC, ipA, ipB, 17, false, u)
+			}()
+			for name, pkt := range map[string][]byte{"IP options": withOptions, "a first fragment": fragment, "zero-length UDP": zeroUDP} {
 				got, out := h.run(t, pkt)
 				if got != "redirect" || string(out[0:6]) != string(macB) {
 					t.Errorf("%s: %s to %x, want redirect to ENI b", name, got, out[0:6])
