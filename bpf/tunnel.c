@@ -122,6 +122,6 @@ int tunnel_ingress(struct __sk_buff *skb)
 	mac_copy(eth->h_source, cfg->gw_mac);
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
-	count_eni(eni_id, DIR_INGRESS, skb->len - ETH_HLEN);
+	count_eni(eni_id, DIR_INGRESS, segs, bytes);
 	return bpf_redirect_peer(ifindex, 0);
 }

@@ -176,7 +176,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	struct fast_key fk;
 	struct fast_entry *fe;
 	struct vxlan_encap h;
-	__u32 len, bytes;
+	__u32 len, bytes, segs, wbytes;
 
 	fast_key_for(&fk, ctx, pi);
 	fe = bpf_map_lookup_elem(&fastpath, &fk);
@@ -187,9 +187,10 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		return -1;
 	len = ctx_len(ctx);
 	bytes = len - ETH_HLEN;
+	wire_size(bytes, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &wbytes);
 	if (fe->out_ifindex) {
-		count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
-		count_eni(fe->dst_eni_id, DIR_INGRESS, bytes);
+		count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
+		count_eni(fe->dst_eni_id, DIR_INGRESS, segs, wbytes);
 		if (fe->src_flow_log)
 			count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
 		if (fe->dst_flow_log)
@@ -200,7 +201,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	}
 	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
-	count_eni(fe->src_eni_id, DIR_EGRESS, bytes);
+	count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 	if (fe->src_flow_log)
 		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
@@ -251,7 +252,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	struct route *rt;
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	__u32 l4_off, syn_doff = 0, ports = 0, bytes;
+	__u32 l4_off, syn_doff = 0, ports = 0, bytes, segs;
 	struct pkt_info pi;
 	enum drop_reason why;
 	__u64 now;
@@ -338,7 +339,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		return eni_drop_dir(ctx, why);
 	}
 
-	bytes = ctx_len(ctx) - ETH_HLEN;
+	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi.hdr_len, &segs, &bytes);
 
 	if (rt->ifindex) {
 		/* Same host: the target's ingress policy, then rewrite as the VPC
@@ -360,10 +361,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		if (!ip_is_fragment(ip))
 			fast_remember(ctx, &pi, eni, rt, cfg, dst);
-		count_eni(eni->eni_id, DIR_EGRESS, bytes);
+		count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
-		count_eni(rt->eni_id, DIR_INGRESS, bytes);
+		count_eni(rt->eni_id, DIR_INGRESS, segs, bytes);
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
 	/* The peer's daemon is down: no session to send in; dropped here,
@@ -372,7 +373,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		return eni_drop(ctx, DROP_NO_TUNNEL);
 	if (!ip_is_fragment(ip))
 		fast_remember(ctx, &pi, eni, rt, cfg, NULL);
-	count_eni(eni->eni_id, DIR_EGRESS, bytes);
+	count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 	if (eni->flow_log)
 		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,

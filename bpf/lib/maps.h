@@ -165,13 +165,15 @@ static __always_inline struct vpcd_config *get_config(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
-static __always_inline void count_eni(__u32 eni_id, enum direction dir, __u32 bytes)
+/* count_eni adds packets (a GSO super-packet's segments) of bytes IP bytes
+ * in all to an ENI's counters. */
+static __always_inline void count_eni(__u32 eni_id, enum direction dir, __u32 packets, __u32 bytes)
 {
 	__u32 key = eni_id * __DIR_MAX + (__u32)dir;
 	struct eni_counter *c = bpf_map_lookup_elem(&eni_stats, &key);
 
 	if (c) {
-		c->packets += 1;
+		c->packets += packets;
 		c->bytes += bytes;
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vpcd/vpcd/agent"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -69,12 +70,20 @@ func TestVPC(t *testing.T) {
 		}
 	})
 	t.Run("iperf3 TCP at MTU 1500 across hosts", func(t *testing.T) {
+		before := eniCounters(t, l, "h1", "b1")
 		srv := startIn(t, l, lab.ENI, "b3", "iperf3", "-s", "-1")
 		time.Sleep(300 * time.Millisecond)
 		out := mustRun(t, l, lab.ENI, "b1", "iperf3", "-c", "10.0.1.12", "-n", "50M")
 		srv.stop()
 		if !strings.Contains(out, "receiver") {
 			t.Fatalf("iperf3 did not complete:\n%s", out)
+		}
+		// The ENI counters count wire packets: a GSO super-packet as its
+		// segments (at most 1350 bytes of payload each).
+		after := eniCounters(t, l, "h1", "b1")
+		pkts, bytes := after[0]-before[0], after[1]-before[1]
+		if bytes < 50<<20 || pkts < (50<<20)/1350 {
+			t.Errorf("b1 egress counted %d packets, %d bytes for 50 MiB: want >= %d and >= %d", pkts, bytes, (50<<20)/1350, 50<<20)
 		}
 	})
 	t.Run("iperf3 TCP on one host", func(t *testing.T) {
@@ -246,4 +255,20 @@ func inetChecksum(b []byte) uint16 {
 		sum = sum&0xffff + sum>>16
 	}
 	return ^uint16(sum)
+}
+
+// eniCounters returns an ENI's egress packets and bytes from its host.
+func eniCounters(t *testing.T, l *lab.Lab, host, eni string) [2]uint64 {
+	t.Helper()
+	st, err := agent.QueryStatus(l.SocketPath(host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range st.ENIs {
+		if e.Name == eni {
+			return [2]uint64{e.EgressPackets, e.EgressBytes}
+		}
+	}
+	t.Fatalf("no ENI %s on %s", eni, host)
+	return [2]uint64{}
 }
