@@ -142,11 +142,27 @@ for round in $(seq "$ROUNDS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# latency NS/LAB FROM DST: p50 and p99 of 300 pings 10 ms apart, in ms.
+latency() {
+	local kind=$1 from=$2 dst=$3 out
+	if [ "$kind" = ns ]; then
+		out=$(nsx "$from" ping -n -c 300 -i 0.01 "$dst" 2>/dev/null || true)
+	else
+		out=$("$VPCD" lab exec --name "$kind" "$from" -- ping -n -c 300 -i 0.01 "$dst" 2>/dev/null || true)
+	fi
+	echo "$out" | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | sort -g |
+		awk '{a[NR]=$1} END {if (NR) printf "%s %s", a[int(NR*0.5+0.5)], a[int(NR*0.99+0.5)]; else print "null null"}'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
 declare -A M
 for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # Rows of cases not run (CASES=...) print n/a.
+
+log "ping latency: stock wireguard-go and vpcd across hosts"
+read -r LWG50 LWG99 <<<"$(latency ns vb-wa 10.99.0.2)"
+read -r LVP50 LVP99 <<<"$(latency "$LAB" e1 10.0.1.11)"
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 {
@@ -165,6 +181,26 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]:-n/a} |${R[vpcd_same]:-} | $(ratio "${M[vpcd_same]:-n/a}" "${M[veth]:-n/a}") of a bare veth pair |"
 	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
 	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]:-n/a} |${R[vpcd_cross_xdp]:-} | $(ratio "${M[vpcd_cross_xdp]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd with tcx there |"
+	echo
+	echo "Ping latency, 300 pings 10 ms apart, milliseconds:"
+	echo
+	echo "| path | p50 | p99 |"
+	echo "|---|---:|---:|"
+	echo "| stock wireguard-go | $LWG50 | $LWG99 |"
+	echo "| vpcd across hosts | $LVP50 | $LVP99 | "
+	echo
+	echo "p50 ratio vpcd / wireguard-go: $(ratio "$LVP50" "$LWG50")"
 } > "$OUT"
+{
+	printf '{"date":"%s","cores":%s,"kernel":"%s","gbit_per_s":{' "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)"
+	first=1
+	for c in $CASES; do
+		[ $first = 1 ] || printf ','
+		printf '"%s":{"median":%s,"runs":[%s]}' "$c" "${M[$c]:-null}" "$(echo ${R[$c]:-} | tr ' ' ',')"
+		first=0
+	done
+	printf '},"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}}\n' \
+		"${LWG50:-null}" "${LWG99:-null}" "${LVP50:-null}" "${LVP99:-null}"
+} > "${OUT%.md}.json"
 cat "$OUT"
 log "wrote $OUT"
