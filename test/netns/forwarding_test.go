@@ -79,13 +79,15 @@ func TestVPC(t *testing.T) {
 			t.Fatalf("iperf3 did not complete:\n%s", out)
 		}
 		// The ENI counters count wire packets: a GSO super-packet as its
-		// segments. No wire packet carries more than 1390 IP bytes here,
-		// so 50 MiB need at least 50 MiB / 1390 of them (counting
-		// super-packets would give some 40 times fewer).
+		// segments, each at most 1390 IP bytes here (counting
+		// super-packets would give some 40 times fewer packets). iperf3
+		// may close before the last of its 50 MiB leave, so the bound on
+		// bytes is looser.
+		time.Sleep(500 * time.Millisecond)
 		after := eniCounters(t, l, "h1", "b1")
 		pkts, bytes := after[0]-before[0], after[1]-before[1]
-		if bytes < 50<<20 || pkts < (50<<20)/1390 {
-			t.Errorf("b1 egress counted %d packets, %d bytes for 50 MiB: want >= %d and >= %d", pkts, bytes, (50<<20)/1390, 50<<20)
+		if bytes < 45<<20 || pkts*1390 < bytes {
+			t.Errorf("b1 egress counted %d packets, %d bytes: want >= 45 MiB in packets of at most 1390 bytes", pkts, bytes)
 		}
 	})
 	t.Run("iperf3 TCP on one host", func(t *testing.T) {
