@@ -100,20 +100,8 @@ func (a *Agent) status(withConntrack bool) *Status {
 	if withConntrack {
 		s.Conntrack, _ = a.dp.Conntrack()
 	}
-	agg, specs := a.flows, a.flowSpecs
-	dests := map[string]string{}
-	for _, f := range a.topo.FlowLogs {
-		dests[f.Name] = f.Destination
-	}
+	s.FlowLogs = a.flowLogStatuses()
 	a.mu.Unlock()
-	if agg != nil {
-		stats := agg.Stats()
-		for _, sp := range specs {
-			st := stats[sp.Name]
-			s.FlowLogs = append(s.FlowLogs, FlowLogStatus{Name: sp.Name, Destination: dests[sp.Name], ENIs: len(sp.ENIs),
-				Records: st.Records, Lost: st.Lost + sp.Sink.Lost(), Errors: sp.Sink.Errors()})
-		}
-	}
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers
@@ -127,6 +115,26 @@ func (a *Agent) status(withConntrack bool) *Status {
 		}
 	}
 	return s
+}
+
+// flowLogStatuses reports every running flow log's counters, for status
+// and metrics alike. The caller holds a.mu.
+func (a *Agent) flowLogStatuses() []FlowLogStatus {
+	if a.flows == nil {
+		return nil
+	}
+	dests := map[string]string{}
+	for _, f := range a.topo.FlowLogs {
+		dests[f.Name] = f.Destination
+	}
+	stats := a.flows.Stats()
+	out := make([]FlowLogStatus, 0, len(a.flowSpecs))
+	for _, sp := range a.flowSpecs {
+		st := stats[sp.Name]
+		out = append(out, FlowLogStatus{Name: sp.Name, Destination: dests[sp.Name], ENIs: len(sp.ENIs),
+			Records: st.Records, Lost: st.Lost + sp.Sink.Lost(), Errors: sp.Sink.Errors()})
+	}
+	return out
 }
 
 // serveControl listens on a root-only unix socket for status requests.

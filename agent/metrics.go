@@ -67,18 +67,14 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descENIBytes, prometheus.CounterValue, float64(cnt[dir].Bytes), e.Name, name)
 		}
 	}
-	agg, specs := a.flows, a.flowSpecs
+	flowLogs := a.flowLogStatuses()
 	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.ctEntries))
 	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.ctEvictions))
 	a.mu.Unlock()
-	if agg != nil {
-		stats := agg.Stats()
-		for _, s := range specs {
-			st := stats[s.Name]
-			ch <- prometheus.MustNewConstMetric(descFlowRecs, prometheus.CounterValue, float64(st.Records), s.Name)
-			ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(st.Lost+s.Sink.Lost()), s.Name)
-			ch <- prometheus.MustNewConstMetric(descFlowErrs, prometheus.CounterValue, float64(s.Sink.Errors()), s.Name)
-		}
+	for _, f := range flowLogs {
+		ch <- prometheus.MustNewConstMetric(descFlowRecs, prometheus.CounterValue, float64(f.Records), f.Name)
+		ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(f.Lost), f.Name)
+		ch <- prometheus.MustNewConstMetric(descFlowErrs, prometheus.CounterValue, float64(f.Errors), f.Name)
 	}
 	if drops, err := a.dp.Drops(); err == nil {
 		for reason, d := range drops {

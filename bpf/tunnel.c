@@ -95,8 +95,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	wire_size(skb->len, skb->gso_segs, skb->gso_size, pi.hdr_len + VXLAN_ENCAP_LEN, &segs, &bytes);
 	bytes -= segs * VXLAN_ENCAP_LEN; /* the inner packets' IP bytes */
 	if (why) {
-		if ((why == DROP_SG_INGRESS || why == DROP_NACL_INGRESS || why == DROP_CT_INVALID) &&
-		    deni->flow_log)
+		if (policy_reject(why) && deni->flow_log)
 			flow_count(eni_id, &pi, DIR_INGRESS, FLOW_REJECT, segs, bytes, 1);
 		return drop(skb, why);
 	}

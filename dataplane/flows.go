@@ -37,10 +37,7 @@ type FlowDrain struct {
 // read and deleted atomically, so packets counted meanwhile land either in
 // this drain or in a new entry for the next: none is lost or counted twice.
 func (d *Datapath) DrainFlows() (FlowDrain, error) {
-	byID := map[uint32]string{}
-	for name, id := range d.eniIDs {
-		byID[id] = name
-	}
+	byID := d.eniNames()
 	// Monotonic to wall clock: the datapath stamps with CLOCK_MONOTONIC.
 	offset := time.Now().UnixNano() - int64(monotonicNow())
 	wall := func(ns uint64) time.Time { return time.Unix(0, int64(ns)+offset) }

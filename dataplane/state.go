@@ -257,6 +257,15 @@ func (d *Datapath) assignENIIDs(enis []ENI) map[string]uint32 {
 	return out
 }
 
+// eniNames maps counter indexes back to ENI names.
+func (d *Datapath) eniNames() map[uint32]string {
+	out := make(map[uint32]string, len(d.eniIDs))
+	for name, id := range d.eniIDs {
+		out[id] = name
+	}
+	return out
+}
+
 // ENIID returns the counter index of a local ENI.
 func (d *Datapath) ENIID(name string) (uint32, bool) {
 	id, ok := d.eniIDs[name]

@@ -92,10 +92,7 @@ var ctStateNames = []string{"new", "syn_sent", "established", "closing", "closed
 
 // Conntrack lists the tracked connections of this host's ENIs.
 func (d *Datapath) Conntrack() ([]Conn, error) {
-	byID := map[uint32]string{}
-	for name, id := range d.eniIDs {
-		byID[id] = name
-	}
+	byID := d.eniNames()
 	now := monotonicNow()
 	var k bpf.EniCtKey
 	var v bpf.EniCtEntry

@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
@@ -450,12 +449,6 @@ func linkUp(h *netlink.Handle, ns, name string) error {
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-// bpffsMounted reports whether /sys/fs/bpf is a bpffs mount.
-func bpffsMounted() bool {
-	var st unix.Statfs_t
-	return unix.Statfs("/sys/fs/bpf", &st) == nil && st.Type == unix.BPF_FS_MAGIC
 }
 
 // sameENI reports whether two ENIs need the same lab plumbing.

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/vpcd/vpcd/dataplane"
 	"github.com/vpcd/vpcd/tunnel"
 	"io"
 	"net"
@@ -58,14 +59,8 @@ func startDaemon(binary, dir, topoPath string, hs *hostState) error {
 	}
 	// Mount bpffs here, once, rather than let daemons that start together
 	// race to mount it: a second mount would hide the first one's pins.
-	if !bpffsMounted() {
-		os.MkdirAll("/sys/fs/bpf", 0o700)
-		if err := unix.Mount("bpf", "/sys/fs/bpf", "bpf", 0, "mode=0700"); err != nil {
-			return fmt.Errorf("bpffs is not mounted at /sys/fs/bpf and mounting it failed: %w", err)
-		}
-	}
-	if err := os.MkdirAll(hs.BPFFS, 0o700); err != nil {
-		return fmt.Errorf("host %s: bpffs dir: %w", hs.Name, err)
+	if err := dataplane.EnsureBPFFS(hs.BPFFS); err != nil {
+		return fmt.Errorf("host %s: %w", hs.Name, err)
 	}
 	logf, err := os.OpenFile(hs.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {

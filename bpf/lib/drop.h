@@ -34,6 +34,14 @@ enum drop_reason {
 /* Keeps the enum in the object's BTF so that bpf2go can generate it. */
 const enum drop_reason *__drop_reason_btf __attribute__((unused));
 
+/* policy_reject reports drop reasons that flow logs record as REJECT: the
+ * security groups', network ACLs' and connection tracking's. */
+static __always_inline int policy_reject(enum drop_reason r)
+{
+	return r == DROP_SG_INGRESS || r == DROP_SG_EGRESS || r == DROP_NACL_INGRESS ||
+	       r == DROP_NACL_EGRESS || r == DROP_CT_INVALID;
+}
+
 /* count_drop records one dropped packet under its reason and direction. */
 static __always_inline void count_drop(enum drop_reason reason, enum direction dir)
 {

@@ -128,13 +128,6 @@ static __always_inline void count_flow(struct ctx_buff *ctx, __u32 eni_id, const
 	flow_count(eni_id, pi, dir, action, segs, bytes, encrypted);
 }
 
-/* policy_reject reports drop reasons that flow logs record as REJECT. */
-static __always_inline int policy_reject(enum drop_reason r)
-{
-	return r == DROP_SG_INGRESS || r == DROP_SG_EGRESS || r == DROP_NACL_INGRESS ||
-	       r == DROP_NACL_EGRESS || r == DROP_CT_INVALID;
-}
-
 /* peer_down reports a peer host whose daemon answered our WireGuard with
  * "port unreachable" recently (the underlay filter marks it). */
 static __always_inline int peer_down(__u32 remote_ip)
