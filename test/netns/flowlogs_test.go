@@ -192,11 +192,7 @@ func TestFlowLogCapacity(t *testing.T) {
 	}
 	var lost string
 	ok := eventually(10*time.Second, func() bool {
-		for _, line := range strings.Split(metrics(t, l, "p"), "\n") {
-			if strings.HasPrefix(line, `vpcd_flowlog_records_lost_total{flow_log="all"}`) {
-				lost = strings.Fields(line)[1]
-			}
-		}
+		lost = metricValue(t, l, "p", `vpcd_flowlog_records_lost_total{flow_log="all"}`)
 		return lost != "" && lost != "0"
 	})
 	if !ok {
@@ -311,14 +307,8 @@ func TestConntrackFull(t *testing.T) {
 	}
 	var evicted, entries string
 	ok := eventually(10*time.Second, func() bool {
-		for _, line := range strings.Split(metrics(t, l, "p"), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "vpcd_conntrack_evictions_total" {
-				evicted = f[1]
-			}
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "vpcd_conntrack_entries" {
-				entries = f[1]
-			}
-		}
+		evicted = metricValue(t, l, "p", "vpcd_conntrack_evictions_total")
+		entries = metricValue(t, l, "p", "vpcd_conntrack_entries")
 		return evicted != "" && evicted != "0"
 	})
 	if !ok {

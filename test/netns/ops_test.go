@@ -156,25 +156,26 @@ func metrics(t *testing.T, l *lab.Lab, host string) string {
 	return body
 }
 
-func reloadErrors(t *testing.T, l *lab.Lab, host string) string {
+// metricValue returns the value of one series (name and labels, exactly
+// as exposed) from a host's metrics, or "" when it is absent.
+func metricValue(t *testing.T, l *lab.Lab, host, series string) string {
 	t.Helper()
 	for _, line := range strings.Split(metrics(t, l, host), "\n") {
-		if strings.HasPrefix(line, `vpcd_config_reloads_total{result="error"}`) {
-			return strings.Fields(line)[1]
+		if f := strings.Fields(line); len(f) == 2 && f[0] == series {
+			return f[1]
 		}
 	}
 	return ""
 }
 
+func reloadErrors(t *testing.T, l *lab.Lab, host string) string {
+	t.Helper()
+	return metricValue(t, l, host, `vpcd_config_reloads_total{result="error"}`)
+}
+
 func integrityFailures(t *testing.T, l *lab.Lab, host, reason string) float64 {
 	t.Helper()
-	prefix := `vpcd_datapath_integrity_failures_total{reason="` + reason + `"}`
-	for _, line := range strings.Split(metrics(t, l, host), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			var v float64
-			fmt.Sscan(strings.Fields(line)[1], &v)
-			return v
-		}
-	}
-	return 0
+	var v float64
+	fmt.Sscan(metricValue(t, l, host, `vpcd_datapath_integrity_failures_total{reason="`+reason+`"}`), &v)
+	return v
 }
