@@ -60,8 +60,33 @@ type Tunnel struct {
 	name    string
 	ifindex int
 
-	mu    sync.Mutex // guards peers
-	peers map[Key]string
+	pub Key // this host's public key
+
+	mu     sync.Mutex // guards peers, paced and closed
+	peers  map[Key]string
+	paced  map[Key]bool // peers whose persistent keepalive is configured
+	closed bool
+}
+
+// followerDelay is how long the host with the greater public key waits
+// before its first keepalive to a new peer. Both ends of a new pair start
+// at the same time (a lab, a fleet rollout, a reload that adds a peer);
+// if both sent an initiation at once, each would consume the other's
+// while its own was in flight, and wireguard-go's handshake workers can
+// then derive a session whose receive index the peer never learns, so
+// one direction is dead until the 15-second retry. One initiator per pair
+// avoids that: the lesser key initiates at once, the greater only if no
+// session came by this delay. Traffic still initiates at once, either way.
+const followerDelay = 400 * time.Millisecond
+
+// leads reports whether this host initiates first towards peer.
+func (t *Tunnel) leads(peer Key) bool {
+	for i := range t.pub {
+		if t.pub[i] != peer[i] {
+			return t.pub[i] < peer[i]
+		}
+	}
+	return true
 }
 
 // openTUN creates a TUN device without a virtio-net header. With no
@@ -136,7 +161,8 @@ func Start(cfg Config, log *slog.Logger) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tunnel{log: log, tun: td, name: cfg.Device, peers: map[Key]string{}}
+	t := &Tunnel{log: log, tun: td, name: cfg.Device, pub: cfg.PrivateKey.PublicKey(),
+		peers: map[Key]string{}, paced: map[Key]bool{}}
 	wglog := &device.Logger{
 		Verbosef: func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...), "component", "wireguard") },
 		Errorf:   func(format string, args ...any) { log.Warn(fmt.Sprintf(format, args...), "component", "wireguard") },
@@ -212,6 +238,9 @@ func (t *Tunnel) configure(cfg Config, withKey bool) error {
 	}
 	t.mu.Unlock()
 	peers := map[Key]string{}
+	paced := map[Key]bool{}
+	var later []Key
+	t.mu.Lock()
 	for _, p := range cfg.Peers {
 		peers[p.PublicKey] = p.Name
 		fmt.Fprintf(&b, "public_key=%s\n", hexKey(p.PublicKey))
@@ -220,18 +249,46 @@ func (t *Tunnel) configure(cfg Config, withKey bool) error {
 		}
 		fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint)
 		fmt.Fprintf(&b, "replace_allowed_ips=true\nallowed_ip=%s\n", p.AllowedIP)
-		if cfg.Keepalive > 0 {
+		switch {
+		case cfg.Keepalive <= 0:
+			fmt.Fprintf(&b, "persistent_keepalive_interval=0\n")
+		case t.paced[p.PublicKey] || t.leads(p.PublicKey):
 			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", int(cfg.Keepalive/time.Second))
+			paced[p.PublicKey] = true
+		default:
+			later = append(later, p.PublicKey)
 		}
 	}
+	t.mu.Unlock()
 	if err := t.dev.IpcSet(b.String()); err != nil {
 		// The configuration holds keys: never echo it.
 		return fmt.Errorf("tunnel %s: configure peers: %v", t.name, redact(err))
 	}
 	t.mu.Lock()
 	t.peers = peers
+	t.paced = paced
 	t.mu.Unlock()
+	for _, k := range later {
+		time.AfterFunc(followerDelay, func() { t.startKeepalive(k, cfg.Keepalive) })
+	}
 	return nil
+}
+
+// startKeepalive turns on a follower's persistent keepalive. wireguard-go
+// sends one at once: on the session the leader made, or, if none came,
+// after a handshake of its own.
+func (t *Tunnel) startKeepalive(peer Key, every time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.peers[peer]; t.closed || !ok || t.paced[peer] {
+		return
+	}
+	cmd := fmt.Sprintf("public_key=%s\nupdate_only=true\npersistent_keepalive_interval=%d\n", hexKey(peer), int(every/time.Second))
+	if err := t.dev.IpcSet(cmd); err != nil {
+		t.log.Warn("tunnel: start keepalive", "device", t.name, "error", redact(err))
+		return
+	}
+	t.paced[peer] = true
 }
 
 // redact keeps an IPC error's kind without any text that could carry key
@@ -351,6 +408,9 @@ func (t *Tunnel) Counters() DeviceCounters {
 
 // Close stops the device; the TUN and the UAPI socket go with it.
 func (t *Tunnel) Close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
 	if t.uapi != nil {
 		t.uapi.Close()
 	}

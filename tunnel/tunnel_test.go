@@ -76,3 +76,16 @@ func TestDeviceName(t *testing.T) {
 		t.Fatalf("DeviceName = %q", got)
 	}
 }
+
+// One end of every pair initiates first, whichever end asks.
+func TestLeadsOnePerPair(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		a, _ := GeneratePrivateKey()
+		b, _ := GeneratePrivateKey()
+		ta := &Tunnel{pub: a.PublicKey()}
+		tb := &Tunnel{pub: b.PublicKey()}
+		if ta.leads(tb.pub) == tb.leads(ta.pub) {
+			t.Fatalf("pair %d: both or neither lead", i)
+		}
+	}
+}
