@@ -24,6 +24,7 @@ import (
 
 	"github.com/vpcd/vpcd/dataplane"
 	"github.com/vpcd/vpcd/flowlogs"
+	"github.com/vpcd/vpcd/mirror"
 	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
 )
@@ -86,6 +87,11 @@ type Agent struct {
 	ctInserts   uint64
 	ctEvictions uint64
 	ctSampled   bool
+
+	// mirror delivers mirror copies; injectUp is whether the injection
+	// interface exists for ENI targets (both under mu).
+	mirror   *mirror.Mirror
+	injectUp bool
 
 	// hub and events serve `vpcd monitor`.
 	hub    *hub
@@ -208,6 +214,20 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		a.log.Warn("flow logs", "err", err)
 	}
 	defer a.stopFlowLogs()
+	if err := a.startMirror(topo); err != nil {
+		a.log.Warn("mirror sessions", "err", err)
+	}
+	defer func() {
+		a.mu.Lock()
+		m := a.mirror
+		a.mirror = nil
+		a.mu.Unlock()
+		if m != nil {
+			if err := m.Close(); err != nil {
+				a.log.Warn("mirror close", "err", err)
+			}
+		}
+	}()
 	flowTick := time.NewTicker(time.Second)
 	defer flowTick.Stop()
 
@@ -350,6 +370,9 @@ func (a *Agent) apply(t *topology.Topology) error {
 		}
 	}
 	a.topo = t
+	if err := a.applyMirror(t); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

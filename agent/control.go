@@ -24,6 +24,7 @@ type Status struct {
 	BPFFS       string                 `json:"bpffs"`
 	Conntrack   []dataplane.Conn       `json:"conntrack,omitempty"`
 	FlowLogs    []FlowLogStatus        `json:"flow_logs,omitempty"`
+	Mirrors     []MirrorStatus         `json:"mirror_sessions,omitempty"`
 }
 
 // FlowLogStatus is one flow log's destination and counters.
@@ -101,6 +102,7 @@ func (a *Agent) status(withConntrack bool) *Status {
 		s.Conntrack, _ = a.dp.Conntrack()
 	}
 	s.FlowLogs = a.flowLogStatuses()
+	s.Mirrors = a.mirrorStatuses()
 	a.mu.Unlock()
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {

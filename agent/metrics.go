@@ -51,6 +51,8 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFlowErrs
 	ch <- descCTEntries
 	ch <- descCTEvicted
+	ch <- descMirrorPackets
+	ch <- descMirrorDropped
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -68,6 +70,10 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	flowLogs := a.flowLogStatuses()
+	for _, m := range a.mirrorStatuses() {
+		ch <- prometheus.MustNewConstMetric(descMirrorPackets, prometheus.CounterValue, float64(m.Packets), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMirrorDropped, prometheus.CounterValue, float64(m.Dropped), m.Name)
+	}
 	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.ctEntries))
 	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.ctEvictions))
 	a.mu.Unlock()

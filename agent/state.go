@@ -81,6 +81,7 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 		}
 		s.Routes = append(s.Routes, r)
 	}
+	s.Mirror = mirrorSessions(t, host)
 	return s, nil
 }
 

@@ -13,3 +13,16 @@ int eni_ingress(struct __sk_buff *skb)
 {
 	return eni_egress(skb);
 }
+
+/* mirror_inject runs at tcx ingress of the mirror injection interface,
+ * whose other end the daemon writes mirror copies to: each a VXLAN packet
+ * from the source ENI's address to the target ENI's. It sends the copy
+ * through the VPC as the source ENI would, except that no policy of the
+ * source applies and nothing counts it in flow logs or mirrors it again:
+ * the target's network ACL and security groups decide, here for a local
+ * target, on the target's host for a remote one. */
+SEC("tc")
+int mirror_inject(struct __sk_buff *skb)
+{
+	return mirror_inject_frame(skb);
+}

@@ -92,6 +92,8 @@ type EniEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
+	Mirror          uint8
+	_               [3]byte
 }
 
 type EniEventHook uint32
@@ -116,7 +118,7 @@ type EniFastEntry struct {
 	SourceDestCheck uint8
 	SrcFlowLog      uint8
 	DstFlowLog      uint8
-	Pad             uint8
+	Mirror          uint8
 }
 
 type EniFastKey struct {
@@ -159,6 +161,46 @@ type EniLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type EniMirrorCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Dropped uint64
+}
+
+type EniMirrorKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint32
+}
+
+type EniMirrorRule struct {
+	_       structs.HostLayout
+	Src     uint32
+	SrcMask uint32
+	Dst     uint32
+	DstMask uint32
+	SportLo uint16
+	SportHi uint16
+	DportLo uint16
+	DportHi uint16
+	Session uint16
+	Proto   uint8
+	Flags   uint8
+}
+
+type EniMirrorSession struct {
+	_          structs.HostLayout
+	Snaplen    uint32
+	SrcIfindex uint32
+}
+
+type EniMirrorSet struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	Rules [32]EniMirrorRule
 }
 
 type EniPeerInfo struct {
@@ -234,27 +276,32 @@ type EniVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EniMapConfig        = "config"
-	EniMapConntrack     = "conntrack"
-	EniMapCtInserts     = "ct_inserts"
-	EniMapDrops         = "drops"
-	EniMapEniStats      = "eni_stats"
-	EniMapEnis          = "enis"
-	EniMapEvents        = "events"
-	EniMapFastpath      = "fastpath"
-	EniMapFlowLost      = "flow_lost"
-	EniMapFlows         = "flows"
-	EniMapPeers         = "peers"
-	EniMapPolicyCidr    = "policy_cidr"
-	EniMapPolicyPort    = "policy_port"
-	EniMapPolicySets    = "policy_sets"
-	EniMapRoutes        = "routes"
-	EniMapSubstrate     = "substrate"
-	EniMapUnderlayAllow = "underlay_allow"
-	EniProgEniIngress   = "eni_ingress"
-	EniVarDropEventBtf  = "__drop_event_btf"
-	EniVarDropReasonBtf = "__drop_reason_btf"
-	EniVarEventHookBtf  = "__event_hook_btf"
+	EniMapConfig         = "config"
+	EniMapConntrack      = "conntrack"
+	EniMapCtInserts      = "ct_inserts"
+	EniMapDrops          = "drops"
+	EniMapEniStats       = "eni_stats"
+	EniMapEnis           = "enis"
+	EniMapEvents         = "events"
+	EniMapFastpath       = "fastpath"
+	EniMapFlowLost       = "flow_lost"
+	EniMapFlows          = "flows"
+	EniMapMirrorRing     = "mirror_ring"
+	EniMapMirrorSessions = "mirror_sessions"
+	EniMapMirrorSets     = "mirror_sets"
+	EniMapMirrorStats    = "mirror_stats"
+	EniMapPeers          = "peers"
+	EniMapPolicyCidr     = "policy_cidr"
+	EniMapPolicyPort     = "policy_port"
+	EniMapPolicySets     = "policy_sets"
+	EniMapRoutes         = "routes"
+	EniMapSubstrate      = "substrate"
+	EniMapUnderlayAllow  = "underlay_allow"
+	EniProgEniIngress    = "eni_ingress"
+	EniProgMirrorInject  = "mirror_inject"
+	EniVarDropEventBtf   = "__drop_event_btf"
+	EniVarDropReasonBtf  = "__drop_reason_btf"
+	EniVarEventHookBtf   = "__event_hook_btf"
 )
 
 // LoadEni returns the embedded CollectionSpec for Eni.
@@ -299,30 +346,35 @@ type EniSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniProgramSpecs struct {
-	EniIngress *ebpf.ProgramSpec `ebpf:"eni_ingress"`
+	EniIngress   *ebpf.ProgramSpec `ebpf:"eni_ingress"`
+	MirrorInject *ebpf.ProgramSpec `ebpf:"mirror_inject"`
 }
 
 // EniMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops         *ebpf.MapSpec `ebpf:"drops"`
-	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
-	Enis          *ebpf.MapSpec `ebpf:"enis"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Peers         *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes        *ebpf.MapSpec `ebpf:"routes"`
-	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops          *ebpf.MapSpec `ebpf:"drops"`
+	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	Enis           *ebpf.MapSpec `ebpf:"enis"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers          *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes         *ebpf.MapSpec `ebpf:"routes"`
+	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
 }
 
 // EniVariableSpecs contains global variables before they are loaded into the kernel.
@@ -354,23 +406,27 @@ func (o *EniObjects) Close() error {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Conntrack     *ebpf.Map `ebpf:"conntrack"`
-	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
-	Drops         *ebpf.Map `ebpf:"drops"`
-	EniStats      *ebpf.Map `ebpf:"eni_stats"`
-	Enis          *ebpf.Map `ebpf:"enis"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Fastpath      *ebpf.Map `ebpf:"fastpath"`
-	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Peers         *ebpf.Map `ebpf:"peers"`
-	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
-	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
-	Routes        *ebpf.Map `ebpf:"routes"`
-	Substrate     *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
+	Drops          *ebpf.Map `ebpf:"drops"`
+	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	Enis           *ebpf.Map `ebpf:"enis"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Fastpath       *ebpf.Map `ebpf:"fastpath"`
+	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
+	Peers          *ebpf.Map `ebpf:"peers"`
+	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
+	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
+	Routes         *ebpf.Map `ebpf:"routes"`
+	Substrate      *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
 }
 
 func (m *EniMaps) Close() error {
@@ -385,6 +441,10 @@ func (m *EniMaps) Close() error {
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.MirrorRing,
+		m.MirrorSessions,
+		m.MirrorSets,
+		m.MirrorStats,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,
@@ -408,12 +468,14 @@ type EniVariables struct {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniPrograms struct {
-	EniIngress *ebpf.Program `ebpf:"eni_ingress"`
+	EniIngress   *ebpf.Program `ebpf:"eni_ingress"`
+	MirrorInject *ebpf.Program `ebpf:"mirror_inject"`
 }
 
 func (p *EniPrograms) Close() error {
 	return _EniClose(
 		p.EniIngress,
+		p.MirrorInject,
 	)
 }
 

@@ -56,6 +56,8 @@ type EniXdpEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
+	Mirror          uint8
+	_               [3]byte
 }
 
 type EniXdpFastEntry struct {
@@ -72,7 +74,7 @@ type EniXdpFastEntry struct {
 	SourceDestCheck uint8
 	SrcFlowLog      uint8
 	DstFlowLog      uint8
-	Pad             uint8
+	Mirror          uint8
 }
 
 type EniXdpFastKey struct {
@@ -115,6 +117,44 @@ type EniXdpLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type EniXdpMirrorCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Dropped uint64
+}
+
+type EniXdpMirrorKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint32
+}
+
+type EniXdpMirrorSession struct {
+	_          structs.HostLayout
+	Snaplen    uint32
+	SrcIfindex uint32
+}
+
+type EniXdpMirrorSet struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	Rules [32]struct {
+		_       structs.HostLayout
+		Src     uint32
+		SrcMask uint32
+		Dst     uint32
+		DstMask uint32
+		SportLo uint16
+		SportHi uint16
+		DportLo uint16
+		DportHi uint16
+		Session uint16
+		Proto   uint8
+		Flags   uint8
+	}
 }
 
 type EniXdpPeerInfo struct {
@@ -190,27 +230,31 @@ type EniXdpVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EniXdpMapConfig        = "config"
-	EniXdpMapConntrack     = "conntrack"
-	EniXdpMapCtInserts     = "ct_inserts"
-	EniXdpMapDrops         = "drops"
-	EniXdpMapEniStats      = "eni_stats"
-	EniXdpMapEnis          = "enis"
-	EniXdpMapEvents        = "events"
-	EniXdpMapFastpath      = "fastpath"
-	EniXdpMapFlowLost      = "flow_lost"
-	EniXdpMapFlows         = "flows"
-	EniXdpMapPeers         = "peers"
-	EniXdpMapPolicyCidr    = "policy_cidr"
-	EniXdpMapPolicyPort    = "policy_port"
-	EniXdpMapPolicySets    = "policy_sets"
-	EniXdpMapRoutes        = "routes"
-	EniXdpMapSubstrate     = "substrate"
-	EniXdpMapUnderlayAllow = "underlay_allow"
-	EniXdpProgEniXdp       = "eni_xdp"
-	EniXdpVarDropEventBtf  = "__drop_event_btf"
-	EniXdpVarDropReasonBtf = "__drop_reason_btf"
-	EniXdpVarEventHookBtf  = "__event_hook_btf"
+	EniXdpMapConfig         = "config"
+	EniXdpMapConntrack      = "conntrack"
+	EniXdpMapCtInserts      = "ct_inserts"
+	EniXdpMapDrops          = "drops"
+	EniXdpMapEniStats       = "eni_stats"
+	EniXdpMapEnis           = "enis"
+	EniXdpMapEvents         = "events"
+	EniXdpMapFastpath       = "fastpath"
+	EniXdpMapFlowLost       = "flow_lost"
+	EniXdpMapFlows          = "flows"
+	EniXdpMapMirrorRing     = "mirror_ring"
+	EniXdpMapMirrorSessions = "mirror_sessions"
+	EniXdpMapMirrorSets     = "mirror_sets"
+	EniXdpMapMirrorStats    = "mirror_stats"
+	EniXdpMapPeers          = "peers"
+	EniXdpMapPolicyCidr     = "policy_cidr"
+	EniXdpMapPolicyPort     = "policy_port"
+	EniXdpMapPolicySets     = "policy_sets"
+	EniXdpMapRoutes         = "routes"
+	EniXdpMapSubstrate      = "substrate"
+	EniXdpMapUnderlayAllow  = "underlay_allow"
+	EniXdpProgEniXdp        = "eni_xdp"
+	EniXdpVarDropEventBtf   = "__drop_event_btf"
+	EniXdpVarDropReasonBtf  = "__drop_reason_btf"
+	EniXdpVarEventHookBtf   = "__event_hook_btf"
 )
 
 // LoadEniXdp returns the embedded CollectionSpec for EniXdp.
@@ -262,23 +306,27 @@ type EniXdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniXdpMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops         *ebpf.MapSpec `ebpf:"drops"`
-	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
-	Enis          *ebpf.MapSpec `ebpf:"enis"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Peers         *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes        *ebpf.MapSpec `ebpf:"routes"`
-	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops          *ebpf.MapSpec `ebpf:"drops"`
+	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	Enis           *ebpf.MapSpec `ebpf:"enis"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers          *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes         *ebpf.MapSpec `ebpf:"routes"`
+	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
 }
 
 // EniXdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -310,23 +358,27 @@ func (o *EniXdpObjects) Close() error {
 //
 // It can be passed to LoadEniXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniXdpMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Conntrack     *ebpf.Map `ebpf:"conntrack"`
-	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
-	Drops         *ebpf.Map `ebpf:"drops"`
-	EniStats      *ebpf.Map `ebpf:"eni_stats"`
-	Enis          *ebpf.Map `ebpf:"enis"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Fastpath      *ebpf.Map `ebpf:"fastpath"`
-	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Peers         *ebpf.Map `ebpf:"peers"`
-	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
-	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
-	Routes        *ebpf.Map `ebpf:"routes"`
-	Substrate     *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
+	Drops          *ebpf.Map `ebpf:"drops"`
+	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	Enis           *ebpf.Map `ebpf:"enis"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Fastpath       *ebpf.Map `ebpf:"fastpath"`
+	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
+	Peers          *ebpf.Map `ebpf:"peers"`
+	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
+	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
+	Routes         *ebpf.Map `ebpf:"routes"`
+	Substrate      *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
 }
 
 func (m *EniXdpMaps) Close() error {
@@ -341,6 +393,10 @@ func (m *EniXdpMaps) Close() error {
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.MirrorRing,
+		m.MirrorSessions,
+		m.MirrorSets,
+		m.MirrorStats,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

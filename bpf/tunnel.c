@@ -16,6 +16,7 @@
 #include "lib/conntrack.h"
 #include "lib/flow.h"
 #include "lib/monitor.h"
+#include "lib/mirror.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -39,6 +40,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	struct ethhdr *ieth, *eth;
 	__u32 vni, ifindex, eni_id;
 	__u8 mac[ETH_ALEN];
+	__u8 mirror, copy;
 	struct pkt_info pi;
 	struct eni_info *deni;
 	enum drop_reason why;
@@ -62,6 +64,8 @@ int tunnel_ingress(struct __sk_buff *skb)
 	if (!vx || !(vx->flags & bpf_htonl(VXLAN_FLAG_VNI)))
 		return drop(skb, DROP_MALFORMED);
 	vni = bpf_ntohl(vx->vni) >> 8;
+	/* A mirror copy is delivered, never mirrored again nor flow-logged. */
+	copy = (bpf_ntohl(vx->vni) & 0xff) == VXLAN_MIRROR_MARK;
 	ieth = parse_eth(&c);
 	if (!ieth || ieth->h_proto != bpf_htons(ETH_P_IP))
 		return drop(skb, DROP_MALFORMED);
@@ -95,12 +99,13 @@ int tunnel_ingress(struct __sk_buff *skb)
 	wire_size(skb->len, skb->gso_segs, skb->gso_size, pi.hdr_len + VXLAN_ENCAP_LEN, &segs, &bytes);
 	bytes -= segs * VXLAN_ENCAP_LEN; /* the inner packets' IP bytes */
 	if (why) {
-		if (policy_reject(why) && deni->flow_log)
+		if (policy_reject(why) && deni->flow_log && !copy)
 			flow_count(eni_id, &pi, DIR_INGRESS, FLOW_REJECT, segs, bytes, 1);
 		return drop(skb, why);
 	}
-	if (deni->flow_log)
+	if (deni->flow_log && !copy)
 		flow_count(eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, segs, bytes, 1);
+	mirror = copy ? 0 : deni->mirror & MIRROR_IN;
 
 	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
 	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */
@@ -122,5 +127,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	eth->h_proto = bpf_htons(ETH_P_IP);
 
 	count_eni(eni_id, DIR_INGRESS, segs, bytes);
+	if (mirror)
+		mirror_at(skb, ifindex, DIR_INGRESS, &pi);
 	return bpf_redirect_peer(ifindex, 0);
 }

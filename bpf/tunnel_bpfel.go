@@ -56,6 +56,8 @@ type TunnelEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
+	Mirror          uint8
+	_               [3]byte
 }
 
 type TunnelFastEntry struct {
@@ -72,7 +74,7 @@ type TunnelFastEntry struct {
 	SourceDestCheck uint8
 	SrcFlowLog      uint8
 	DstFlowLog      uint8
-	Pad             uint8
+	Mirror          uint8
 }
 
 type TunnelFastKey struct {
@@ -115,6 +117,44 @@ type TunnelLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type TunnelMirrorCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Dropped uint64
+}
+
+type TunnelMirrorKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint32
+}
+
+type TunnelMirrorSession struct {
+	_          structs.HostLayout
+	Snaplen    uint32
+	SrcIfindex uint32
+}
+
+type TunnelMirrorSet struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	Rules [32]struct {
+		_       structs.HostLayout
+		Src     uint32
+		SrcMask uint32
+		Dst     uint32
+		DstMask uint32
+		SportLo uint16
+		SportHi uint16
+		DportLo uint16
+		DportHi uint16
+		Session uint16
+		Proto   uint8
+		Flags   uint8
+	}
 }
 
 type TunnelPeerInfo struct {
@@ -200,6 +240,10 @@ const (
 	TunnelMapFastpath       = "fastpath"
 	TunnelMapFlowLost       = "flow_lost"
 	TunnelMapFlows          = "flows"
+	TunnelMapMirrorRing     = "mirror_ring"
+	TunnelMapMirrorSessions = "mirror_sessions"
+	TunnelMapMirrorSets     = "mirror_sets"
+	TunnelMapMirrorStats    = "mirror_stats"
 	TunnelMapPeers          = "peers"
 	TunnelMapPolicyCidr     = "policy_cidr"
 	TunnelMapPolicyPort     = "policy_port"
@@ -262,23 +306,27 @@ type TunnelProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TunnelMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops         *ebpf.MapSpec `ebpf:"drops"`
-	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
-	Enis          *ebpf.MapSpec `ebpf:"enis"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Peers         *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes        *ebpf.MapSpec `ebpf:"routes"`
-	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops          *ebpf.MapSpec `ebpf:"drops"`
+	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	Enis           *ebpf.MapSpec `ebpf:"enis"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers          *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes         *ebpf.MapSpec `ebpf:"routes"`
+	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
 }
 
 // TunnelVariableSpecs contains global variables before they are loaded into the kernel.
@@ -310,23 +358,27 @@ func (o *TunnelObjects) Close() error {
 //
 // It can be passed to LoadTunnelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TunnelMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Conntrack     *ebpf.Map `ebpf:"conntrack"`
-	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
-	Drops         *ebpf.Map `ebpf:"drops"`
-	EniStats      *ebpf.Map `ebpf:"eni_stats"`
-	Enis          *ebpf.Map `ebpf:"enis"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Fastpath      *ebpf.Map `ebpf:"fastpath"`
-	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Peers         *ebpf.Map `ebpf:"peers"`
-	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
-	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
-	Routes        *ebpf.Map `ebpf:"routes"`
-	Substrate     *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
+	Drops          *ebpf.Map `ebpf:"drops"`
+	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	Enis           *ebpf.Map `ebpf:"enis"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Fastpath       *ebpf.Map `ebpf:"fastpath"`
+	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
+	Peers          *ebpf.Map `ebpf:"peers"`
+	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
+	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
+	Routes         *ebpf.Map `ebpf:"routes"`
+	Substrate      *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
 }
 
 func (m *TunnelMaps) Close() error {
@@ -341,6 +393,10 @@ func (m *TunnelMaps) Close() error {
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.MirrorRing,
+		m.MirrorSessions,
+		m.MirrorSets,
+		m.MirrorStats,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

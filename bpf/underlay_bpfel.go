@@ -56,6 +56,8 @@ type UnderlayEniInfo struct {
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
+	Mirror          uint8
+	_               [3]byte
 }
 
 type UnderlayFastEntry struct {
@@ -72,7 +74,7 @@ type UnderlayFastEntry struct {
 	SourceDestCheck uint8
 	SrcFlowLog      uint8
 	DstFlowLog      uint8
-	Pad             uint8
+	Mirror          uint8
 }
 
 type UnderlayFastKey struct {
@@ -115,6 +117,44 @@ type UnderlayLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
 	Addr      uint32
+}
+
+type UnderlayMirrorCounter struct {
+	_       structs.HostLayout
+	Packets uint64
+	Dropped uint64
+}
+
+type UnderlayMirrorKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Dir     uint32
+}
+
+type UnderlayMirrorSession struct {
+	_          structs.HostLayout
+	Snaplen    uint32
+	SrcIfindex uint32
+}
+
+type UnderlayMirrorSet struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	Rules [32]struct {
+		_       structs.HostLayout
+		Src     uint32
+		SrcMask uint32
+		Dst     uint32
+		DstMask uint32
+		SportLo uint16
+		SportHi uint16
+		DportLo uint16
+		DportHi uint16
+		Session uint16
+		Proto   uint8
+		Flags   uint8
+	}
 }
 
 type UnderlayPeerInfo struct {
@@ -200,6 +240,10 @@ const (
 	UnderlayMapFastpath           = "fastpath"
 	UnderlayMapFlowLost           = "flow_lost"
 	UnderlayMapFlows              = "flows"
+	UnderlayMapMirrorRing         = "mirror_ring"
+	UnderlayMapMirrorSessions     = "mirror_sessions"
+	UnderlayMapMirrorSets         = "mirror_sets"
+	UnderlayMapMirrorStats        = "mirror_stats"
 	UnderlayMapPeers              = "peers"
 	UnderlayMapPolicyCidr         = "policy_cidr"
 	UnderlayMapPolicyPort         = "policy_port"
@@ -264,23 +308,27 @@ type UnderlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Conntrack     *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts     *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops         *ebpf.MapSpec `ebpf:"drops"`
-	EniStats      *ebpf.MapSpec `ebpf:"eni_stats"`
-	Enis          *ebpf.MapSpec `ebpf:"enis"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Fastpath      *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost      *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Peers         *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr    *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets    *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes        *ebpf.MapSpec `ebpf:"routes"`
-	Substrate     *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow *ebpf.MapSpec `ebpf:"underlay_allow"`
+	Config         *ebpf.MapSpec `ebpf:"config"`
+	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops          *ebpf.MapSpec `ebpf:"drops"`
+	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	Enis           *ebpf.MapSpec `ebpf:"enis"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers          *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes         *ebpf.MapSpec `ebpf:"routes"`
+	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
 }
 
 // UnderlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -312,23 +360,27 @@ func (o *UnderlayObjects) Close() error {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Conntrack     *ebpf.Map `ebpf:"conntrack"`
-	CtInserts     *ebpf.Map `ebpf:"ct_inserts"`
-	Drops         *ebpf.Map `ebpf:"drops"`
-	EniStats      *ebpf.Map `ebpf:"eni_stats"`
-	Enis          *ebpf.Map `ebpf:"enis"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Fastpath      *ebpf.Map `ebpf:"fastpath"`
-	FlowLost      *ebpf.Map `ebpf:"flow_lost"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Peers         *ebpf.Map `ebpf:"peers"`
-	PolicyCidr    *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort    *ebpf.Map `ebpf:"policy_port"`
-	PolicySets    *ebpf.Map `ebpf:"policy_sets"`
-	Routes        *ebpf.Map `ebpf:"routes"`
-	Substrate     *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow *ebpf.Map `ebpf:"underlay_allow"`
+	Config         *ebpf.Map `ebpf:"config"`
+	Conntrack      *ebpf.Map `ebpf:"conntrack"`
+	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
+	Drops          *ebpf.Map `ebpf:"drops"`
+	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	Enis           *ebpf.Map `ebpf:"enis"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Fastpath       *ebpf.Map `ebpf:"fastpath"`
+	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
+	Flows          *ebpf.Map `ebpf:"flows"`
+	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
+	Peers          *ebpf.Map `ebpf:"peers"`
+	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
+	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
+	Routes         *ebpf.Map `ebpf:"routes"`
+	Substrate      *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
 }
 
 func (m *UnderlayMaps) Close() error {
@@ -343,6 +395,10 @@ func (m *UnderlayMaps) Close() error {
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.MirrorRing,
+		m.MirrorSessions,
+		m.MirrorSets,
+		m.MirrorStats,
 		m.Peers,
 		m.PolicyCidr,
 		m.PolicyPort,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
@@ -37,6 +38,11 @@ type Datapath struct {
 	attached   map[string]Attachment // by pin name
 	// eniIDs remembers the dense counter index given to each ENI name.
 	eniIDs map[string]uint32
+	// mirrorIDs remembers the index given to each mirror session name;
+	// mirrorFresh lists indexes given since the last reconcile, whose
+	// counters start from zero.
+	mirrorIDs   map[string]uint32
+	mirrorFresh []uint32
 	// monitor mirrors the config map's monitor flag across reconciles.
 	monitor bool
 	// lostSeen is the flow_lost total per ENI index already reported.
@@ -91,7 +97,7 @@ func Open(dir string, log *slog.Logger) (*Datapath, error) {
 	if err := os.MkdirAll(mapDir, 0o700); err != nil {
 		return nil, err
 	}
-	d := &Datapath{dir: dir, log: log, attached: map[string]Attachment{}, eniIDs: map[string]uint32{}}
+	d := &Datapath{dir: dir, log: log, attached: map[string]Attachment{}, eniIDs: map[string]uint32{}, mirrorIDs: map[string]uint32{}}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: mapDir}}
 
 	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadEniObjects(&d.eni, opts) }); err != nil {
@@ -149,8 +155,12 @@ func (d *Datapath) Close() error {
 // Teardown removes every pin under dir: links (which detaches their
 // programs) and maps. It is the uninstall; it works without a daemon.
 func Teardown(dir string) error {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil
+	var err error
+	if l, lerr := netlink.LinkByName(MirrorInjectName); lerr == nil {
+		err = netlink.LinkDel(l) // the mirror injection pair
 	}
-	return os.RemoveAll(dir)
+	if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
+		return err
+	}
+	return errors.Join(err, os.RemoveAll(dir))
 }

@@ -76,6 +76,9 @@ func (d *Datapath) Repair(p IntegrityProblem) error {
 		return err
 	case "tunnel_ingress":
 		return d.AttachTunnel(a.Interface)
+	case "mirror_inject":
+		_, err := d.EnsureMirrorInject()
+		return err
 	}
 	return fmt.Errorf("unknown program %q on %s", a.Program, a.Interface)
 }

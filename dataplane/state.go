@@ -85,6 +85,8 @@ type State struct {
 	Peers         []netip.Addr // underlay addresses of the other hosts
 	Substrate     []netip.Prefix
 	UnderlayAllow []AllowRule
+	// Mirror holds the mirror sessions whose source ENI is on this host.
+	Mirror []MirrorSession
 }
 
 func be32(a netip.Addr) uint32 {
@@ -169,6 +171,22 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		enis[uint32(idx)] = info
 	}
 
+	_, msessions, msets, mbits, merrs := d.mirrorEntries(s.Mirror, ifindexes)
+	errs = append(errs, merrs...)
+	for name, b := range mbits {
+		if idx, ok := ifindexes[name]; ok {
+			info := enis[uint32(idx)]
+			info.Mirror = b
+			enis[uint32(idx)] = info
+		}
+	}
+	for _, id := range d.mirrorFresh {
+		if err := d.ResetMirrorCounters(id); err != nil {
+			errs = append(errs, fmt.Errorf("mirror counters: %w", err))
+		}
+	}
+	d.mirrorFresh = nil
+
 	routes := map[bpf.EniRouteKey]bpf.EniRoute{}
 	for _, r := range s.Routes {
 		v := bpf.EniRoute{Mac: mac6(r.MAC)}
@@ -208,6 +226,8 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		syncMap(d.eni.PolicySets, psets),
 		syncMap(d.eni.PolicyCidr, pcidr),
 		syncMap(d.eni.PolicyPort, pport),
+		syncArray(d.eni.MirrorSessions, msessions),
+		syncMap(d.eni.MirrorSets, msets),
 		syncMap(d.eni.Enis, enis),
 		syncMap(d.eni.Routes, routes),
 		syncMap(d.eni.Peers, peers),

@@ -98,7 +98,80 @@ struct eni_info {
 	__u8 mac[ETH_ALEN];
 	__u8 source_dest_check;
 	__u8 flow_log; /* a flow log covers the ENI: count its flows */
+	__u8 mirror;   /* MIRROR_IN | MIRROR_OUT: sessions watch the ENI */
 };
+
+/* eni_info.mirror and fast_entry.mirror bits. */
+#define MIRROR_IN 1  /* the ENI's ingress has sessions (fast path: the target's) */
+#define MIRROR_OUT 2 /* the ENI's egress has sessions (fast path: the source's) */
+
+/* Traffic mirroring (lib/mirror.h). Each ENI and direction with sessions
+ * has a mirror_set: the rules of its sessions' filters, sessions in
+ * session_number order and each session's rules in rule_number order. */
+#define MIRROR_RULES 32
+#define MAX_MIRROR_SESSIONS 1024
+#define MIRROR_SNAP_MAX 2048 /* bytes of a frame a copy can hold; a power of 2 */
+#define MIRROR_SNAP_SMALL 256 /* a power of 2 */
+
+#define MIRROR_RULE_ACCEPT 1
+#define MIRROR_RULE_ANY_PROTO 2
+#define MIRROR_RULE_PORTS 4 /* the rule names port ranges: TCP/UDP only */
+
+struct mirror_rule {
+	__u32 src;      /* network order */
+	__u32 src_mask; /* network order */
+	__u32 dst;
+	__u32 dst_mask;
+	__u16 sport_lo; /* host order */
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
+	__u16 session; /* index in mirror_sessions */
+	__u8 proto;
+	__u8 flags;
+};
+
+struct mirror_key {
+	__u32 ifindex; /* of the ENI's host-side interface */
+	__u32 dir;     /* enum direction */
+};
+
+struct mirror_set {
+	__u32 n;
+	__u32 _pad;
+	struct mirror_rule rules[MIRROR_RULES];
+};
+
+struct mirror_session {
+	__u32 snaplen;     /* bytes of the frame to copy; at most MIRROR_SNAP_MAX are */
+	__u32 src_ifindex; /* the source ENI's interface (injected copies) */
+};
+
+struct mirror_counter {
+	__u64 packets; /* copies handed to the daemon */
+	__u64 dropped; /* copies the full ring refused */
+};
+
+/* The head of a copy in the mirror ring; the frame's first cap bytes
+ * follow it. */
+struct mirror_record {
+	__u64 time; /* bpf_ktime_get_ns */
+	__u32 orig_len;
+	__u16 cap;
+	__u16 session;
+	__u8 dir;
+	__u8 _pad[7];
+};
+
+/* The VPC header of a mirror copy carries this in the reserved low byte
+ * of its VNI word: the receiving host delivers it to the target without
+ * mirroring it again or counting it in flow logs. */
+#define VXLAN_MIRROR_MARK 0x4d
+
+/* Injected copies name their session in the source MAC of the frame the
+ * daemon writes to the injection interface: 02:6d:SS:SS:SS:SS. */
+#define MIRROR_INJECT_MAC0 0x02
+#define MIRROR_INJECT_MAC1 0x6d
 
 /* Rule bitmaps: one bit per rule of a set, up to POLICY_RULES rules. */
 #define POLICY_WORDS 16
@@ -259,7 +332,7 @@ struct fast_entry {
 	__u8 source_dest_check;
 	__u8 src_flow_log; /* count the flow at the source / the local target */
 	__u8 dst_flow_log;
-	__u8 _pad;
+	__u8 mirror; /* MIRROR_OUT: the source's egress, MIRROR_IN: the target's ingress */
 };
 
 #endif

@@ -19,6 +19,7 @@
 #include "conntrack.h"
 #include "flow.h"
 #include "monitor.h"
+#include "mirror.h"
 
 static __always_inline int eni_drop(struct ctx_buff *ctx, enum drop_reason reason)
 {
@@ -160,6 +161,22 @@ static __always_inline void fast_key_for(struct fast_key *fk, struct ctx_buff *c
 	fk->rule_port = pi->rule_port;
 }
 
+/* fast_local_mirrored rewrites the frame for a local target ENI whose ingress
+ * is mirrored, mirrors it as the target sees it, and delivers it. */
+static __always_inline int fast_local_mirrored(struct ctx_buff *ctx, __u32 out_ifindex, const __u8 *dst_mac,
+					       const __u8 *gw_mac, const struct pkt_info *pi)
+{
+	void *data = ctx_data(ctx);
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > ctx_data_end(ctx))
+		return CTX_DROP;
+	mac_copy(eth->h_dest, dst_mac);
+	mac_copy(eth->h_source, gw_mac);
+	mirror_at(ctx, out_ifindex, DIR_INGRESS, pi);
+	return ctx_redirect_local(ctx, out_ifindex);
+}
+
 /* fast_forward sends a packet of an established flow as the slow path did
  * before: one lookup, no policy, no route. Returns -1 to fall back to the
  * slow path. */
@@ -188,6 +205,10 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 			count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
 		if (fe->dst_flow_log)
 			count_flow(ctx, fe->dst_eni_id, pi, DIR_INGRESS, FLOW_ACCEPT, 0);
+		if (fe->mirror & MIRROR_OUT)
+			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
+		if (fe->mirror & MIRROR_IN)
+			return fast_local_mirrored(ctx, fe->out_ifindex, fe->dst_mac, cfg->gw_mac, pi);
 		mac_copy(eth->h_dest, fe->dst_mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(ctx, fe->out_ifindex);
@@ -197,6 +218,8 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 	if (fe->src_flow_log)
 		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
+	if (fe->mirror & MIRROR_OUT)
+		mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
 		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
 		   fe->dst_mac, fe->src_mac);
@@ -221,6 +244,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 		.src_eni_id = eni->eni_id,
 		.source_dest_check = eni->source_dest_check,
 		.src_flow_log = eni->flow_log,
+		.mirror = eni->mirror & MIRROR_OUT,
 	};
 
 	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))
@@ -228,6 +252,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 	if (dst) {
 		fe.dst_eni_id = dst->eni_id;
 		fe.dst_flow_log = dst->flow_log;
+		fe.mirror |= dst->mirror & MIRROR_IN;
 	}
 	fast_key_for(&fk, ctx, pi);
 	mac_copy(fe.dst_mac, rt->mac);
@@ -355,9 +380,13 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		if (!ip_is_fragment(ip))
 			fast_remember(ctx, &pi, eni, rt, cfg, dst);
 		count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
+		count_eni(rt->eni_id, DIR_INGRESS, segs, bytes);
+		if (eni->mirror & MIRROR_OUT)
+			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
+		if (dst->mirror & MIRROR_IN)
+			return fast_local_mirrored(ctx, dst_if, rt->mac, cfg->gw_mac, &pi);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
-		count_eni(rt->eni_id, DIR_INGRESS, segs, bytes);
 		return ctx_redirect_local(ctx, rt->ifindex);
 	}
 	/* The peer's daemon is down: no session to send in; dropped here,
@@ -369,8 +398,88 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 	if (eni->flow_log)
 		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
+	if (eni->mirror & MIRROR_OUT)
+		mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
 	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
 			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
 }
+
+#if defined(VPCD_HOOK_TC)
+static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
+{
+	struct cursor c = { .pos = ctx_data(skb), .end = ctx_data_end(skb) };
+	struct vpcd_config *cfg;
+	struct mirror_session *ms;
+	struct eni_info *src, *dst;
+	struct route_key rk;
+	struct route *rt;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct udphdr *udp;
+	struct cursor lc;
+	struct pkt_info pi;
+	struct vxlan_encap h;
+	enum drop_reason why;
+	__u32 idx, src_if, dst_if, len;
+
+	cfg = get_config();
+	if (!cfg)
+		return eni_drop(skb, DROP_UNKNOWN_ENI);
+	eth = parse_eth(&c);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_source[0] != MIRROR_INJECT_MAC0 ||
+	    eth->h_source[1] != MIRROR_INJECT_MAC1)
+		return eni_drop(skb, DROP_MALFORMED);
+	idx = (__u32)eth->h_source[2] << 24 | (__u32)eth->h_source[3] << 16 | (__u32)eth->h_source[4] << 8 |
+	      eth->h_source[5];
+	ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
+	if (!ms || !ms->src_ifindex)
+		return eni_drop(skb, DROP_UNKNOWN_ENI);
+	src_if = ms->src_ifindex;
+	src = bpf_map_lookup_elem(&enis, &src_if);
+	if (!src)
+		return eni_drop(skb, DROP_UNKNOWN_ENI);
+	ip = parse_ipv4(&c);
+	if (!ip || ip->ihl != 5 || ip_is_fragment(ip) || ip->protocol != IPPROTO_UDP_ || ip->saddr != src->ip ||
+	    bpf_ntohs(ip->tot_len) > skb->len - ETH_HLEN)
+		return eni_drop(skb, DROP_MALFORMED);
+	lc = c;
+	udp = parse_udp(&c);
+	if (!udp || udp->dest != bpf_htons(VXLAN_PORT) || pkt_info_fill(&pi, ip, &lc) < 0)
+		return eni_drop(skb, DROP_MALFORMED);
+
+	rk.vni = src->vni;
+	rk.ip = ip->daddr;
+	rt = bpf_map_lookup_elem(&routes, &rk);
+	if (!rt)
+		return eni_drop(skb, drop_reason_for_miss(src, ip->daddr));
+	len = skb->len;
+	if (rt->ifindex) {
+		dst_if = rt->ifindex;
+		dst = bpf_map_lookup_elem(&enis, &dst_if);
+		if (!dst)
+			return eni_drop(skb, DROP_UNKNOWN_ENI);
+		why = policy_check(dst, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
+		if (why)
+			return eni_drop_dir(skb, why);
+		count_eni(dst->eni_id, DIR_INGRESS, 1, len - ETH_HLEN);
+		c.pos = ctx_data(skb);
+		c.end = ctx_data_end(skb);
+		eth = parse_eth(&c);
+		if (!eth)
+			return eni_drop(skb, DROP_MALFORMED);
+		mac_copy(eth->h_dest, rt->mac);
+		mac_copy(eth->h_source, cfg->gw_mac);
+		return ctx_redirect_local(skb, dst_if);
+	}
+	if (!cfg->tun_ifindex || peer_down(rt->remote_ip))
+		return eni_drop(skb, DROP_NO_TUNNEL);
+	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, idx * 0x9e3779b1u ^ pi.sport, rt->mac,
+		   src->mac);
+	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
+	if (vxlan_push(skb, &h) < 0)
+		return eni_drop(skb, DROP_ENCAP_FAILED);
+	return ctx_redirect(skb, cfg->tun_ifindex);
+}
+#endif
 
 #endif

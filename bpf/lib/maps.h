@@ -158,6 +158,39 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENIS * __DIR_MAX);
+	__type(key, struct mirror_key);
+	__type(value, struct mirror_set);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_MIRROR_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct mirror_session);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_sessions SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_MIRROR_SESSIONS);
+	__type(key, __u32);
+	__type(value, struct mirror_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_stats SEC(".maps");
+
+#define MIRROR_RING_SIZE (4 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, MIRROR_RING_SIZE);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_ring SEC(".maps");
+
 static __always_inline struct vpcd_config *get_config(void)
 {
 	__u32 zero = 0;

@@ -220,6 +220,12 @@ func printStatus(st *agent.Status) {
 	for _, a := range st.Attachments {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)
 	}
+	if len(st.Mirrors) > 0 {
+		fmt.Fprintln(w, "\nMIRROR SESSION\tSOURCE\tTARGET\tVNI\tPACKETS\tDROPPED\tERRORS")
+		for _, m := range st.Mirrors {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", m.Name, m.Source, m.Target, m.VNI, m.Packets, m.Dropped, m.Errors)
+		}
+	}
 	if len(st.FlowLogs) > 0 {
 		fmt.Fprintln(w, "\nFLOW LOG\tDESTINATION\tENIS\tRECORDS\tLOST\tERRORS")
 		for _, f := range st.FlowLogs {

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Traffic mirroring, AWS semantics: for a packet at an ENI, the sessions on
+ * that ENI and direction are tried in session_number order; the first whose
+ * filter accepts the packet mirrors it, once. A filter's rules are tried in
+ * rule_number order, the first match decides, no match is no mirror.
+ *
+ * The datapath only decides and copies: the first bytes of the frame go to
+ * the daemon through the mirror ring, which wraps them in VXLAN and sends
+ * them back through the VPC (mirror_inject) or writes a pcap file. A full
+ * ring drops the copy and counts it; the packet itself is never held up.
+ *
+ * Callers mirror only packets that passed the network ACLs and security
+ * groups, never ARP, never a mirror copy itself. */
+#ifndef VPCD_MIRROR_H
+#define VPCD_MIRROR_H
+
+#include "ctx.h"
+#include "common.h"
+#include "maps.h"
+#include "policy.h"
+
+/* mirror_pick returns the session that mirrors a packet at an ENI and
+ * direction (key = ifindex << 32 | dir), or -1. pp is proto << 32 |
+ * sport << 16 | dport (ports in host order, 0 when the packet has none).
+ * A global function: verified once, whatever calls it. */
+__attribute__((noinline)) int mirror_pick(__u64 key, __u32 saddr, __u32 daddr, __u64 pp)
+{
+	struct mirror_key k = { .ifindex = (__u32)(key >> 32), .dir = (__u32)key & 1 };
+	struct mirror_set *set = bpf_map_lookup_elem(&mirror_sets, &k);
+	__u8 proto = (__u8)(pp >> 32);
+	__u16 sport = (__u16)(pp >> 16), dport = (__u16)pp;
+	int skip = -1;
+	__u32 n;
+
+	if (!set)
+		return -1;
+	n = set->n;
+	for (__u32 i = 0; i < MIRROR_RULES; i++) {
+		const struct mirror_rule *r = &set->rules[i];
+
+		if (i >= n)
+			break;
+		if ((int)r->session == skip)
+			continue;
+		if (!(r->flags & MIRROR_RULE_ANY_PROTO) && r->proto != proto)
+			continue;
+		if ((saddr & r->src_mask) != r->src || (daddr & r->dst_mask) != r->dst)
+			continue;
+		if (r->flags & MIRROR_RULE_PORTS) {
+			if (proto != IPPROTO_TCP_ && proto != IPPROTO_UDP_)
+				continue;
+			if (sport < r->sport_lo || sport > r->sport_hi || dport < r->dport_lo || dport > r->dport_hi)
+				continue;
+		}
+		if (r->flags & MIRROR_RULE_ACCEPT)
+			return r->session;
+		skip = r->session; /* rejected: this session is done, try the next */
+	}
+	return -1;
+}
+
+static __always_inline __u64 mirror_wakeup(void)
+{
+	/* Wake the daemon only when the ring fills up; otherwise it polls,
+	 * so a busy ENI does not cost a wakeup per copy. */
+	return bpf_ringbuf_query(&mirror_ring, BPF_RB_AVAIL_DATA) > MIRROR_RING_SIZE / 16 ? BPF_RB_FORCE_WAKEUP
+											     : BPF_RB_NO_WAKEUP;
+}
+
+#define MIRROR_EMIT(SIZE)                                                                      \
+	do {                                                                                   \
+		struct {                                                                       \
+			struct mirror_record h;                                                \
+			__u8 data[SIZE];                                                       \
+		} *rec = bpf_ringbuf_reserve(&mirror_ring, sizeof(*rec), 0);                   \
+		if (!rec) {                                                                    \
+			mc->dropped++;                                                         \
+			return 0;                                                              \
+		}                                                                              \
+		/* cap is 1..SIZE already; the mask shows the verifier. */            \
+		cap = ((cap - 1) & (SIZE - 1)) + 1;                                            \
+		if (ctx_load_bytes(ctx, 0, rec->data, cap) < 0) {                              \
+			bpf_ringbuf_discard(rec, BPF_RB_NO_WAKEUP);                            \
+			mc->dropped++;                                                         \
+			return 0;                                                              \
+		}                                                                              \
+		rec->h.time = bpf_ktime_get_ns();                                              \
+		rec->h.orig_len = len;                                                         \
+		rec->h.cap = cap;                                                              \
+		rec->h.session = idx;                                                          \
+		rec->h.dir = (__u8)(key & 1);                                                  \
+		bpf_ringbuf_submit(rec, mirror_wakeup());                                      \
+		mc->packets++;                                                                 \
+	} while (0)
+
+/* mirror_copy mirrors the frame in ctx if a session of the ENI takes it. */
+__attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32 saddr, __u32 daddr, __u64 pp)
+{
+	struct mirror_session *ms;
+	struct mirror_counter *mc;
+	__u32 idx, len, cap;
+	int s;
+
+	if (!ctx)
+		return 0;
+	s = mirror_pick(key, saddr, daddr, pp);
+	if (s < 0 || s >= MAX_MIRROR_SESSIONS)
+		return 0;
+	idx = (__u32)s;
+	ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
+	mc = bpf_map_lookup_elem(&mirror_stats, &idx);
+	if (!ms || !mc)
+		return 0;
+	len = ctx_len(ctx);
+	cap = ms->snaplen;
+	if (cap > len)
+		cap = len;
+	if (cap > MIRROR_SNAP_MAX)
+		cap = MIRROR_SNAP_MAX;
+	if (cap < 1)
+		return 0;
+	if (cap <= MIRROR_SNAP_SMALL)
+		MIRROR_EMIT(MIRROR_SNAP_SMALL);
+	else
+		MIRROR_EMIT(MIRROR_SNAP_MAX);
+	return 0;
+}
+
+/* mirror_at mirrors a packet at an ENI's interface in a direction. */
+static __always_inline void mirror_at(struct ctx_buff *ctx, __u32 ifindex, __u8 dir, const struct pkt_info *pi)
+{
+	mirror_copy(ctx, (__u64)ifindex << 32 | dir, pi->saddr, pi->daddr,
+		    (__u64)pi->proto << 32 | (__u32)pi->sport << 16 | pi->dport);
+}
+
+#endif

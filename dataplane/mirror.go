@@ -1,0 +1,371 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcd/vpcd/bpf"
+)
+
+// Limits of the mirror datapath (bpf/lib/common.h).
+const (
+	// MirrorRules is how many filter rules the sessions of one ENI and
+	// direction may have together.
+	MirrorRules = 32
+	// MaxMirrorSessions bounds the sessions of one host.
+	MaxMirrorSessions = 1024
+	// MirrorSnapMax is the most bytes of a frame a copy holds.
+	MirrorSnapMax = 2048
+	// MirrorCopyOverhead is what the mirror's VXLAN wrapping adds to a
+	// copy: outer IPv4 (20), UDP (8) and VXLAN (8).
+	MirrorCopyOverhead = 36
+)
+
+// MirrorRule is one rule of a mirror filter in one direction.
+type MirrorRule struct {
+	Accept   bool
+	Protocol int // -1: all
+	Source   netip.Prefix
+	Dest     netip.Prefix
+	SrcPorts [2]uint16 // inclusive; {0, 65535} = any
+	DstPorts [2]uint16
+}
+
+// MirrorSession is a session whose source ENI is on this host.
+type MirrorSession struct {
+	Name          string
+	SourceENI     string // a local ENI's name
+	SessionNumber int
+	// Snaplen is how many bytes of each frame to copy (already bounded by
+	// the target's needs; the datapath caps it at MirrorSnapMax).
+	Snaplen int
+	Ingress []MirrorRule
+	Egress  []MirrorRule
+}
+
+// mirror bits of eni_info.
+const (
+	mirrorIn  = 1
+	mirrorOut = 2
+)
+
+func anyPorts(p [2]uint16) bool { return p[0] == 0 && p[1] == 65535 }
+
+// mirrorEntries compiles the sessions: the index of each session (stable
+// across reconciles while the session exists), the sessions array, the
+// rule sets per ENI interface and direction, and the ENIs' mirror bits.
+func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]int) (
+	idx map[string]uint32, arr map[uint32]bpf.EniMirrorSession, sets map[bpf.EniMirrorKey]bpf.EniMirrorSet,
+	bits map[string]uint8, errs []error) {
+
+	idx = d.assignMirrorIDs(sessions)
+	arr = map[uint32]bpf.EniMirrorSession{}
+	sets = map[bpf.EniMirrorKey]bpf.EniMirrorSet{}
+	bits = map[string]uint8{}
+
+	ordered := append([]MirrorSession(nil), sessions...)
+	sort.SliceStable(ordered, func(i, j int) bool { return ordered[i].SessionNumber < ordered[j].SessionNumber })
+	for _, s := range ordered {
+		ifx, ok := ifindexes[s.SourceENI]
+		if !ok {
+			continue // the ENI's interface is missing: reported with the ENI
+		}
+		id, ok := idx[s.Name]
+		if !ok {
+			errs = append(errs, fmt.Errorf("mirror session %s: more than %d sessions on this host", s.Name, MaxMirrorSessions))
+			continue
+		}
+		snap := s.Snaplen
+		if snap <= 0 || snap > MirrorSnapMax {
+			snap = MirrorSnapMax
+		}
+		arr[id] = bpf.EniMirrorSession{Snaplen: uint32(snap), SrcIfindex: uint32(ifx)}
+		for dir, rules := range [2][]MirrorRule{dirIngress: s.Ingress, dirEgress: s.Egress} {
+			if len(rules) == 0 {
+				continue
+			}
+			k := bpf.EniMirrorKey{Ifindex: uint32(ifx), Dir: uint32(dir)}
+			set := sets[k]
+			if int(set.N)+len(rules) > MirrorRules {
+				errs = append(errs, fmt.Errorf("mirror session %s: eni %s has more than %d mirror rules in direction %s across its sessions",
+					s.Name, s.SourceENI, MirrorRules, dirName(dir)))
+				continue
+			}
+			for _, r := range rules {
+				set.Rules[set.N] = compileMirrorRule(r, id)
+				set.N++
+			}
+			sets[k] = set
+			if dir == dirIngress {
+				bits[s.SourceENI] |= mirrorIn
+			} else {
+				bits[s.SourceENI] |= mirrorOut
+			}
+		}
+	}
+	return idx, arr, sets, bits, errs
+}
+
+const (
+	dirIngress = 0
+	dirEgress  = 1
+)
+
+func dirName(dir int) string {
+	if dir == dirIngress {
+		return "ingress"
+	}
+	return "egress"
+}
+
+func compileMirrorRule(r MirrorRule, session uint32) bpf.EniMirrorRule {
+	out := bpf.EniMirrorRule{
+		Src: be32(r.Source.Masked().Addr()), SrcMask: mask32(r.Source),
+		Dst: be32(r.Dest.Masked().Addr()), DstMask: mask32(r.Dest),
+		SportLo: r.SrcPorts[0], SportHi: r.SrcPorts[1],
+		DportLo: r.DstPorts[0], DportHi: r.DstPorts[1],
+		Session: uint16(session),
+	}
+	if r.Accept {
+		out.Flags |= 1
+	}
+	if r.Protocol < 0 {
+		out.Flags |= 2
+	} else {
+		out.Proto = uint8(r.Protocol)
+	}
+	if !anyPorts(r.SrcPorts) || !anyPorts(r.DstPorts) {
+		out.Flags |= 4
+	}
+	return out
+}
+
+// assignMirrorIDs gives each session a dense index, keeping the index a
+// session already had, like assignENIIDs.
+func (d *Datapath) assignMirrorIDs(sessions []MirrorSession) map[string]uint32 {
+	want := map[string]bool{}
+	for _, s := range sessions {
+		want[s.Name] = true
+	}
+	for name := range d.mirrorIDs {
+		if !want[name] {
+			delete(d.mirrorIDs, name)
+		}
+	}
+	used := map[uint32]bool{}
+	for _, id := range d.mirrorIDs {
+		used[id] = true
+	}
+	names := make([]string, 0, len(sessions))
+	for _, s := range sessions {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	var next uint32
+	for _, n := range names {
+		if _, ok := d.mirrorIDs[n]; ok {
+			continue
+		}
+		for used[next] {
+			next++
+		}
+		if next >= MaxMirrorSessions {
+			break
+		}
+		d.mirrorIDs[n] = next
+		d.mirrorFresh = append(d.mirrorFresh, next)
+		used[next] = true
+	}
+	out := make(map[string]uint32, len(d.mirrorIDs))
+	for k, v := range d.mirrorIDs {
+		out[k] = v
+	}
+	return out
+}
+
+// syncArray makes an array map hold want, with zero values elsewhere,
+// writing only what differs.
+func syncArray[V comparable](m *ebpf.Map, want map[uint32]V) error {
+	var k uint32
+	var v, zero V
+	have := map[uint32]V{}
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		have[k] = v
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read map %s: %w", m.String(), err)
+	}
+	var errs []error
+	for k, old := range have {
+		nv, ok := want[k]
+		if !ok {
+			nv = zero
+		}
+		if nv == old {
+			continue
+		}
+		if err := m.Put(k, nv); err != nil {
+			errs = append(errs, fmt.Errorf("update map %s: %w", m.String(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MirrorIndex returns the datapath index of a session, as records and
+// counters name it.
+func (d *Datapath) MirrorIndex(name string) (uint32, bool) {
+	id, ok := d.mirrorIDs[name]
+	return id, ok
+}
+
+// MirrorCounter is what the datapath counted for a session.
+type MirrorCounter struct {
+	Packets uint64 // copies handed to the daemon
+	Dropped uint64 // copies the full ring refused
+}
+
+// MirrorCounters sums a session's per-CPU counters.
+func (d *Datapath) MirrorCounters(index uint32) (MirrorCounter, error) {
+	var per []bpf.EniMirrorCounter
+	if err := d.eni.MirrorStats.Lookup(index, &per); err != nil {
+		return MirrorCounter{}, err
+	}
+	var out MirrorCounter
+	for _, c := range per {
+		out.Packets += c.Packets
+		out.Dropped += c.Dropped
+	}
+	return out, nil
+}
+
+// ResetMirrorCounters zeroes a session index's counters (a new session
+// that takes over the index of a removed one starts at zero).
+func (d *Datapath) ResetMirrorCounters(index uint32) error {
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		return err
+	}
+	return d.eni.MirrorStats.Put(index, make([]bpf.EniMirrorCounter, n))
+}
+
+// MirrorRecord is one copy from the mirror ring.
+type MirrorRecord struct {
+	Time    time.Time
+	Session uint32
+	Ingress bool
+	OrigLen int
+	Data    []byte // the frame's first bytes; valid until the next Read
+}
+
+// mirrorRecordHead is sizeof(struct mirror_record).
+const mirrorRecordHead = 24
+
+// MirrorReader reads copies from the mirror ring.
+type MirrorReader struct {
+	rd   *ringbuf.Reader
+	rec  ringbuf.Record
+	boot time.Time // wall time of monotonic zero
+}
+
+// NewMirrorReader opens the mirror ring.
+func (d *Datapath) NewMirrorReader() (*MirrorReader, error) {
+	rd, err := ringbuf.NewReader(d.eni.MirrorRing)
+	if err != nil {
+		return nil, fmt.Errorf("mirror ring: %w", err)
+	}
+	mono := time.Duration(monotonicNow())
+	return &MirrorReader{rd: rd, boot: time.Now().Add(-mono)}, nil
+}
+
+// Read waits until deadline for the next copy; it returns
+// os.ErrDeadlineExceeded when none came.
+func (r *MirrorReader) Read(deadline time.Time, out *MirrorRecord) error {
+	r.rd.SetDeadline(deadline)
+	if err := r.rd.ReadInto(&r.rec); err != nil {
+		return err
+	}
+	raw := r.rec.RawSample
+	if len(raw) < mirrorRecordHead {
+		return fmt.Errorf("mirror ring: short record (%d bytes)", len(raw))
+	}
+	t := binary.NativeEndian.Uint64(raw[0:])
+	orig := binary.NativeEndian.Uint32(raw[8:])
+	capLen := int(binary.NativeEndian.Uint16(raw[12:]))
+	sess := binary.NativeEndian.Uint16(raw[14:])
+	dir := raw[16]
+	if mirrorRecordHead+capLen > len(raw) {
+		return fmt.Errorf("mirror ring: record of %d bytes claims %d", len(raw), capLen)
+	}
+	*out = MirrorRecord{
+		Time:    r.boot.Add(time.Duration(t)),
+		Session: uint32(sess),
+		Ingress: dir == dirIngress,
+		OrigLen: int(orig),
+		Data:    raw[mirrorRecordHead : mirrorRecordHead+capLen],
+	}
+	return nil
+}
+
+// Close stops the reader; a blocked Read returns.
+func (r *MirrorReader) Close() error { return r.rd.Close() }
+
+// MirrorInjectName and MirrorInjectPeer are the veth pair mirror copies
+// enter the VPC through: the daemon writes to the first, the mirror_inject
+// program runs at ingress of the second.
+const (
+	MirrorInjectName = "vpcd-mirror"
+	MirrorInjectPeer = "vpcd-mirror-in"
+)
+
+// EnsureMirrorInject creates the injection veth pair (when missing) and
+// attaches mirror_inject to it. It returns the ifindex to write copies to.
+func (d *Datapath) EnsureMirrorInject() (int, error) {
+	l, err := netlink.LinkByName(MirrorInjectName)
+	if err != nil {
+		va := netlink.NewLinkAttrs()
+		va.Name = MirrorInjectName
+		va.MTU = 9000
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: va, PeerName: MirrorInjectPeer}); err != nil {
+			return 0, fmt.Errorf("mirror injection interface: %w", err)
+		}
+		if l, err = netlink.LinkByName(MirrorInjectName); err != nil {
+			return 0, fmt.Errorf("mirror injection interface: %w", err)
+		}
+	}
+	peer, err := netlink.LinkByName(MirrorInjectPeer)
+	if err != nil {
+		return 0, fmt.Errorf("mirror injection interface %s: %w", MirrorInjectPeer, err)
+	}
+	for _, link := range []netlink.Link{l, peer} {
+		// Nothing of the host's own may leave through the pair.
+		os.WriteFile("/proc/sys/net/ipv6/conf/"+link.Attrs().Name+"/disable_ipv6", []byte("1"), 0o644)
+		if err := netlink.LinkSetUp(link); err != nil {
+			return 0, fmt.Errorf("mirror injection interface %s up: %w", link.Attrs().Name, err)
+		}
+	}
+	if err := d.attachPinned("mirror-inject", MirrorInjectPeer, HookTCX, d.eni.MirrorInject); err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
+
+// RemoveMirrorInject deletes the injection pair and its pinned link (no
+// session needs it any more, or teardown).
+func (d *Datapath) RemoveMirrorInject() error {
+	delete(d.attached, "mirror-inject")
+	err := unpinLink(d.linkPin("mirror-inject"))
+	if l, lerr := netlink.LinkByName(MirrorInjectName); lerr == nil {
+		err = errors.Join(err, netlink.LinkDel(l))
+	}
+	return err
+}

@@ -1,0 +1,284 @@
+package mirror
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vpcd/vpcd/dataplane"
+)
+
+// Session is a mirror session whose source ENI is on this host.
+type Session struct {
+	Name   string
+	Index  uint32 // the datapath's index (dataplane.Datapath.MirrorIndex)
+	VNI    uint32
+	Source netip.Addr // the source ENI's address: the copies' outer source
+	Target netip.Addr // the target ENI's address; invalid for a pcap target
+	Pcap   string     // the pcap file; "" for an ENI target
+}
+
+// Stats is what the daemon did with a session's copies.
+type Stats struct {
+	Sent    uint64 // sent to the target or written to the file
+	Dropped uint64 // copies the daemon could not send or write
+	Errors  uint64 // of Dropped: failed sends or writes
+}
+
+type sessionState struct {
+	Session
+	pcap  *pcapFile
+	sent  atomic.Uint64
+	drops atomic.Uint64
+	errs  atomic.Uint64
+	sport uint16
+}
+
+// Reader is where copies come from (dataplane.MirrorReader).
+type Reader interface {
+	Read(deadline time.Time, out *dataplane.MirrorRecord) error
+	Close() error
+}
+
+// Mirror delivers copies from the datapath to the sessions' targets.
+type Mirror struct {
+	log *slog.Logger
+	rd  Reader
+
+	mu       sync.Mutex
+	byIndex  map[uint32]*sessionState
+	byName   map[string]*sessionState
+	pcaps    map[string]*pcapFile
+	fd       int // AF_PACKET socket on the injection interface; -1: none
+	ifindex  int
+	closing  chan struct{}
+	done     chan struct{}
+	ipID     uint16
+	errLog   time.Time
+	frameBuf []byte
+}
+
+// Poll is how long the reader waits for copies before it looks at the ring
+// again (the datapath wakes it early only when the ring fills up) and
+// flushes pcap files that are due.
+const Poll = 20 * time.Millisecond
+
+// Start begins delivering copies from rd. injectIfindex is the interface
+// copies for ENI targets are written to (0: none yet).
+func Start(rd Reader, injectIfindex int, log *slog.Logger) (*Mirror, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	m := &Mirror{log: log, rd: rd, byIndex: map[uint32]*sessionState{}, byName: map[string]*sessionState{},
+		pcaps: map[string]*pcapFile{}, fd: -1, closing: make(chan struct{}), done: make(chan struct{})}
+	if injectIfindex > 0 {
+		if err := m.openInject(injectIfindex); err != nil {
+			return nil, err
+		}
+	}
+	go m.run()
+	return m, nil
+}
+
+func (m *Mirror) openInject(ifindex int) error {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0) // protocol 0: receives nothing
+	if err != nil {
+		return fmt.Errorf("mirror injection socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("mirror injection socket: bind: %w", err)
+	}
+	m.fd, m.ifindex = fd, ifindex
+	return nil
+}
+
+// SetInject points ENI-target copies at an injection interface.
+func (m *Mirror) SetInject(ifindex int) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ifindex == m.ifindex {
+		return nil
+	}
+	if m.fd >= 0 {
+		unix.Close(m.fd)
+		m.fd, m.ifindex = -1, 0
+	}
+	if ifindex <= 0 {
+		return nil
+	}
+	return m.openInject(ifindex)
+}
+
+// Update replaces the sessions. Counters of sessions that stay are kept;
+// pcap files stay open while a session writes them.
+func (m *Mirror) Update(sessions []Session) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	byIndex := map[uint32]*sessionState{}
+	byName := map[string]*sessionState{}
+	pcaps := map[string]*pcapFile{}
+	for _, s := range sessions {
+		st := m.byName[s.Name]
+		if st == nil {
+			st = &sessionState{}
+		}
+		st.Session = s
+		st.sport = SourcePort(s.Index)
+		st.pcap = nil
+		if s.Pcap != "" {
+			p := pcaps[s.Pcap]
+			if p == nil {
+				p = m.pcaps[s.Pcap]
+			}
+			if p == nil {
+				var err error
+				if p, err = openPcap(s.Pcap); err != nil {
+					errs = append(errs, fmt.Errorf("mirror session %s: %w", s.Name, err))
+				}
+			}
+			if p != nil {
+				pcaps[s.Pcap] = p
+				st.pcap = p
+			}
+		}
+		byIndex[s.Index] = st
+		byName[s.Name] = st
+	}
+	for path, p := range m.pcaps {
+		if pcaps[path] == nil {
+			if err := p.close(); err != nil {
+				errs = append(errs, fmt.Errorf("pcap %s: %w", path, err))
+			}
+		}
+	}
+	m.byIndex, m.byName, m.pcaps = byIndex, byName, pcaps
+	return errors.Join(errs...)
+}
+
+// Stats returns what the daemon did with a session's copies.
+func (m *Mirror) Stats(name string) (Stats, bool) {
+	m.mu.Lock()
+	st := m.byName[name]
+	m.mu.Unlock()
+	if st == nil {
+		return Stats{}, false
+	}
+	return Stats{Sent: st.sent.Load(), Dropped: st.drops.Load(), Errors: st.errs.Load()}, true
+}
+
+func (m *Mirror) run() {
+	defer close(m.done)
+	var rec dataplane.MirrorRecord
+	for {
+		select {
+		case <-m.closing:
+			return
+		default:
+		}
+		err := m.rd.Read(time.Now().Add(Poll), &rec)
+		switch {
+		case err == nil:
+			m.deliver(&rec)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			m.flush(time.Now(), false)
+		default:
+			select {
+			case <-m.closing:
+				return
+			default:
+			}
+			m.log.Warn("mirror ring", "err", err)
+			time.Sleep(Poll)
+		}
+	}
+}
+
+func (m *Mirror) deliver(rec *dataplane.MirrorRecord) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.byIndex[rec.Session]
+	if st == nil {
+		return // a session removed since the copy was made
+	}
+	if st.Pcap != "" {
+		if st.pcap == nil {
+			st.drops.Add(1)
+			return
+		}
+		if err := st.pcap.write(rec.Time, rec.OrigLen, rec.Data); err != nil {
+			m.fail(st, err)
+			return
+		}
+		st.sent.Add(1)
+		st.pcap.flush(time.Now(), false)
+		return
+	}
+	if m.fd < 0 || !st.Target.IsValid() {
+		st.drops.Add(1)
+		return
+	}
+	m.ipID++
+	m.frameBuf = Encap(m.frameBuf, st.Index, st.VNI, st.Source, st.Target, m.ipID, st.sport, rec.Data)
+	// Never wait for room: a full queue drops the copy, not the traffic.
+	if err := unix.Sendto(m.fd, m.frameBuf, unix.MSG_DONTWAIT, &unix.SockaddrLinklayer{Ifindex: m.ifindex, Protocol: htons(unix.ETH_P_IP)}); err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
+			st.drops.Add(1)
+			return
+		}
+		m.fail(st, err)
+		return
+	}
+	st.sent.Add(1)
+}
+
+// fail counts a failed send or write, logging at most once a minute.
+func (m *Mirror) fail(st *sessionState, err error) {
+	st.drops.Add(1)
+	st.errs.Add(1)
+	if now := time.Now(); now.Sub(m.errLog) >= time.Minute {
+		m.errLog = now
+		m.log.Warn("mirror copies failing (logged once a minute; see vpcd_mirror_dropped_total)", "session", st.Name, "err", err)
+	}
+}
+
+func (m *Mirror) flush(now time.Time, always bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for path, p := range m.pcaps {
+		if err := p.flush(now, always); err != nil {
+			m.log.Warn("pcap flush", "file", path, "err", err)
+		}
+	}
+}
+
+// Close stops delivery, flushes and closes the pcap files.
+func (m *Mirror) Close() error {
+	close(m.closing)
+	m.rd.Close()
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for path, p := range m.pcaps {
+		if err := p.close(); err != nil {
+			errs = append(errs, fmt.Errorf("pcap %s: %w", path, err))
+		}
+	}
+	m.pcaps = map[string]*pcapFile{}
+	if m.fd >= 0 {
+		unix.Close(m.fd)
+		m.fd = -1
+	}
+	return errors.Join(errs...)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -1,0 +1,221 @@
+package netns
+
+import (
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/lab"
+)
+
+// TestMirror checks traffic mirroring with real traffic across two hosts
+// (testdata/mirror.yaml), decoding the copies with tshark: the collector
+// ENI "col" on m2 receives web's mirrored packets as VXLAN; p1's session
+// writes a pcap file.
+func TestMirror(t *testing.T) {
+	needRoot(t)
+	needTools(t, "ping", "tcpdump", "tshark")
+	l := upLab(t, "mi", "mirror.yaml")
+	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
+
+	// Listeners: web echoes on 80 and 8080; the collector takes the VXLAN
+	// (an appliance would; without a socket its kernel would answer each
+	// copy with "port unreachable").
+	listen(t, l, "web", "10.7.1.10:80")
+	listen(t, l, "web", "10.7.1.10:8080")
+	var udp net.PacketConn
+	if err := l.Do(lab.ENI, "col", func() error {
+		var err error
+		udp, err = net.ListenPacket("udp4", "10.7.1.30:4789")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { udp.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := udp.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	src, srcPcap := capture(t, l, lab.ENI, "web", "eth0")
+	col, colPcap := capture(t, l, lab.ENI, "col", "eth0")
+
+	// Traffic: a bulk echo to port 80, a line to 8080, pings to web, and
+	// pings to p1 (mirrored to a pcap file).
+	c, err := dial(l, "cl", "10.7.1.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := []byte(strings.Repeat("mirror me please ", 16384)) // 272 KiB
+	go func() { c.Write(payload) }()
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
+		t.Fatalf("echo over port 80: %v", err)
+	}
+	c.Close()
+	c2, err := dial(l, "cl", "10.7.1.10:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := echo(c2, "not mirrored inbound"); err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	if !ping(t, l, "cl", "10.7.1.10", 2) {
+		t.Fatal("cl cannot ping web")
+	}
+	if !ping(t, l, "cl", "10.7.1.11", 3) {
+		t.Fatal("cl cannot ping p1")
+	}
+	time.Sleep(500 * time.Millisecond) // copies are polled every 20 ms
+	src.stop()
+	col.stop()
+
+	fields := []string{"-T", "fields", "-E", "separator=|", "-e", "vxlan.vni", "-e", "udp.length",
+		"-e", "ip.src", "-e", "ip.dst", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "icmp.type"}
+	type copyPkt struct {
+		vni                          int
+		inner                        int // bytes of the mirrored frame
+		outerSrc, innerSrc, innerDst string
+		sport, dport, icmp           string
+	}
+	var copies []copyPkt
+	for _, line := range tshark(t, colPcap, "vxlan", fields...) {
+		f := strings.Split(line, "|")
+		if len(f) != 7 {
+			t.Fatalf("tshark line %q", line)
+		}
+		vni, _ := strconv.Atoi(f[0])
+		ulen, _ := strconv.Atoi(strings.Split(f[1], ",")[0])
+		srcs, dsts := strings.Split(f[2], ","), strings.Split(f[3], ",")
+		p := copyPkt{vni: vni, inner: ulen - 16, outerSrc: srcs[0], sport: f[4], dport: f[5], icmp: f[6]}
+		if len(srcs) > 1 {
+			p.innerSrc, p.innerDst = srcs[1], dsts[1]
+		}
+		copies = append(copies, p)
+	}
+	if len(copies) == 0 {
+		t.Fatal("the collector received no mirror copies")
+	}
+
+	t.Run("every ingress TCP/80 packet once, with the session's VNI, truncated", func(t *testing.T) {
+		atSource := len(tshark(t, srcPcap, "ip.dst == 10.7.1.10 && tcp.dstport == 80"))
+		var n, full int
+		for _, p := range copies {
+			if p.vni != 4242 {
+				continue
+			}
+			n++
+			if p.dport != "80" || p.innerDst != "10.7.1.10" {
+				t.Errorf("session web-80 (VNI 4242) mirrored something else: %+v", p)
+			}
+			if p.outerSrc != "10.7.1.10" {
+				t.Errorf("copy's outer source %s, want the source ENI 10.7.1.10", p.outerSrc)
+			}
+			if p.inner > 128 {
+				t.Errorf("copy of %d bytes, want at most packet_length 128", p.inner)
+			}
+			if p.inner == 128 {
+				full++
+			}
+		}
+		t.Logf("%d ingress TCP/80 packets at the source, %d VNI-4242 copies at the collector (%d cut at 128 bytes), %d copies in all", atSource, n, full, len(copies))
+		if n != atSource {
+			t.Errorf("collector got %d VNI-4242 copies; the source saw %d ingress TCP/80 packets", n, atSource)
+		}
+		if atSource < 10 || full == 0 {
+			t.Errorf("too little traffic to judge: %d packets at the source, %d copies cut at 128 bytes", atSource, full)
+		}
+	})
+	t.Run("the lower-numbered session takes a packet; the other does not copy it again", func(t *testing.T) {
+		var again, egress80, icmp int
+		for _, p := range copies {
+			if p.vni != 4343 {
+				continue
+			}
+			if p.dport == "80" && p.innerDst == "10.7.1.10" {
+				again++
+			}
+			if p.sport == "80" && p.innerSrc == "10.7.1.10" {
+				egress80++
+			}
+			if p.icmp == "8" && p.innerDst == "10.7.1.10" {
+				icmp++
+			}
+		}
+		if again != 0 {
+			t.Errorf("%d ingress TCP/80 packets mirrored again by session web-rest", again)
+		}
+		if egress80 == 0 || icmp == 0 {
+			t.Errorf("session web-rest mirrored %d egress TCP/80 packets and %d echo requests; want some of each", egress80, icmp)
+		}
+	})
+	t.Run("a reject rule numbered lower beats a later accept", func(t *testing.T) {
+		var in8080, out8080 int
+		for _, p := range copies {
+			if p.dport == "8080" {
+				in8080++
+			}
+			if p.sport == "8080" && p.vni == 4343 {
+				out8080++
+			}
+		}
+		if in8080 != 0 {
+			t.Errorf("%d ingress TCP/8080 packets mirrored despite reject rule 10", in8080)
+		}
+		if out8080 == 0 {
+			t.Error("egress TCP/8080 packets not mirrored (the egress rules accept all)")
+		}
+		if got := tshark(t, colPcap, "vxlan && arp"); len(got) != 0 {
+			t.Errorf("ARP mirrored: %v", got)
+		}
+	})
+	t.Run("metrics count the copies", func(t *testing.T) {
+		var n4242 int
+		for _, p := range copies {
+			if p.vni == 4242 {
+				n4242++
+			}
+		}
+		if got := metricValue(t, l, "m1", `vpcd_mirror_packets_total{session="web-80"}`); got != strconv.Itoa(n4242) {
+			t.Errorf("vpcd_mirror_packets_total{session=\"web-80\"} = %q, the collector got %d", got, n4242)
+		}
+		if got := metricValue(t, l, "m1", `vpcd_mirror_dropped_total{session="web-80"}`); got != "0" {
+			t.Errorf("vpcd_mirror_dropped_total{session=\"web-80\"} = %q at this load", got)
+		}
+	})
+	t.Run("a pcap target holds both directions of ICMP and no ARP", func(t *testing.T) {
+		path := filepath.Join(l.Dir(), "mirror", "p1.pcap")
+		if !eventually(3*time.Second, func() bool {
+			return len(tshark(t, path, "icmp.type == 0 && ip.src == 10.7.1.11")) >= 3
+		}) {
+			t.Fatalf("pcap %s lacks the echo replies after 3 s", path)
+		}
+		if n := len(tshark(t, path, "icmp.type == 8 && ip.dst == 10.7.1.11")); n != 3 {
+			t.Errorf("pcap holds %d echo requests to p1, want 3", n)
+		}
+		if n := len(tshark(t, path, "arp || !icmp")); n != 0 {
+			t.Errorf("pcap holds %d frames that are not ICMP", n)
+		}
+		if out, err := exec.Command("tcpdump", "-n", "-r", path).CombinedOutput(); err != nil || !strings.Contains(string(out), "ICMP echo request") {
+			t.Errorf("tcpdump cannot read %s: %v\n%s", path, err, out)
+		}
+		if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("pcap mode: %v %v, want 0600", st.Mode().Perm(), err)
+		}
+	})
+	t.Run("the rack carries only WireGuard", func(t *testing.T) {
+		rack.stop()
+		checkRackCapture(t, rackPcap)
+	})
+}
