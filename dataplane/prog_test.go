@@ -53,6 +53,15 @@ func testDatapath(t testing.TB) *Datapath {
 		t.Fatalf("open datapath: %v", err)
 	}
 	t.Cleanup(func() { d.Close() })
+	err = d.Reconcile(testState(), testIfindex)
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	return d
+}
+
+// testState is testDatapath's topology.
+func testState() *State {
 	vpc := netip.MustParsePrefix("10.0.0.0/16")
 	st := &State{
 		UnderlayIP:    hostA,
@@ -71,12 +80,12 @@ func testDatapath(t testing.TB) *Datapath {
 		Peers:     []netip.Addr{hostB},
 		Substrate: []netip.Prefix{netip.PrefixFrom(hostA, 32), netip.PrefixFrom(hostB, 32), netip.MustParsePrefix("169.254.0.0/16")},
 	}
-	ifx := map[string]int{"if-a": testENIIfindex, "if-b": 777}
-	err = d.Reconcile(st, func(n string) (int, error) { return ifx[n], nil })
-	if err != nil {
-		t.Fatalf("reconcile: %v", err)
-	}
-	return d
+	return st
+}
+
+// testIfindex resolves testState's interfaces: a on loopback.
+func testIfindex(n string) (int, error) {
+	return map[string]int{"if-a": testENIIfindex, "if-b": 777}[n], nil
 }
 
 func sanitize(s string) string {

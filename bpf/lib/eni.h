@@ -367,6 +367,11 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 
 		if (!dst)
 			return eni_drop(ctx, DROP_UNKNOWN_ENI);
+		/* The packet left the source: its egress sessions see it, as
+		 * they would if the target lived on another host, whatever the
+		 * target's policy says next. */
+		if (eni->mirror & MIRROR_OUT)
+			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
 		why = policy_check(dst, &pi, DIR_INGRESS, now);
 		if (eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
@@ -381,8 +386,6 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			fast_remember(ctx, &pi, eni, rt, cfg, dst);
 		count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 		count_eni(rt->eni_id, DIR_INGRESS, segs, bytes);
-		if (eni->mirror & MIRROR_OUT)
-			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
 		if (dst->mirror & MIRROR_IN)
 			return fast_local_mirrored(ctx, dst_if, rt->mac, cfg->gw_mac, &pi);
 		mac_copy(eth->h_dest, rt->mac);

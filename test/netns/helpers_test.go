@@ -64,6 +64,12 @@ func needTools(t testing.TB, tools ...string) {
 // down when the test ends, on every path.
 func upLab(t testing.TB, name, topo string) *lab.Lab {
 	t.Helper()
+	return upLabWith(t, name, topo)
+}
+
+// upLabWith is upLab with extra flags for every daemon.
+func upLabWith(t testing.TB, name, topo string, daemonFlags ...string) *lab.Lab {
+	t.Helper()
 	needRoot(t)
 	lab.Down(name) // a lab a killed earlier run left behind
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -71,7 +77,7 @@ func upLab(t testing.TB, name, topo string) *lab.Lab {
 	if !filepath.IsAbs(topo) {
 		topo = filepath.Join("testdata", topo)
 	}
-	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: topo, Binary: vpcdBinary})
+	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: topo, Binary: vpcdBinary, DaemonFlags: daemonFlags})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -179,7 +185,9 @@ func (b *background) stopWith(sig syscall.Signal) string {
 func capture(t testing.TB, l *lab.Lab, kind lab.Kind, target, iface string) (*background, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), fmt.Sprintf("%s-%s.pcap", target, iface))
-	b := startIn(t, l, kind, target, "tcpdump", "-i", iface, "--immediate-mode", "-U", "-n", "-w", path)
+	// A 32 MiB buffer: bursts (a poll's worth of mirror copies) must not
+	// overflow the capture, or exact counts would be wrong.
+	b := startIn(t, l, kind, target, "tcpdump", "-i", iface, "-B", "32768", "--immediate-mode", "-U", "-n", "-w", path)
 	// tcpdump prints "listening on" once its socket is bound.
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(b.out.String(), "listening on") {

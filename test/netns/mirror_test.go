@@ -71,15 +71,38 @@ func TestMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2.Close()
+	// UDP to web: its group refuses it, so no session may mirror it.
+	refusedBefore := drops(t, l, "m1")["sg_ingress"]
+	if err := l.Do(lab.ENI, "cl", func() error {
+		u, err := net.Dial("udp4", "10.7.1.10:5353")
+		if err != nil {
+			return err
+		}
+		defer u.Close()
+		for i := 0; i < 5; i++ {
+			u.Write([]byte("refused"))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if !ping(t, l, "cl", "10.7.1.10", 2) {
 		t.Fatal("cl cannot ping web")
 	}
 	if !ping(t, l, "cl", "10.7.1.11", 3) {
 		t.Fatal("cl cannot ping p1")
 	}
+	// The collector's group lets only VXLAN in: a ping is refused, and
+	// the flow log records it.
+	if !pingNone(t, l, "cl", "10.7.1.30", 1) {
+		t.Fatal("cl pinged the collector, whose group allows only UDP 4789")
+	}
 	time.Sleep(500 * time.Millisecond) // copies are polled every 20 ms
-	src.stop()
-	col.stop()
+	for _, c := range []*background{src, col} {
+		if out := c.stop(); !strings.Contains(out, "\n0 packets dropped by kernel") {
+			t.Fatalf("a capture lost packets; counts would be wrong:\n%s", out)
+		}
+	}
 
 	fields := []string{"-T", "fields", "-E", "separator=|", "-e", "vxlan.vni", "-e", "udp.length",
 		"-e", "ip.src", "-e", "ip.dst", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "icmp.type"}
@@ -131,7 +154,8 @@ func TestMirror(t *testing.T) {
 		}
 		t.Logf("%d ingress TCP/80 packets at the source, %d VNI-4242 copies at the collector (%d cut at 128 bytes), %d copies in all", atSource, n, full, len(copies))
 		if n != atSource {
-			t.Errorf("collector got %d VNI-4242 copies; the source saw %d ingress TCP/80 packets", n, atSource)
+			t.Errorf("collector got %d VNI-4242 copies; the source saw %d ingress TCP/80 packets (drops m1 %v, m2 %v)",
+				n, atSource, drops(t, l, "m1"), drops(t, l, "m2"))
 		}
 		if atSource < 10 || full == 0 {
 			t.Errorf("too little traffic to judge: %d packets at the source, %d copies cut at 128 bytes", atSource, full)
@@ -178,6 +202,51 @@ func TestMirror(t *testing.T) {
 		}
 		if got := tshark(t, colPcap, "vxlan && arp"); len(got) != 0 {
 			t.Errorf("ARP mirrored: %v", got)
+		}
+	})
+	t.Run("packets security groups drop are not mirrored", func(t *testing.T) {
+		if got := drops(t, l, "m1")["sg_ingress"] - refusedBefore; got < 5 {
+			t.Fatalf("web's group refused %d UDP datagrams, want 5", got)
+		}
+		if got := tshark(t, colPcap, "vxlan && udp.dstport == 5353"); len(got) != 0 {
+			t.Errorf("%d refused datagrams mirrored", len(got))
+		}
+	})
+	t.Run("source and target on one host", func(t *testing.T) {
+		var req, rep int
+		for _, p := range copies {
+			if p.vni != 4545 {
+				continue
+			}
+			if p.outerSrc != "10.7.1.20" {
+				t.Errorf("copy's outer source %s, want the source ENI 10.7.1.20", p.outerSrc)
+			}
+			switch {
+			case p.icmp == "8" && p.innerSrc == "10.7.1.20":
+				req++
+			case p.icmp == "0" && p.innerDst == "10.7.1.20":
+				rep++
+			default:
+				t.Errorf("session cl-icmp mirrored %+v", p)
+			}
+		}
+		// cl pinged web twice, p1 three times and col once (refused).
+		if req != 6 || rep != 5 {
+			t.Errorf("session cl-icmp: %d echo requests out of cl (want 6), %d replies into it (want 5)", req, rep)
+		}
+	})
+	t.Run("mirror traffic never appears in flow logs", func(t *testing.T) {
+		path := filepath.Join(l.Dir(), "flows", "m2-col.log")
+		var log string
+		if !eventually(5*time.Second, func() bool {
+			b, _ := os.ReadFile(path)
+			log = string(b)
+			return strings.Contains(log, "10.7.1.20 10.7.1.30 0 0 1 REJECT")
+		}) {
+			t.Fatalf("flow log %s lacks the refused ping to the collector:\n%s", path, log)
+		}
+		if strings.Contains(log, " 4789 ") {
+			t.Errorf("mirror traffic in the collector's flow log:\n%s", log)
 		}
 	})
 	t.Run("metrics count the copies", func(t *testing.T) {
