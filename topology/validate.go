@@ -336,8 +336,15 @@ type sessionKey struct {
 	number int
 }
 
+// MaxMirrorRulesPerENI is how many mirror filter rules the sessions of one
+// source ENI may have together in one direction: what the datapath holds
+// per ENI and direction (MIRROR_RULES in bpf/lib/common.h).
+const MaxMirrorRulesPerENI = 32
+
 func (c *checker) checkMirrorSessions() {
 	numbers := make(map[sessionKey]int)
+	// rules counts, per source ENI and direction, the rules of its sessions.
+	rules := map[[2]string]int{}
 	for i, s := range c.t.MirrorSessions {
 		path := elem("mirror_sessions", i)
 		src, srcOK := c.enis[s.SourceENI]
@@ -355,6 +362,22 @@ func (c *checker) checkMirrorSessions() {
 		}
 		if s.Target.ENI != "" {
 			c.checkMirrorTarget(field(field(path, "target"), "eni"), s.Target.ENI, src, srcOK)
+		}
+		if fi, ok := c.filters[s.Filter]; ok && srcOK {
+			f := &c.t.MirrorFilters[fi]
+			for _, d := range []struct {
+				dir string
+				n   int
+			}{{"ingress", len(f.Ingress)}, {"egress", len(f.Egress)}} {
+				dir, n := d.dir, d.n
+				k := [2]string{s.SourceENI, dir}
+				before := rules[k]
+				rules[k] += n
+				if before <= MaxMirrorRulesPerENI && rules[k] > MaxMirrorRulesPerENI {
+					c.errorAt(field(path, "filter"), "eni %s would have %d %s mirror rules across its sessions; at most %d",
+						s.SourceENI, rules[k], dir, MaxMirrorRulesPerENI)
+				}
+			}
 		}
 	}
 }
