@@ -24,6 +24,7 @@ cleanup() {
 	"$VPCD" lab down --name "$LAB" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}f" >/dev/null 2>&1 || true
+	"$VPCD" lab down --name "${LAB}m" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
 	rm -f /var/run/wireguard/vbwg0.sock /var/run/wireguard/vbwg1.sock
 	rm -rf "$TMP"
@@ -103,6 +104,19 @@ flow_logs:
   - {name: all, resource: "vpc:v", traffic_type: ALL, aggregation_interval: 1s, destination: "file://flows/{host}.log"}
 YAML
 "$VPCD" lab up --name "${LAB}f" --topology "$TMP/topology-fl.yaml" >/dev/null
+# The same with a mirror session taking all of e1's traffic, both ways, cut
+# to 128 bytes, to a collector ENI on the other host.
+sed 's/name: b1/name: z1/; s/host: b1/host: z1/g; s/name: b2/name: z2/; s/host: b2/host: z2/g' "$TMP/topology.yaml" > "$TMP/topology-m.yaml"
+cat >> "$TMP/topology-m.yaml" <<'YAML'
+  - {name: e4, host: z2, subnet: s, ip: 10.0.1.13, security_groups: [open]}
+mirror_filters:
+  - name: all
+    ingress: [{rule_number: 1, action: accept, protocol: all}]
+    egress: [{rule_number: 1, action: accept, protocol: all}]
+mirror_sessions:
+  - {name: all-e1, source_eni: e1, filter: all, session_number: 1, virtual_network_id: 4242, packet_length: 128, target: {eni: e4}}
+YAML
+"$VPCD" lab up --name "${LAB}m" --topology "$TMP/topology-m.yaml" >/dev/null
 
 # iperf3 CLIENT_NS SERVER_NS ADDR [exec prefix] -> Gbit/s received
 measure() {
@@ -124,7 +138,7 @@ measure() {
 }
 
 declare -A R
-CASES=${CASES:-"veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_same vpcd_cross_xdp"}
+CASES=${CASES:-"veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp"}
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
@@ -135,6 +149,7 @@ for round in $(seq "$ROUNDS"); do
 		vpcd_same) v=$(measure e1 e3 10.0.1.12 "$LAB") ;;
 		vpcd_cross_xdp) v=$(measure e1 e2 10.0.1.11 "${LAB}x") ;;
 		vpcd_cross_fl) v=$(measure e1 e2 10.0.1.11 "${LAB}f") ;;
+		vpcd_cross_mirror) v=$(measure e1 e2 10.0.1.11 "${LAB}m") ;;
 		esac
 		R[$c]="${R[$c]:-} $v"
 		log "round $round/$ROUNDS $c: $v Gbit/s"
@@ -160,6 +175,14 @@ declare -A M
 for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # Rows of cases not run (CASES=...) print n/a.
 
+# What the mirror session copied and dropped over all its runs.
+mirror_metric() {
+	"$VPCD" lab host --name "${LAB}m" z1 -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null |
+		awk -v m="$1" '$1 == m "{session=\"all-e1\"}" {print $2; found=1} END {if (!found) print "n/a"}'
+}
+MIRRORED=$(mirror_metric vpcd_mirror_packets_total)
+MIRROR_DROPPED=$(mirror_metric vpcd_mirror_dropped_total)
+
 log "ping latency: stock wireguard-go and vpcd across hosts"
 read -r LWG50 LWG99 <<<"$(latency ns vb-wa 10.99.0.2)"
 read -r LVP50 LVP99 <<<"$(latency "$LAB" e1 10.0.1.11)"
@@ -180,7 +203,10 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]:-n/a} |${R[vpcd_same]:-} | $(ratio "${M[vpcd_same]:-n/a}" "${M[veth]:-n/a}") of a bare veth pair |"
 	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
+	echo "| vpcd across hosts with a mirror session copying all of the sender's traffic (128 bytes) to an ENI on the receiver's host | ${M[vpcd_cross_mirror]:-n/a} |${R[vpcd_cross_mirror]:-} | $(ratio "${M[vpcd_cross_mirror]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
 	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]:-n/a} |${R[vpcd_cross_xdp]:-} | $(ratio "${M[vpcd_cross_xdp]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd with tcx there |"
+	echo
+	echo "Mirror session over its runs: $MIRRORED copies sent, $MIRROR_DROPPED dropped (a full ring or a failed send)."
 	echo
 	echo "Ping latency, 300 pings 10 ms apart, milliseconds:"
 	echo
@@ -199,8 +225,9 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 		printf '"%s":{"median":%s,"runs":[%s]}' "$c" "${M[$c]:-null}" "$(echo ${R[$c]:-} | tr ' ' ',')"
 		first=0
 	done
-	printf '},"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}}\n' \
+	printf '},"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
 		"${LWG50:-null}" "${LWG99:-null}" "${LVP50:-null}" "${LVP99:-null}"
+	printf ',"mirror":{"copies":"%s","dropped":"%s"}}\n' "$MIRRORED" "$MIRROR_DROPPED"
 } > "${OUT%.md}.json"
 cat "$OUT"
 log "wrote $OUT"
