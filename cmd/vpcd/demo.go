@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -12,9 +13,12 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/google/gopacket/pcapgo"
 
 	"github.com/vpcd/vpcd/agent"
 	"github.com/vpcd/vpcd/lab"
@@ -74,12 +78,16 @@ func cmdDemo(args []string) error {
 	fmt.Printf("lab up in %.1fs: one vpcd per host, eBPF datapath attached, WireGuard handshakes done\n\n", time.Since(start).Seconds())
 
 	d := &demo{lab: l}
+	if err := d.startAppliance(); err != nil {
+		return err
+	}
+	defer d.appliance.Close()
 	d.reachability()
 	d.throughput(ctx, int64(*size)<<20)
 	d.tunnels()
 	d.drops()
 	d.flowLogs()
-	fmt.Println("\ntraffic mirroring: not part of this build yet")
+	d.mirrors()
 	if *keep {
 		fmt.Printf("\nthe lab is still up: vpcd lab exec --name %s web-1 -- ping 10.0.2.10\n", demoLab)
 	}
@@ -92,6 +100,95 @@ func cmdDemo(args []string) error {
 type demo struct {
 	lab    *lab.Lab
 	failed bool
+
+	// appliance is the UDP socket of the mirror target tap-1; copies
+	// counts the VXLAN datagrams it received with the session's VNI.
+	appliance net.PacketConn
+	copies    atomic.Int64
+	otherVNI  atomic.Int64
+}
+
+// startAppliance listens for mirror copies in tap-1, as a monitoring
+// appliance would, and counts them by VNI.
+func (d *demo) startAppliance() error {
+	err := d.lab.Do(lab.ENI, "tap-1", func() error {
+		var err error
+		d.appliance, err = net.ListenPacket("udp4", "10.0.1.50:4789")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("demo: appliance: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := d.appliance.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			// VXLAN: flags (8 bits, I set), 24 reserved, VNI (24), 8 reserved.
+			if n >= 8 && buf[0]&0x08 != 0 && binary.BigEndian.Uint32(buf[4:8])>>8 == 4343 {
+				d.copies.Add(1)
+			} else {
+				d.otherVNI.Add(1)
+			}
+		}
+	}()
+	return nil
+}
+
+// mirrors prints what the two mirror sessions copied: db-1's inbound
+// PostgreSQL traffic to a pcap file, web-1's outbound to the appliance.
+func (d *demo) mirrors() {
+	fmt.Println("\ntraffic mirroring (copies of the TCP transfer above)")
+	sessions := map[string]agent.MirrorStatus{}
+	for _, h := range d.lab.Topology().Hosts {
+		st, err := agent.QueryStatus(d.lab.SocketPath(h.Name))
+		if err != nil {
+			fmt.Printf("  %s: %v\n", h.Name, err)
+			d.failed = true
+			continue
+		}
+		for _, m := range st.Mirrors {
+			sessions[m.Name] = m
+		}
+	}
+	db, web := sessions["db-in"], sessions["web-out"]
+	path := filepath.Join(d.lab.Dir(), "mirror", "db-1.pcap")
+	n, first, err := pcapSummary(path)
+	fmt.Printf("  db-in    db-1 inbound TCP/5432 -> %s: %d copies, %d dropped; the file holds %d packets%s\n",
+		path, db.Packets, db.Dropped, n, first)
+	fmt.Printf("  web-out  web-1 outbound TCP/5432 -> eni tap-1 on host-b, VXLAN VNI 4343, encrypted on the way: %d copies, %d dropped; the appliance received %d with VNI 4343\n",
+		web.Packets, web.Dropped, d.copies.Load())
+	if err != nil || n == 0 || db.Packets == 0 || web.Packets == 0 || d.copies.Load() == 0 || d.otherVNI.Load() != 0 {
+		fmt.Println("  UNEXPECTED: a session copied nothing, or the copies did not arrive as sent", err)
+		d.failed = true
+	}
+}
+
+// pcapSummary counts the packets of a pcap file and describes the first.
+func pcapSummary(path string) (int, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return 0, "", err
+	}
+	n, first := 0, ""
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		if n == 0 {
+			first = fmt.Sprintf(" (first: %d of its %d bytes)", len(data), ci.Length)
+		}
+		n++
+	}
+	return n, first, nil
 }
 
 func (d *demo) ping(eni, dst string) probe.PingResult {

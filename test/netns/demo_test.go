@@ -24,7 +24,7 @@ func TestDemo(t *testing.T) {
 	}
 	t.Logf("demo ran in %.1fs", time.Since(start).Seconds())
 	text := out.String()
-	for _, want := range []string{"reachability", "TCP connections", "throughput", "tunnels", "drops counted", "lab removed"} {
+	for _, want := range []string{"reachability", "TCP connections", "throughput", "tunnels", "drops counted", "traffic mirroring", "the appliance received", "lab removed"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, text)
 		}
