@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -248,6 +249,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 
 	ticker := time.NewTicker(o.ReloadPoll)
 	defer ticker.Stop()
+	// Loading the programs parsed the kernel's BTF (tens of MiB, garbage
+	// now): give it back to the system rather than hold it as resident
+	// memory until the scavenger gets round to it.
+	debug.FreeOSMemory()
 	a.log.Info("vpcd running", "host", o.Host, "enis", len(state.ENIs), "bpffs", o.BPFFS)
 	for {
 		select {

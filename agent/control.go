@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vpcd/vpcd/dataplane"
@@ -25,6 +26,12 @@ type Status struct {
 	Conntrack   []dataplane.Conn       `json:"conntrack,omitempty"`
 	FlowLogs    []FlowLogStatus        `json:"flow_logs,omitempty"`
 	Mirrors     []MirrorStatus         `json:"mirror_sessions,omitempty"`
+	// MapMemory is the kernel memory of the datapath's maps, in bytes,
+	// in all (MapMemoryBytes) and per map.
+	MapMemoryBytes uint64                `json:"map_memory_bytes"`
+	MapMemory      []dataplane.MapMemory `json:"map_memory"`
+	// ResidentBytes is the daemon's resident memory.
+	ResidentBytes uint64 `json:"resident_bytes"`
 }
 
 // FlowLogStatus is one flow log's destination and counters.
@@ -103,7 +110,9 @@ func (a *Agent) status(withConntrack bool) *Status {
 	}
 	s.FlowLogs = a.flowLogStatuses()
 	s.Mirrors = a.mirrorStatuses()
+	s.MapMemory, s.MapMemoryBytes = a.dp.MapMemory()
 	a.mu.Unlock()
+	s.ResidentBytes = residentBytes()
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers
@@ -235,4 +244,20 @@ func query(socket string, req request) (*Status, error) {
 		return nil, fmt.Errorf("daemon at %s: %s", socket, resp.Error)
 	}
 	return resp.Status, nil
+}
+
+// residentBytes is this process's resident memory (VmRSS), 0 if unknown.
+func residentBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb uint64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -2,10 +2,12 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
@@ -137,13 +139,7 @@ func monotonicNow() uint64 {
 // key). With no deletions but the LRU's, the gains not reflected in the
 // size were evictions.
 func (d *Datapath) ConntrackUsage() (entries int, inserts uint64, err error) {
-	var k bpf.EniCtKey
-	var v bpf.EniCtEntry
-	it := d.eni.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		entries++
-	}
-	if err := it.Err(); err != nil {
+	if entries, err = countEntries[bpf.EniCtKey, bpf.EniCtEntry](d.eni.Conntrack); err != nil {
 		return 0, 0, err
 	}
 	var perCPU []uint64
@@ -154,4 +150,25 @@ func (d *Datapath) ConntrackUsage() (entries int, inserts uint64, err error) {
 		inserts += n
 	}
 	return entries, inserts, nil
+}
+
+// countEntries counts a hash map's entries a few thousand per system call
+// (batch lookups): with 100,000 connections, one call per entry would cost
+// the daemon a tenth of a core at every sample.
+func countEntries[K, V any](m *ebpf.Map) (int, error) {
+	const chunk = 4096
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
+	var cursor ebpf.MapBatchCursor
+	total := 0
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		total += n
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("count %s: %w", m.String(), err)
+		}
+	}
 }

@@ -15,8 +15,9 @@ const (
 // inner Ethernet + inner IPv4 + TCP or UDP + gso_size-sized payload
 // segments) into one whole VXLAN packet per segment, as the kernel's
 // software segmentation would: fresh lengths, IP IDs and checksums, TCP
-// sequence numbers and flags per segment.
-func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int) (int, error) {
+// sequence numbers and flags per segment. With fullCsum false, inner TCP
+// checksums are left partial (the pseudo-header sum), see below.
+func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, fullCsum bool) (int, error) {
 	if h.gsoType&vnetGSOTunnelV4 == 0 {
 		return 0, fmt.Errorf("%w: GSO type %#x is not IPv4 UDP tunnel", errMalformed, h.gsoType)
 	}
@@ -115,11 +116,21 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int) (
 		}
 		out[csumAt], out[csumAt+1] = 0, 0
 		sum := pseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
-		c := csumFold(csumAdd(sum, out[iL4:]))
-		if proto == 17 && c == 0 {
-			c = 0xffff
+		if proto == 6 && !fullCsum {
+			// TCP keeps the pseudo-header sum, as a CHECKSUM_PARTIAL
+			// packet does: WireGuard authenticates every byte, and the
+			// receiving vpcd hands every TCP packet to its kernel as
+			// CHECKSUM_PARTIAL (Write), which completes the sum only if
+			// the packet leaves a host again. Summing 64 KiB per
+			// super-packet here would be wasted.
+			binary.BigEndian.PutUint16(out[csumAt:], ^csumFold(sum))
+		} else {
+			c := csumFold(csumAdd(sum, out[iL4:]))
+			if proto == 17 && c == 0 {
+				c = 0xffff
+			}
+			binary.BigEndian.PutUint16(out[csumAt:], c)
 		}
-		binary.BigEndian.PutUint16(out[csumAt:], c)
 
 		if outerCsum {
 			osum := pseudoHeaderSum(out[12:16], out[16:20], 17, total-oUDP)

@@ -96,7 +96,7 @@ func TestSplitVXLAN(t *testing.T) {
 		bufs[i] = make([]byte, 16+2000)
 	}
 	sizes := make([]int, len(bufs))
-	n, err := splitVXLAN(super, h, bufs, sizes, 16)
+	n, err := splitVXLAN(super, h, bufs, sizes, 16, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestSplitVXLAN(t *testing.T) {
 	}
 	// Not a tunnel GSO type: refused, not mangled.
 	h.gsoType = vnetGSOTCPv4
-	if _, err := splitVXLAN(super, h, bufs, sizes, 16); err == nil {
+	if _, err := splitVXLAN(super, h, bufs, sizes, 16, true); err == nil {
 		t.Fatal("plain TCP GSO accepted as VXLAN")
 	}
 }
@@ -281,7 +281,7 @@ func FuzzSplitVXLAN(f *testing.F) {
 			bufs[i] = make([]byte, 16+1600)
 		}
 		sizes := make([]int, len(bufs))
-		n, err := splitVXLAN(pkt, vnetHdr{gsoType: gso, gsoSize: mss}, bufs, sizes, 16)
+		n, err := splitVXLAN(pkt, vnetHdr{gsoType: gso, gsoSize: mss}, bufs, sizes, 16, true)
 		if err != nil {
 			return
 		}
@@ -314,4 +314,48 @@ func FuzzParsePeers(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		parsePeers(s, func(Key) string { return "" })
 	})
+}
+
+// With fullCsum false the inner TCP checksums are left partial: completing
+// them as the receiving kernel would gives exactly the full split.
+func TestSplitVXLANPartialChecksum(t *testing.T) {
+	payload := make([]byte, 4321)
+	for i := range payload {
+		payload[i] = byte(i*13 + 1)
+	}
+	super := vxlanTCP(payload, 77, tcpFlagACK|tcpFlagPSH, false)
+	h := vnetHdr{flags: vnetFlagNeedsCsum, gsoType: vnetGSOTunnelV4 | vnetGSOTCPv4, gsoSize: testMSS,
+		hdrLen: innerL4At + 32, csumStart: innerL4At, csumOffset: 16}
+	mk := func() ([][]byte, []int) {
+		bufs := make([][]byte, 8)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2000)
+		}
+		return bufs, make([]int, 8)
+	}
+	full, fsizes := mk()
+	part, psizes := mk()
+	n, err := splitVXLAN(super, h, full, fsizes, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := splitVXLAN(super, h, part, psizes, 0, false); err != nil || m != n {
+		t.Fatalf("partial split: %d segments, %v; want %d", m, err, n)
+	}
+	for i := 0; i < n; i++ {
+		f, p := full[i][:fsizes[i]], part[i][:psizes[i]]
+		at, ok := innerTCP(p)
+		if !ok {
+			t.Fatalf("segment %d: not a VXLAN TCP packet", i)
+		}
+		if bytes.Equal(f, p) {
+			t.Fatalf("segment %d: partial split summed the payload", i)
+		}
+		if err := finishChecksum(p, at, 16); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(f, p) {
+			t.Fatalf("segment %d: completed partial checksum differs from the full one", i)
+		}
+	}
 }

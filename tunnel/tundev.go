@@ -224,8 +224,12 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	pkt := frame[vnetHdrLen:]
 	if h.gsoType == vnetGSONone {
 		if h.flags&vnetFlagNeedsCsum != 0 {
-			if err := finishChecksum(pkt, int(h.csumStart), int(h.csumOffset)); err != nil {
-				return 0, err
+			// An inner TCP checksum stays partial, as the split leaves
+			// it (the receiver completes it); anything else is summed.
+			if at, ok := innerTCP(pkt); !ok || int(h.csumStart) != at || h.csumOffset != 16 {
+				if err := finishChecksum(pkt, int(h.csumStart), int(h.csumOffset)); err != nil {
+					return 0, err
+				}
 			}
 		}
 		if len(bufs[0])-offset < len(pkt) {
@@ -235,7 +239,7 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		t.stats.ReadPackets.Add(1)
 		return 1, nil
 	}
-	n, err := splitVXLAN(pkt, h, bufs, sizes, offset)
+	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
 }
@@ -330,10 +334,47 @@ func (t *vxlanTUN) writev(iov [][]byte) error {
 	return werr
 }
 
+// writeOne writes one packet. An inner TCP segment goes as
+// CHECKSUM_PARTIAL with the pseudo-header sum in its field (senders leave
+// TCP checksums partial, see splitVXLAN): the workload's stack takes it as
+// verified, and a workload that forwards it gets a correct sum on the way
+// out. Anything else is marked checksum-valid: WireGuard has just
+// authenticated every byte.
 func (t *vxlanTUN) writeOne(pkt []byte) error {
 	var hdr [vnetHdrLen]byte
-	hdr[0] = vnetFlagDataValid
+	if at, ok := innerTCP(pkt); ok {
+		ip := pkt[innerIPAt:]
+		ps := pseudoHeaderSum(ip[12:16], ip[16:20], 6, len(pkt)-at)
+		binary.BigEndian.PutUint16(pkt[at+16:], ^csumFold(ps))
+		hdr[0] = vnetFlagNeedsCsum
+		binary.LittleEndian.PutUint16(hdr[6:], uint16(at))
+		binary.LittleEndian.PutUint16(hdr[8:], 16)
+	} else {
+		hdr[0] = vnetFlagDataValid
+	}
 	return t.writev([][]byte{hdr[:], pkt})
+}
+
+// innerTCP reports where the TCP header of a VXLAN-wrapped, unfragmented
+// IPv4 TCP packet starts, with its header wholly in pkt and lengths that
+// agree with pkt's.
+func innerTCP(pkt []byte) (int, bool) {
+	if len(pkt) < innerIPAt+20 || pkt[0] != 0x45 || pkt[9] != 17 ||
+		binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) ||
+		binary.BigEndian.Uint16(pkt[22:]) != 4789 || binary.BigEndian.Uint16(pkt[outerLen+12:]) != 0x0800 {
+		return 0, false
+	}
+	ip := pkt[innerIPAt:]
+	ihl := int(ip[0]&0x0f) * 4
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 ||
+		innerIPAt+int(binary.BigEndian.Uint16(ip[2:])) != len(pkt) {
+		return 0, false
+	}
+	at := innerIPAt + ihl
+	if at+20 > len(pkt) {
+		return 0, false
+	}
+	return at, true
 }
 
 // writeGSO writes the run of segments in bufs as one VXLAN GSO packet:

@@ -216,6 +216,18 @@ func printStatus(st *agent.Status) {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%s\t%d/%d\t%d/%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
 			e.Subnet, groups, e.IngressRules, e.EgressRules, acl, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes)
 	}
+	fmt.Fprintf(w, "\nmemory: daemon %.1f MiB resident; BPF maps %.1f MiB", float64(st.ResidentBytes)/(1<<20), float64(st.MapMemoryBytes)/(1<<20))
+	if len(st.MapMemory) > 0 {
+		fmt.Fprintf(w, " (largest: ")
+		for i, m := range st.MapMemory[:min(3, len(st.MapMemory))] {
+			if i > 0 {
+				fmt.Fprint(w, ", ")
+			}
+			fmt.Fprintf(w, "%s %.1f MiB", m.Name, float64(m.Bytes)/(1<<20))
+		}
+		fmt.Fprint(w, ")")
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "\nATTACHED\tHOOK\tPROGRAM\tID")
 	for _, a := range st.Attachments {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)
