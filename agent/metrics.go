@@ -17,6 +17,7 @@ var (
 	descFlowErrs   = prometheus.NewDesc("vpcd_flowlog_sink_errors_total", "Failed writes or sends to a flow log's destination.", []string{"flow_log"}, nil)
 	descCTEntries  = prometheus.NewDesc("vpcd_conntrack_entries", "Connections the conntrack table holds (sampled every 2 s).", nil, nil)
 	descCTEvicted  = prometheus.NewDesc("vpcd_conntrack_evictions_total", "Connections the full conntrack table evicted to make room.", nil, nil)
+	descFastEvict  = prometheus.NewDesc("vpcd_flowlog_fastpath_evictions_total", "Fast-path entries with flow counters the full table evicted before their last counts were read (those packets are missing from flow logs).", nil, nil)
 	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
 )
 
@@ -51,6 +52,7 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFlowErrs
 	ch <- descCTEntries
 	ch <- descCTEvicted
+	ch <- descFastEvict
 	ch <- descMirrorPackets
 	ch <- descMirrorDropped
 }
@@ -76,6 +78,7 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.ctEntries))
 	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.ctEvictions))
+	ch <- prometheus.MustNewConstMetric(descFastEvict, prometheus.CounterValue, float64(a.dp.FastPathEvictions()))
 	a.mu.Unlock()
 	for _, f := range flowLogs {
 		ch <- prometheus.MustNewConstMetric(descFlowRecs, prometheus.CounterValue, float64(f.Records), f.Name)

@@ -75,6 +75,11 @@ type EniXdpFastEntry struct {
 	SrcFlowLog      uint8
 	DstFlowLog      uint8
 	Mirror          uint8
+	Packets         uint64
+	Bytes           uint64
+	First           uint64
+	Closed          uint8
+	Pad             [7]uint8
 }
 
 type EniXdpFastKey struct {

@@ -45,6 +45,11 @@ type Datapath struct {
 	mirrorFresh []uint32
 	// monitor mirrors the config map's monitor flag across reconciles.
 	monitor bool
+	// fastSeen is what the last flow drain read of each fast-path entry
+	// that counts flows; fastEvicted counts such entries that vanished
+	// (LRU evictions) between drains.
+	fastSeen    map[bpf.EniFastKey]fastSeen
+	fastEvicted uint64
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
 }

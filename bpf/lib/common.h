@@ -333,6 +333,17 @@ struct fast_entry {
 	__u8 src_flow_log; /* count the flow at the source / the local target */
 	__u8 dst_flow_log;
 	__u8 mirror; /* MIRROR_OUT: the source's egress, MIRROR_IN: the target's ingress */
+	/* Flow-log counters of the packets the fast path forwarded (when a
+	 * flow log covers the source or the target): they only grow for the
+	 * entry's life, and the daemon reads the growth every second, so the
+	 * fast path counts a flow without a lookup of its own (nor a clock
+	 * read: the daemon's drain dates the packets, to the second that flow
+	 * logs keep). */
+	__u64 packets;
+	__u64 bytes;
+	__u64 first; /* bpf_ktime_get_coarse_ns when the entry was made */
+	__u8 closed; /* a FIN or RST passed: the fast path no longer applies */
+	__u8 _pad[7];
 };
 
 #endif

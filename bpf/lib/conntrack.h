@@ -62,9 +62,10 @@ static __always_inline void ct_key_for(struct ct_key *k, __u32 eni_id, const str
 	}
 }
 
-/* fast_forget removes the egress fast-path entry of the ENI for a
+/* fast_forget closes the egress fast-path entry of the ENI for a
  * connection (key k, the ENI's address ip): after a FIN or RST nothing of
- * it may skip the state machine. */
+ * it may skip the state machine. The entry stays, closed, until the daemon
+ * has read its flow counters and deletes it. */
 static __always_inline void fast_forget(const struct eni_info *eni, const struct ct_key *k)
 {
 	struct fast_key fk = {
@@ -77,7 +78,10 @@ static __always_inline void fast_forget(const struct eni_info *eni, const struct
 		.rule_port = k->remote_port, /* TCP: the destination port */
 	};
 
-	bpf_map_delete_elem(&fastpath, &fk);
+	struct fast_entry *fe = bpf_map_lookup_elem(&fastpath, &fk);
+
+	if (fe)
+		fe->closed = 1;
 }
 
 /* ct_update looks the packet's connection up and moves its state on.

@@ -191,20 +191,20 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	fast_key_for(&fk, ctx, pi);
 	fe = bpf_map_lookup_elem(&fastpath, &fk);
 
-	if (!fe || fe->gen != cfg->gen || bpf_jiffies64() - fe->confirmed >= FAST_TTL)
+	if (!fe || fe->closed || fe->gen != cfg->gen || bpf_jiffies64() - fe->confirmed >= FAST_TTL)
 		return -1;
 	if (fe->source_dest_check && !mac_equal(eth->h_source, fe->src_mac))
 		return -1;
 	len = ctx_len(ctx);
 	bytes = len - ETH_HLEN;
 	wire_size(bytes, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &wbytes);
+	if (fe->src_flow_log | fe->dst_flow_log) {
+		__sync_fetch_and_add(&fe->packets, segs);
+		__sync_fetch_and_add(&fe->bytes, wbytes);
+	}
 	if (fe->out_ifindex) {
 		count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 		count_eni(fe->dst_eni_id, DIR_INGRESS, segs, wbytes);
-		if (fe->src_flow_log)
-			count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 0);
-		if (fe->dst_flow_log)
-			count_flow(ctx, fe->dst_eni_id, pi, DIR_INGRESS, FLOW_ACCEPT, 0);
 		if (fe->mirror & MIRROR_OUT)
 			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
 		if (fe->mirror & MIRROR_IN)
@@ -216,8 +216,6 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
 	count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
-	if (fe->src_flow_log)
-		count_flow(ctx, fe->src_eni_id, pi, DIR_EGRESS, FLOW_ACCEPT, 1);
 	if (fe->mirror & MIRROR_OUT)
 		mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
@@ -235,6 +233,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 					  const struct vpcd_config *cfg, const struct eni_info *dst)
 {
 	struct fast_key fk;
+	struct fast_entry *old;
 	struct fast_entry fe = {
 		.confirmed = bpf_jiffies64(),
 		.gen = cfg->gen,
@@ -257,7 +256,16 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 	fast_key_for(&fk, ctx, pi);
 	mac_copy(fe.dst_mac, rt->mac);
 	mac_copy(fe.src_mac, eni->mac);
-	bpf_map_update_elem(&fastpath, &fk, &fe, BPF_ANY);
+	/* An entry that exists keeps its flow counters, which the daemon
+	 * reads as they grow: refresh the decision around them. */
+	old = bpf_map_lookup_elem(&fastpath, &fk);
+	if (old) {
+		__builtin_memcpy(old, &fe, __builtin_offsetof(struct fast_entry, packets));
+		old->closed = 0;
+		return;
+	}
+	fe.first = bpf_ktime_get_coarse_ns();
+	bpf_map_update_elem(&fastpath, &fk, &fe, BPF_NOEXIST);
 }
 
 static __always_inline int eni_egress(struct ctx_buff *ctx)
