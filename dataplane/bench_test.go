@@ -156,3 +156,71 @@ func benchPolicy(b *testing.B, nrules, nconns int, flowLog bool) {
 		})
 	}
 }
+
+// BenchmarkPrograms measures, with BPF_PROG_TEST_RUN, every program and
+// hook the ENI benchmarks above do not: the XDP flavour of the ENI program
+// (an established local flow, flow counters on) and both flavours of the
+// underlay filter (a WireGuard datagram from a peer). make bench reports
+// them beside an empty program's cost.
+func BenchmarkPrograms(b *testing.B) {
+	d := testDatapath(b)
+	st := testState()
+	for i := range st.ENIs {
+		st.ENIs[i].FlowLog = true
+		st.ENIs[i].SourceDestCheck = false // repeated runs see the rewritten source MAC
+	}
+	if err := d.Reconcile(st, testIfindex); err != nil {
+		b.Fatal(err)
+	}
+	tc, _, underlayXDP := d.Programs()
+	// The SYN makes the connection and the fast-path entry.
+	if ret, _ := runTC(b, tc, testENIIfindex, tcpSegment(ipA, ipB, 40000, 443, 0x02)); ret != tcActRedirect {
+		b.Fatalf("SYN refused (%d)", ret)
+	}
+	wg := udpPacket(hostB, hostA, 51820, 51820, make([]byte, 32))
+	xdpCtx := func(pkt []byte) []byte {
+		ctx := make([]byte, 24) // struct xdp_md
+		binary.NativeEndian.PutUint32(ctx[4:], uint32(len(pkt)))
+		binary.NativeEndian.PutUint32(ctx[12:], testENIIfindex)
+		return ctx
+	}
+	emptyXDP, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer emptyXDP.Close()
+	for _, c := range []struct {
+		name string
+		prog *ebpf.Program
+		pkt  []byte
+		xdp  bool
+		want uint32
+	}{
+		{"empty-xdp-program", emptyXDP, wg, true, xdpPass},
+		{"eni-xdp/established-local", d.ENIXDP(), tcpSegment(ipA, ipB, 40000, 443, 0x10), true, xdpRedirect},
+		{"underlay-xdp/wireguard", underlayXDP, wg, true, xdpPass},
+		{"underlay-tc/wireguard", d.UnderlayTC(), wg, false, 0},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			opts := &ebpf.RunOptions{Data: c.pkt, Repeat: uint32(b.N)}
+			if c.xdp {
+				opts.Context = xdpCtx(c.pkt)
+			} else {
+				opts.Context = skbCtx(testENIIfindex)
+			}
+			// One system call runs the program b.N times: its cost
+			// spread over b.N runs is noise.
+			start := time.Now()
+			ret, err := c.prog.Run(opts)
+			elapsed := time.Since(start)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ret != c.want {
+				b.Fatalf("verdict %d, want %d", ret, c.want)
+			}
+			b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N), "ns/pkt")
+		})
+	}
+}

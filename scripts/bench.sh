@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# make bench: iperf3 throughput side by side, in one run, interleaved, median
-# of ROUNDS: a bare veth pair, stock wireguard-go (built from the module
-# proxy), kernel VXLAN over that wireguard-go, and vpcd (cross-host and
-# same-host ENI to ENI). Writes BENCHMARKS.md. Needs root.
+# make bench: every performance number of the project, side by side in one
+# run. iperf3 throughput interleaved, median of ROUNDS, one stream and four:
+# a bare veth pair, kernel VXLAN, stock wireguard-go (built from the module
+# proxy), kernel VXLAN over that wireguard-go, and vpcd (across hosts, on
+# one host, with a flow log, with a mirror session, with the underlay
+# filter at XDP); ping latency; eBPF cost per packet in place and with
+# BPF_PROG_TEST_RUN; memory with 1,000 ENIs and 100,000 connections.
+# Writes BENCHMARKS.md, BENCHMARKS.json and BENCHMARKS.png. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,7 @@ cleanup() {
 	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}f" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}m" >/dev/null 2>&1 || true
+	"$VPCD" lab down --name "${LAB}big" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
 	rm -f /var/run/wireguard/vbwg0.sock /var/run/wireguard/vbwg1.sock
 	rm -rf "$TMP"
@@ -73,6 +78,12 @@ nsx vb-wb ip link add vx0 type vxlan id 42 local 10.99.0.2 remote 10.99.0.1 dstp
 nsx vb-wa ip addr add 10.98.0.1/24 dev vx0; nsx vb-wa ip link set vx0 mtu 1370 up
 nsx vb-wb ip addr add 10.98.0.2/24 dev vx0; nsx vb-wb ip link set vx0 mtu 1370 up
 nsx vb-wa ping -c 2 -W 2 10.99.0.2 >/dev/null || { echo "bench: stock wireguard-go tunnel does not work" >&2; exit 1; }
+# Kernel VXLAN alone, in the clear over the same underlay: what the
+# encapsulation costs without encryption.
+nsx vb-wa ip link add vx1 type vxlan id 43 local 198.19.0.1 remote 198.19.0.2 dstport 4790 dev eth0
+nsx vb-wb ip link add vx1 type vxlan id 43 local 198.19.0.2 remote 198.19.0.1 dstport 4790 dev eth0
+nsx vb-wa ip addr add 10.96.0.1/24 dev vx1; nsx vb-wa ip link set vx1 up
+nsx vb-wb ip addr add 10.96.0.2/24 dev vx1; nsx vb-wb ip link set vx1 up
 
 log "vpcd lab: two hosts, ENIs at MTU 1500"
 cat > "$TMP/topology.yaml" <<'YAML'
@@ -118,31 +129,37 @@ mirror_sessions:
 YAML
 "$VPCD" lab up --name "${LAB}m" --topology "$TMP/topology-m.yaml" >/dev/null
 
-# iperf3 CLIENT_NS SERVER_NS ADDR [exec prefix] -> Gbit/s received
+# measure CLIENT SERVER ADDR KIND [STREAMS] -> Gbit/s received (the sum
+# over streams). KIND is "ns" for plain namespaces or a lab's name.
 measure() {
-	local cns=$1 sns=$2 addr=$3 kind=$4
+	local cns=$1 sns=$2 addr=$3 kind=$4 p=${5:-1}
 	local srv cli
 	if [ "$kind" != ns ]; then
 		"$VPCD" lab exec --name "$kind" "$sns" -- iperf3 -s -1 >/dev/null 2>&1 &
 		srv=$!
 		sleep 0.4
-		cli=$("$VPCD" lab exec --name "$kind" "$cns" -- iperf3 -c "$addr" -t "$SECS" -f g 2>&1 || true)
+		cli=$("$VPCD" lab exec --name "$kind" "$cns" -- iperf3 -c "$addr" -P "$p" -t "$SECS" -f g 2>&1 || true)
 	else
 		nsx "$sns" iperf3 -s -1 >/dev/null 2>&1 &
 		srv=$!
 		sleep 0.4
-		cli=$(nsx "$cns" iperf3 -c "$addr" -t "$SECS" -f g 2>&1 || true)
+		cli=$(nsx "$cns" iperf3 -c "$addr" -P "$p" -t "$SECS" -f g 2>&1 || true)
 	fi
 	wait "$srv" 2>/dev/null || true
-	echo "$cli" | awk '/receiver/ {print $(NF-2); found=1} END {if (!found) print "0"}'
+	echo "$cli" | awk '/receiver/ {v = $(NF-2)} END {print (v == "" ? "0" : v)}'
 }
 
 declare -A R
-CASES=${CASES:-"veth wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp"}
+CASES=${CASES:-"veth vxlan wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp veth4 wggo4 vpcd_cross4 vpcd_same4"}
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
 		veth) v=$(measure vb-va vb-vb 10.97.0.2 ns) ;;
+		vxlan) v=$(measure vb-wa vb-wb 10.96.0.2 ns) ;;
+		veth4) v=$(measure vb-va vb-vb 10.97.0.2 ns 4) ;;
+		wggo4) v=$(measure vb-wa vb-wb 10.99.0.2 ns 4) ;;
+		vpcd_cross4) v=$(measure e1 e2 10.0.1.11 "$LAB" 4) ;;
+		vpcd_same4) v=$(measure e1 e3 10.0.1.12 "$LAB" 4) ;;
 		wggo) v=$(measure vb-wa vb-wb 10.99.0.2 ns) ;;
 		vxlanwg) v=$(measure vb-wa vb-wb 10.98.0.2 ns) ;;
 		vpcd_cross) v=$(measure e1 e2 10.0.1.11 "$LAB") ;;
@@ -175,6 +192,62 @@ declare -A M
 for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # Rows of cases not run (CASES=...) print n/a.
 
+# BPF cost per packet in place: the kernel's own run-time statistics of
+# each program during one more vpcd cross-host run (per skb: a GSO
+# super-packet is one run).
+progstats() {
+	bpftool prog show --json 2>/dev/null | python3 -c '
+import json, sys
+tot = {}
+for p in json.load(sys.stdin):
+    n = p.get("name", "")
+    if n in ("eni_ingress", "tunnel_ingress", "underlay_filter_tc", "mirror_inject"):
+        t = tot.setdefault(n, [0, 0])
+        t[0] += p.get("run_time_ns", 0)
+        t[1] += p.get("run_cnt", 0)
+for n, (ns, cnt) in sorted(tot.items()):
+    print(n, ns, cnt)'
+}
+log "BPF run-time statistics during one vpcd cross-host run"
+old_stats=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+progstats > "$TMP/ps0"
+measure e1 e2 10.0.1.11 "$LAB" >/dev/null
+progstats > "$TMP/ps1"
+echo "$old_stats" > /proc/sys/kernel/bpf_stats_enabled
+INSITU=$(join "$TMP/ps0" "$TMP/ps1" | awk '{dn = $4 - $2; dc = $5 - $3; if (dc > 0) printf "| %s | %d | %.0f |\n", $1, dc, dn / dc}')
+
+log "BPF_PROG_TEST_RUN per program (go test -bench)"
+TESTRUN=$("$GO" test -run XXX -bench 'BenchmarkENIFullPath|BenchmarkPrograms' -benchtime 300000x ./dataplane 2>/dev/null |
+	awk '/ns\/pkt/ {name = $1; sub(/^Benchmark/, "", name); sub(/-[0-9]+$/, "", name); for (i = 1; i < NF; i++) if ($(i+1) == "ns/pkt") printf "| %s | %s |\n", name, $i}')
+
+log "memory: one host with 1,000 ENIs and 100,000 tracked connections"
+"$GO" build -o ./bin/flowgen ./tools/flowgen
+python3 - "$TMP/mem.yaml" <<'PY'
+import sys
+lines = ["version: 1", "hosts:", "  - {name: mm, underlay_ip: 198.18.0.61}", "vpcs:", "  - name: big", "    vni: 900",
+         "    cidr: 10.50.0.0/16", "    subnets:"]
+lines += ["      - {name: s%d, cidr: 10.50.%d.0/24}" % (s, s) for s in range(5)]
+lines += ["security_groups:", "  - {name: open, vpc: big, ingress: [{protocol: all, cidr: 10.50.0.0/16}]}", "enis:"]
+lines += ["  - {name: n%d, host: mm, subnet: s%d, ip: 10.50.%d.%d, security_groups: [open]}" % (i, i // 240, i // 240, 10 + i % 240)
+          for i in range(1000)]
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+PY
+"$VPCD" lab up --name "${LAB}big" --topology "$TMP/mem.yaml" >/dev/null
+"$VPCD" lab exec --name "${LAB}big" n0 -- ./bin/flowgen -pace 0 -ports 10000-59999 10.50.0.11 >/dev/null
+sleep 3 # a conntrack sample and the flow drain run with the table full
+read -r MEM_RSS MEM_MAPS MEM_CT MEM_ENIS <<<"$("$VPCD" status --socket "/run/vpcd/labs/${LAB}big/hosts/mm/vpcd.sock" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(d["resident_bytes"], d["map_memory_bytes"], sum(1 for _ in d.get("enis", [])), len(d.get("enis", [])))')"
+MEM_CT=$("$VPCD" lab host --name "${LAB}big" mm -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null | awk '$1 == "vpcd_conntrack_entries" {print $2}')
+MEM_TOP=$("$VPCD" status --socket "/run/vpcd/labs/${LAB}big/hosts/mm/vpcd.sock" --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print(", ".join("%s %.1f" % (m["name"], m["bytes"] / 2**20) for m in d["map_memory"][:4]))')
+"$VPCD" lab down --name "${LAB}big" >/dev/null
+mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
+
 # What the mirror session copied and dropped over all its runs.
 mirror_metric() {
 	"$VPCD" lab host --name "${LAB}m" z1 -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null |
@@ -198,6 +271,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| path | Gbit/s (median) | runs | ratio |"
 	echo "|---|---:|---|---|"
 	echo "| bare veth pair | ${M[veth]:-n/a} |${R[veth]:-} | 1.00x of itself |"
+	echo "| kernel VXLAN, in the clear, over the same underlay | ${M[vxlan]:-n/a} |${R[vxlan]:-} | $(ratio "${M[vxlan]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
 	echo "| stock wireguard-go, host to host | ${M[wggo]:-n/a} |${R[wggo]:-} | baseline |"
 	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]:-n/a} |${R[vxlanwg]:-} | $(ratio "${M[vxlanwg]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
 	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
@@ -205,6 +279,15 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
 	echo "| vpcd across hosts with a mirror session copying all of the sender's traffic (128 bytes) to an ENI on the receiver's host | ${M[vpcd_cross_mirror]:-n/a} |${R[vpcd_cross_mirror]:-} | $(ratio "${M[vpcd_cross_mirror]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
 	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]:-n/a} |${R[vpcd_cross_xdp]:-} | $(ratio "${M[vpcd_cross_xdp]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd with tcx there |"
+	echo
+	echo "Four streams (iperf3 -P 4), same rounds:"
+	echo
+	echo "| path | Gbit/s (median) | runs | ratio |"
+	echo "|---|---:|---|---|"
+	echo "| bare veth pair | ${M[veth4]:-n/a} |${R[veth4]:-} | 1.00x of itself |"
+	echo "| stock wireguard-go | ${M[wggo4]:-n/a} |${R[wggo4]:-} | baseline |"
+	echo "| vpcd ENI→ENI across hosts | ${M[vpcd_cross4]:-n/a} |${R[vpcd_cross4]:-} | $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo4]:-n/a}") of wireguard-go |"
+	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same4]:-n/a} |${R[vpcd_same4]:-} | $(ratio "${M[vpcd_same4]:-n/a}" "${M[veth4]:-n/a}") of a bare veth pair |"
 	echo
 	echo "Mirror session over its runs: $MIRRORED copies sent, $MIRROR_DROPPED dropped (a full ring or a failed send)."
 	echo
@@ -216,6 +299,34 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "| vpcd across hosts | $LVP50 | $LVP99 | "
 	echo
 	echo "p50 ratio vpcd / wireguard-go: $(ratio "$LVP50" "$LWG50")"
+	echo
+	echo "## eBPF cost per packet"
+	echo
+	echo "In place, from the kernel's statistics (\`kernel.bpf_stats_enabled\`) over one more vpcd cross-host"
+	echo "iperf3 run; a run is one skb, a GSO super-packet counting once:"
+	echo
+	echo "| program | runs | ns per run |"
+	echo "|---|---:|---:|"
+	echo "${INSITU:-| n/a | | |}"
+	echo
+	echo "BPF_PROG_TEST_RUN with 64-byte packets (\`go test -bench 'BenchmarkENIFullPath|BenchmarkPrograms' ./dataplane\`);"
+	echo "the empty programs show what the test harness itself costs per run, to subtract:"
+	echo
+	echo "| case | ns per packet |"
+	echo "|---|---:|"
+	echo "${TESTRUN:-| n/a | |}"
+	echo
+	echo "## Memory"
+	echo
+	echo "One host with $MEM_ENIS ENIs (a lab with one namespace each) and ${MEM_CT:-n/a} tracked connections"
+	echo "(\`tools/flowgen\` opened them from one ENI):"
+	echo
+	echo "| what | MiB |"
+	echo "|---|---:|"
+	echo "| vpcd resident memory | $(mib "$MEM_RSS") |"
+	echo "| BPF maps, kernel memory (all of vpcd's maps) | $(mib "$MEM_MAPS") |"
+	echo
+	echo "Largest maps (MiB): $MEM_TOP."
 } > "$OUT"
 {
 	printf '{"date":"%s","cores":%s,"kernel":"%s","gbit_per_s":{' "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)"
@@ -227,7 +338,10 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	done
 	printf '},"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
 		"${LWG50:-null}" "${LWG99:-null}" "${LVP50:-null}" "${LVP99:-null}"
-	printf ',"mirror":{"copies":"%s","dropped":"%s"}}\n' "$MIRRORED" "$MIRROR_DROPPED"
+	printf ',"mirror":{"copies":"%s","dropped":"%s"}' "$MIRRORED" "$MIRROR_DROPPED"
+	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s}}\n' \
+		"${MEM_ENIS:-null}" "${MEM_CT:-null}" "${MEM_RSS:-null}" "${MEM_MAPS:-null}"
 } > "${OUT%.md}.json"
+"$GO" run ./tools/benchchart -in "${OUT%.md}.json" -out "${OUT%.md}.png" && echo "![throughput](${OUT%.md}.png)" >> "$OUT"
 cat "$OUT"
-log "wrote $OUT"
+log "wrote $OUT, ${OUT%.md}.json and ${OUT%.md}.png"
