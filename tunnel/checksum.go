@@ -67,3 +67,26 @@ func pseudoHeaderSum(src, dst []byte, proto uint8, length int) uint64 {
 	binary.BigEndian.PutUint16(ph[10:], uint16(length))
 	return csumAdd(0, ph[:])
 }
+
+// ipv4BaseSum is the one's complement sum, in big-endian 16-bit words and
+// unfolded, of an IPv4 header without its total length, ID and checksum:
+// what the segments of one super-packet share. ipv4Checksum finishes it.
+func ipv4BaseSum(h []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		if i == 2 || i == 4 || i == 10 {
+			continue
+		}
+		s += uint32(h[i])<<8 | uint32(h[i+1])
+	}
+	return s
+}
+
+// ipv4Checksum is the header checksum of a header whose other words sum
+// to base, with total length totLen and identification id.
+func ipv4Checksum(base uint32, totLen, id uint16) uint16 {
+	s := base + uint32(totLen) + uint32(id)
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return ^uint16(s)
+}

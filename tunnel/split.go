@@ -70,6 +70,8 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 	if inner == vnetGSOTCPv4 {
 		seq = binary.BigEndian.Uint32(pkt[iL4+4:])
 	}
+	oBase := ipv4BaseSum(pkt[:oIHL])
+	iBase := ipv4BaseSum(pkt[iIP:iL4])
 	for i := 0; i < segs; i++ {
 		chunk := payload[i*mss : min((i+1)*mss, len(payload))]
 		total := hdrLen + len(chunk)
@@ -84,8 +86,7 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 		// Outer IPv4 and UDP.
 		binary.BigEndian.PutUint16(out[2:], uint16(total))
 		binary.BigEndian.PutUint16(out[4:], oID+uint16(i))
-		out[10], out[11] = 0, 0
-		binary.BigEndian.PutUint16(out[10:], checksum(out[:oIHL]))
+		binary.BigEndian.PutUint16(out[10:], ipv4Checksum(oBase, uint16(total), oID+uint16(i)))
 		binary.BigEndian.PutUint16(out[oUDP+4:], uint16(total-oUDP))
 		out[oUDP+6], out[oUDP+7] = 0, 0
 
@@ -93,8 +94,7 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 		iTotal := total - iIP
 		binary.BigEndian.PutUint16(out[iIP+2:], uint16(iTotal))
 		binary.BigEndian.PutUint16(out[iIP+4:], iID+uint16(i))
-		out[iIP+10], out[iIP+11] = 0, 0
-		binary.BigEndian.PutUint16(out[iIP+10:], checksum(out[iIP:iL4]))
+		binary.BigEndian.PutUint16(out[iIP+10:], ipv4Checksum(iBase, uint16(iTotal), iID+uint16(i)))
 
 		// Inner transport header and checksum.
 		var csumAt int
