@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -67,11 +68,16 @@ func openPcap(path string) (*pcapFile, error) {
 	return p, nil
 }
 
-// ourHeader reports whether f starts with a nanosecond pcap header for
-// Ethernet, as openPcap writes.
+// ourHeader reports whether f starts with the header openPcap writes: the
+// nanosecond-resolution magic, little-endian as pcapgo writes it, and the
+// Ethernet link type.
 func ourHeader(f *os.File) bool {
-	r, err := pcapgo.NewReader(io.NewSectionReader(f, 0, 24))
-	return err == nil && r.LinkType() == layers.LinkTypeEthernet && r.Resolution() == gopacket.TimestampResolutionNanosecond
+	var h [24]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return false
+	}
+	return binary.LittleEndian.Uint32(h[0:4]) == 0xa1b23c4d &&
+		binary.LittleEndian.Uint32(h[20:24]) == uint32(layers.LinkTypeEthernet)
 }
 
 func (p *pcapFile) write(t time.Time, origLen int, data []byte) error {
