@@ -90,3 +90,18 @@ func ipv4Checksum(base uint32, totLen, id uint16) uint16 {
 	s = s&0xffff + s>>16
 	return ^uint16(s)
 }
+
+// pseudoBase is the one's complement sum, in big-endian words, of the
+// addresses and protocol of an IPv4 pseudo header; pseudoPartial adds a
+// length and folds it into the value a CHECKSUM_PARTIAL field holds.
+func pseudoBase(src, dst []byte, proto uint8) uint32 {
+	return uint32(src[0])<<8 | uint32(src[1]) + (uint32(src[2])<<8 | uint32(src[3])) +
+		(uint32(dst[0])<<8 | uint32(dst[1])) + (uint32(dst[2])<<8 | uint32(dst[3])) + uint32(proto)
+}
+
+func pseudoPartial(base uint32, length int) uint16 {
+	s := base + uint32(length)
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	return uint16(s)
+}

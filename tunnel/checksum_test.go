@@ -66,3 +66,17 @@ func TestIPv4ChecksumFromBase(t *testing.T) {
 		}
 	}
 }
+
+func TestPseudoPartial(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	for i := 0; i < 10000; i++ {
+		a, b := make([]byte, 4), make([]byte, 4)
+		rng.Read(a)
+		rng.Read(b)
+		proto := uint8(rng.Intn(256))
+		n := rng.Intn(65536)
+		if got, want := pseudoPartial(pseudoBase(a, b, proto), n), ^csumFold(pseudoHeaderSum(a, b, proto, n)); got != want {
+			t.Fatalf("%x %x %d %d: %#04x, want %#04x", a, b, proto, n, got, want)
+		}
+	}
+}

@@ -72,6 +72,7 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 	}
 	oBase := ipv4BaseSum(pkt[:oIHL])
 	iBase := ipv4BaseSum(pkt[iIP:iL4])
+	pBase := pseudoBase(pkt[iIP+12:iIP+16], pkt[iIP+16:iIP+20], pkt[iIP+9])
 	for i := 0; i < segs; i++ {
 		chunk := payload[i*mss : min((i+1)*mss, len(payload))]
 		total := hdrLen + len(chunk)
@@ -115,7 +116,6 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 			csumAt = iL4 + 6
 		}
 		out[csumAt], out[csumAt+1] = 0, 0
-		sum := pseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
 		if proto == 6 && !fullCsum {
 			// TCP keeps the pseudo-header sum, as a CHECKSUM_PARTIAL
 			// packet does: WireGuard authenticates every byte, and the
@@ -123,8 +123,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 			// CHECKSUM_PARTIAL (Write), which completes the sum only if
 			// the packet leaves a host again. Summing 64 KiB per
 			// super-packet here would be wasted.
-			binary.BigEndian.PutUint16(out[csumAt:], ^csumFold(sum))
+			binary.BigEndian.PutUint16(out[csumAt:], pseudoPartial(pBase, total-iL4))
 		} else {
+			sum := pseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
 			c := csumFold(csumAdd(sum, out[iL4:]))
 			if proto == 17 && c == 0 {
 				c = 0xffff
