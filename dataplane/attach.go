@@ -106,6 +106,11 @@ func (d *Datapath) AttachENI(ifname string, hook Hook) (Hook, error) {
 	prog := d.eni.EniIngress
 	if hook == HookXDP {
 		prog = d.eniXDP.EniXdp
+		if l, err := netlink.LinkByName(ifname); err == nil && l.Type() == "veth" && d.attached["eni-"+ifname].Hook != string(HookXDP) {
+			// The operator asked for it; say what it costs.
+			d.log.Warn("XDP on a veth: its redirects reach other veths only when they run XDP too, and bulk TCP loses GSO; tcx is the choice for veths",
+				"interface", ifname)
+		}
 	}
 	return hook, d.attachPinned("eni-"+ifname, ifname, hook, prog)
 }
