@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"sort"
@@ -150,46 +151,15 @@ func compileMirrorRule(r MirrorRule, session uint32) bpf.EniMirrorRule {
 }
 
 // assignMirrorIDs gives each session a dense index, keeping the index a
-// session already had, like assignENIIDs.
+// session already had (assignIDs); the counters of indexes given now start
+// from zero at the next reconcile.
 func (d *Datapath) assignMirrorIDs(sessions []MirrorSession) map[string]uint32 {
-	want := map[string]bool{}
-	for _, s := range sessions {
-		want[s.Name] = true
-	}
-	for name := range d.mirrorIDs {
-		if !want[name] {
-			delete(d.mirrorIDs, name)
-		}
-	}
-	used := map[uint32]bool{}
-	for _, id := range d.mirrorIDs {
-		used[id] = true
-	}
 	names := make([]string, 0, len(sessions))
 	for _, s := range sessions {
 		names = append(names, s.Name)
 	}
-	sort.Strings(names)
-	var next uint32
-	for _, n := range names {
-		if _, ok := d.mirrorIDs[n]; ok {
-			continue
-		}
-		for used[next] {
-			next++
-		}
-		if next >= MaxMirrorSessions {
-			break
-		}
-		d.mirrorIDs[n] = next
-		d.mirrorFresh = append(d.mirrorFresh, next)
-		used[next] = true
-	}
-	out := make(map[string]uint32, len(d.mirrorIDs))
-	for k, v := range d.mirrorIDs {
-		out[k] = v
-	}
-	return out
+	d.mirrorFresh = append(d.mirrorFresh, assignIDs(d.mirrorIDs, names, MaxMirrorSessions)...)
+	return maps.Clone(d.mirrorIDs)
 }
 
 // syncArray makes an array map hold want, with zero values elsewhere,

@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
-	"sort"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -241,40 +243,50 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 // ENI already had in this daemon. A new daemon assigns free indexes in name
 // order, so the same topology gets the same indexes after a restart.
 func (d *Datapath) assignENIIDs(enis []ENI) map[string]uint32 {
-	want := map[string]bool{}
-	for _, e := range enis {
-		want[e.Name] = true
-	}
-	for name := range d.eniIDs {
-		if !want[name] {
-			delete(d.eniIDs, name)
-		}
-	}
-	used := map[uint32]bool{}
-	for _, id := range d.eniIDs {
-		used[id] = true
-	}
 	names := make([]string, 0, len(enis))
 	for _, e := range enis {
 		names = append(names, e.Name)
 	}
-	sort.Strings(names)
-	var next uint32
+	assignIDs(d.eniIDs, names, math.MaxUint32)
+	return maps.Clone(d.eniIDs)
+}
+
+// assignIDs gives each of names a dense index in ids: a name keeps the one
+// it has, names gone lose theirs, and new names take the lowest free
+// indexes in name order, below limit (names beyond it get none). It
+// returns the indexes given now.
+func assignIDs(ids map[string]uint32, names []string, limit uint32) []uint32 {
+	want := map[string]bool{}
 	for _, n := range names {
-		if _, ok := d.eniIDs[n]; ok {
+		want[n] = true
+	}
+	for name := range ids {
+		if !want[name] {
+			delete(ids, name)
+		}
+	}
+	used := map[uint32]bool{}
+	for _, id := range ids {
+		used[id] = true
+	}
+	sorted := slices.Sorted(maps.Keys(want))
+	var fresh []uint32
+	var next uint32
+	for _, n := range sorted {
+		if _, ok := ids[n]; ok {
 			continue
 		}
 		for used[next] {
 			next++
 		}
-		d.eniIDs[n] = next
+		if next >= limit {
+			break
+		}
+		ids[n] = next
 		used[next] = true
+		fresh = append(fresh, next)
 	}
-	out := make(map[string]uint32, len(d.eniIDs))
-	for k, v := range d.eniIDs {
-		out[k] = v
-	}
-	return out
+	return fresh
 }
 
 // eniNames maps counter indexes back to ENI names.

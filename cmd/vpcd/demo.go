@@ -137,11 +137,9 @@ func (d *demo) startAppliance() error {
 	return nil
 }
 
-// mirrors prints what the two mirror sessions copied: db-1's inbound
-// PostgreSQL traffic to a pcap file, web-1's outbound to the appliance.
-func (d *demo) mirrors() {
-	fmt.Println("\ntraffic mirroring (copies of the TCP transfer above)")
-	sessions := map[string]agent.MirrorStatus{}
+// eachStatus calls fn with the status of every host's daemon in topology
+// order; a daemon that does not answer is reported and fails the demo.
+func (d *demo) eachStatus(fn func(host string, st *agent.Status)) {
 	for _, h := range d.lab.Topology().Hosts {
 		st, err := agent.QueryStatus(d.lab.SocketPath(h.Name))
 		if err != nil {
@@ -149,10 +147,20 @@ func (d *demo) mirrors() {
 			d.failed = true
 			continue
 		}
+		fn(h.Name, st)
+	}
+}
+
+// mirrors prints what the two mirror sessions copied: db-1's inbound
+// PostgreSQL traffic to a pcap file, web-1's outbound to the appliance.
+func (d *demo) mirrors() {
+	fmt.Println("\ntraffic mirroring (copies of the TCP transfer above)")
+	sessions := map[string]agent.MirrorStatus{}
+	d.eachStatus(func(_ string, st *agent.Status) {
 		for _, m := range st.Mirrors {
 			sessions[m.Name] = m
 		}
-	}
+	})
 	db, web := sessions["db-in"], sessions["web-out"]
 	path := filepath.Join(d.lab.Dir(), "mirror", "db-1.pcap")
 	n, first, err := pcapSummary(path)
@@ -336,22 +344,16 @@ func (d *demo) throughput(ctx context.Context, size int64) {
 
 func (d *demo) tunnels() {
 	fmt.Println("\ntunnels (wireguard-go, one device per host)")
-	for _, h := range d.lab.Topology().Hosts {
-		st, err := agent.QueryStatus(d.lab.SocketPath(h.Name))
-		if err != nil {
-			fmt.Printf("  %s: %v\n", h.Name, err)
-			d.failed = true
-			continue
-		}
+	d.eachStatus(func(host string, st *agent.Status) {
 		for _, p := range st.Tunnel.Peers {
 			hs := "never"
 			if !p.LastHandshake.IsZero() {
 				hs = time.Since(p.LastHandshake).Round(time.Second).String() + " ago"
 			}
 			fmt.Printf("  %s (%s) -> %s at %s: handshake %s, %d bytes sent, %d received\n",
-				h.Name, st.Tunnel.Device, p.Name, p.Endpoint, hs, p.TxBytes, p.RxBytes)
+				host, st.Tunnel.Device, p.Name, p.Endpoint, hs, p.TxBytes, p.RxBytes)
 		}
-	}
+	})
 }
 
 func (d *demo) drops() {
