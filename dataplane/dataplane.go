@@ -50,6 +50,8 @@ type Datapath struct {
 	// (LRU evictions) between drains.
 	fastSeen    map[bpf.EniFastKey]fastSeen
 	fastEvicted uint64
+	// flowLogged is whether a flow log covers any local ENI.
+	flowLogged bool
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
 }

@@ -137,6 +137,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 
 	ifindexes := map[string]int{}
 	enis := map[uint32]bpf.EniEniInfo{}
+	flowLogged := false
 	ids := d.assignENIIDs(s.ENIs)
 	for _, e := range s.ENIs {
 		idx, err := ifindexOf(e.Interface)
@@ -169,6 +170,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		}
 		if e.FlowLog {
 			info.FlowLog = 1
+			flowLogged = true
 		}
 		enis[uint32(idx)] = info
 	}
@@ -217,6 +219,8 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 	for _, a := range s.UnderlayAllow {
 		allow[bpf.EniUnderlayAllowKey{Protocol: a.Protocol, Port: be16(a.Port)}] = 1
 	}
+
+	d.flowLogged = flowLogged
 
 	pcidr, pport, psets, perrs := policyEntries(s.ENIs, ids)
 	errs = append(errs, perrs...)
