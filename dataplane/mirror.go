@@ -257,8 +257,9 @@ func (d *Datapath) NewMirrorReader() (*MirrorReader, error) {
 	return &MirrorReader{rd: rd, boot: time.Now().Add(-mono)}, nil
 }
 
-// Read waits until deadline for the next copy; it returns
-// os.ErrDeadlineExceeded when none came.
+// Read waits until deadline (the zero time: until a copy comes or Wake)
+// for the next copy; it returns os.ErrDeadlineExceeded when none came,
+// ringbuf.ErrFlushed after Wake.
 func (r *MirrorReader) Read(deadline time.Time, out *MirrorRecord) error {
 	r.rd.SetDeadline(deadline)
 	if err := r.rd.ReadInto(&r.rec); err != nil {
@@ -288,6 +289,9 @@ func (r *MirrorReader) Read(deadline time.Time, out *MirrorRecord) error {
 
 // Close stops the reader; a blocked Read returns.
 func (r *MirrorReader) Close() error { return r.rd.Close() }
+
+// Wake makes a blocked Read return (ringbuf.ErrFlushed).
+func (r *MirrorReader) Wake() error { return r.rd.Flush() }
 
 // MirrorInjectName and MirrorInjectPeer are the veth pair mirror copies
 // enter the VPC through: the daemon writes to the first, the mirror_inject

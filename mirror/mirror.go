@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/dataplane"
@@ -43,7 +44,10 @@ type sessionState struct {
 
 // Reader is where copies come from (dataplane.MirrorReader).
 type Reader interface {
+	// Read waits until deadline (zero: no limit) for a copy.
 	Read(deadline time.Time, out *dataplane.MirrorRecord) error
+	// Wake makes a waiting Read return early.
+	Wake() error
 	Close() error
 }
 
@@ -160,7 +164,13 @@ func (m *Mirror) Update(sessions []Session) error {
 			}
 		}
 	}
+	idle := len(m.byIndex) == 0
 	m.byIndex, m.byName, m.pcaps = byIndex, byName, pcaps
+	if idle && len(byIndex) > 0 {
+		// The reader waits without a deadline while no session exists;
+		// now it has copies to poll for.
+		m.rd.Wake()
+	}
 	return errors.Join(errs...)
 }
 
@@ -184,11 +194,19 @@ func (m *Mirror) run() {
 			return
 		default:
 		}
-		err := m.rd.Read(time.Now().Add(Poll), &rec)
+		// No session, no copies: wait without polling (every poll costs
+		// the daemon thread switches) until Update wakes the reader.
+		var deadline time.Time
+		m.mu.Lock()
+		if len(m.byIndex) > 0 {
+			deadline = time.Now().Add(Poll)
+		}
+		m.mu.Unlock()
+		err := m.rd.Read(deadline, &rec)
 		switch {
 		case err == nil:
 			m.deliver(&rec)
-		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			m.flush(time.Now(), false)
 		default:
 			select {
