@@ -245,7 +245,12 @@ func (m *Mirror) deliver(rec *dataplane.MirrorRecord) {
 		return
 	}
 	m.ipID++
-	m.frameBuf = Encap(m.frameBuf, st.Index, st.VNI, st.Source, st.Target, m.ipID, st.sport, rec.Data)
+	frame, err := Encap(m.frameBuf, st.Index, st.VNI, st.Source, st.Target, m.ipID, st.sport, rec.Data)
+	if err != nil {
+		m.fail(st, err)
+		return
+	}
+	m.frameBuf = frame
 	// Never wait for room: a full queue drops the copy, not the traffic.
 	if err := unix.Sendto(m.fd, m.frameBuf, unix.MSG_DONTWAIT, &unix.SockaddrLinklayer{Ifindex: m.ifindex, Protocol: htons(unix.ETH_P_IP)}); err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {

@@ -23,7 +23,10 @@ func TestEncapDecodes(t *testing.T) {
 	}
 	copy(inner[12:], []byte{0x08, 0x00})
 	src, dst := netip.MustParseAddr("10.7.1.10"), netip.MustParseAddr("10.7.1.30")
-	frame := Encap(nil, 7, 4242, src, dst, 99, SourcePort(7), inner)
+	frame, err := Encap(nil, 7, 4242, src, dst, 99, SourcePort(7), inner)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
 	eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)

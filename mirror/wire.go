@@ -3,18 +3,17 @@ package mirror
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 // Sizes of the headers the daemon puts around a copy.
 const (
-	ethLen   = 14
-	ipLen    = 20
-	udpLen   = 8
-	vxlanLen = 8
+	ethLen = 14
+	ipLen  = 20
+	udpLen = 8
 	// HeaderLen is everything before the mirrored frame.
-	HeaderLen = ethLen + ipLen + udpLen + vxlanLen
-	// VXLANPort is the UDP port of mirror traffic, as AWS uses.
-	VXLANPort = 4789
+	HeaderLen = ethLen + ipLen + udpLen + encap.HeaderLen
 )
 
 // injectMAC is the source MAC that tells the mirror_inject program which
@@ -29,8 +28,8 @@ func injectMAC(b []byte, session uint32) {
 // IPv4 from the source ENI to the target ENI, UDP to port 4789 with no
 // checksum (optional for IPv4, and the VPC authenticates), VXLAN with vni,
 // then the copied frame. id numbers the IPv4 packets; sport spreads
-// sessions over source ports.
-func Encap(buf []byte, session, vni uint32, src, dst netip.Addr, id, sport uint16, frame []byte) []byte {
+// sessions over source ports. The only error is a VNI beyond 24 bits.
+func Encap(buf []byte, session, vni uint32, src, dst netip.Addr, id, sport uint16, frame []byte) ([]byte, error) {
 	n := HeaderLen + len(frame)
 	if cap(buf) < n {
 		buf = make([]byte, n)
@@ -44,7 +43,7 @@ func Encap(buf []byte, session, vni uint32, src, dst netip.Addr, id, sport uint1
 	ip := b[ethLen : ethLen+ipLen]
 	ip[0] = 0x45
 	ip[1] = 0
-	binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen+udpLen+vxlanLen+len(frame)))
+	binary.BigEndian.PutUint16(ip[2:4], uint16(ipLen+udpLen+encap.HeaderLen+len(frame)))
 	binary.BigEndian.PutUint16(ip[4:6], id)
 	binary.BigEndian.PutUint16(ip[6:8], 0)
 	ip[8] = 64 // TTL
@@ -57,15 +56,15 @@ func Encap(buf []byte, session, vni uint32, src, dst netip.Addr, id, sport uint1
 
 	udp := b[ethLen+ipLen : ethLen+ipLen+udpLen]
 	binary.BigEndian.PutUint16(udp[0:2], sport)
-	binary.BigEndian.PutUint16(udp[2:4], VXLANPort)
-	binary.BigEndian.PutUint16(udp[4:6], uint16(udpLen+vxlanLen+len(frame)))
+	binary.BigEndian.PutUint16(udp[2:4], encap.VXLANPort)
+	binary.BigEndian.PutUint16(udp[4:6], uint16(udpLen+encap.HeaderLen+len(frame)))
 	udp[6], udp[7] = 0, 0
 
-	vx := b[ethLen+ipLen+udpLen : HeaderLen]
-	binary.BigEndian.PutUint32(vx[0:4], 0x08000000) // I flag: the VNI is valid
-	binary.BigEndian.PutUint32(vx[4:8], vni<<8)
+	if err := encap.PutHeader(b[ethLen+ipLen+udpLen:HeaderLen], vni); err != nil {
+		return buf, err
+	}
 	copy(b[HeaderLen:], frame)
-	return b
+	return b, nil
 }
 
 func ipChecksum(h []byte) uint16 {
