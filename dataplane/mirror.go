@@ -61,14 +61,14 @@ const (
 
 func anyPorts(p [2]uint16) bool { return p[0] == 0 && p[1] == 65535 }
 
-// mirrorEntries compiles the sessions: the index of each session (stable
-// across reconciles while the session exists), the sessions array, the
-// rule sets per ENI interface and direction, and the ENIs' mirror bits.
+// mirrorEntries compiles the sessions, each under its index (stable across
+// reconciles while the session exists): the sessions array, the rule sets
+// per ENI interface and direction, and the ENIs' mirror bits.
 func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]int) (
-	idx map[string]uint32, arr map[uint32]bpf.EniMirrorSession, sets map[bpf.EniMirrorKey]bpf.EniMirrorSet,
+	arr map[uint32]bpf.EniMirrorSession, sets map[bpf.EniMirrorKey]bpf.EniMirrorSet,
 	bits map[string]uint8, errs []error) {
 
-	idx = d.assignMirrorIDs(sessions)
+	idx := d.assignMirrorIDs(sessions)
 	arr = map[uint32]bpf.EniMirrorSession{}
 	sets = map[bpf.EniMirrorKey]bpf.EniMirrorSet{}
 	bits = map[string]uint8{}
@@ -113,7 +113,7 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 			}
 		}
 	}
-	return idx, arr, sets, bits, errs
+	return arr, sets, bits, errs
 }
 
 const (
@@ -165,16 +165,11 @@ func (d *Datapath) assignMirrorIDs(sessions []MirrorSession) map[string]uint32 {
 // syncArray makes an array map hold want, with zero values elsewhere,
 // writing only what differs.
 func syncArray[V comparable](m *ebpf.Map, want map[uint32]V) error {
-	var k uint32
-	var v, zero V
-	have := map[uint32]V{}
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		have[k] = v
+	have, err := readMap[uint32, V](m)
+	if err != nil {
+		return err
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read map %s: %w", m.String(), err)
-	}
+	var zero V
 	var errs []error
 	for k, old := range have {
 		nv, ok := want[k]

@@ -175,7 +175,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		enis[uint32(idx)] = info
 	}
 
-	_, msessions, msets, mbits, merrs := d.mirrorEntries(s.Mirror, ifindexes)
+	msessions, msets, mbits, merrs := d.mirrorEntries(s.Mirror, ifindexes)
 	errs = append(errs, merrs...)
 	for name, b := range mbits {
 		if idx, ok := ifindexes[name]; ok {
@@ -308,9 +308,8 @@ func (d *Datapath) ENIID(name string) (uint32, bool) {
 	return id, ok
 }
 
-// syncMap makes m hold exactly want: it writes missing or different
-// entries, then deletes the rest.
-func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
+// readMap reads every entry of m.
+func readMap[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
 	have := map[K]V{}
 	var k K
 	var v V
@@ -319,7 +318,17 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 		have[k] = v
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read map %s: %w", m.String(), err)
+		return nil, fmt.Errorf("read map %s: %w", m.String(), err)
+	}
+	return have, nil
+}
+
+// syncMap makes m hold exactly want: it writes missing or different
+// entries, then deletes the rest.
+func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
+	have, err := readMap[K, V](m)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for k, v := range want {
