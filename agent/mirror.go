@@ -15,18 +15,25 @@ var (
 	descMirrorDropped = prometheus.NewDesc("vpcd_mirror_dropped_total", "Mirror copies dropped: the ring to the daemon was full, or the daemon could not send or write them.", []string{"session"}, nil)
 )
 
+// localMirrorSessions lists the sessions whose source ENI is on host.
+func localMirrorSessions(t *topology.Topology, host string) []*topology.MirrorSession {
+	var out []*topology.MirrorSession
+	for i := range t.MirrorSessions {
+		s := &t.MirrorSessions[i]
+		if src := t.ENIByName(s.SourceENI); src != nil && src.Host == host && t.MirrorFilterByName(s.Filter) != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // mirrorSessions lists the mirror sessions whose source ENI is on host, as
 // the datapath takes them.
 func mirrorSessions(t *topology.Topology, host string) []dataplane.MirrorSession {
 	var out []dataplane.MirrorSession
 	mtu := dataplane.InnerMTU(pathMTU(t))
-	for i := range t.MirrorSessions {
-		s := &t.MirrorSessions[i]
-		src := t.ENIByName(s.SourceENI)
+	for _, s := range localMirrorSessions(t, host) {
 		f := t.MirrorFilterByName(s.Filter)
-		if src == nil || src.Host != host || f == nil {
-			continue
-		}
 		snap := s.PacketLength
 		if s.Target.ENI != "" {
 			// A copy travels the VPC whole: as AWS does, it is cut to
@@ -63,8 +70,7 @@ func mirrorRules(rules []topology.MirrorFilterRule) []dataplane.MirrorRule {
 // datapath indexes, under a.mu after a reconcile. needInject reports
 // whether a session sends to an ENI.
 func (a *Agent) mirrorRuntime(t *topology.Topology) (out []mirror.Session, needInject bool) {
-	for _, ds := range mirrorSessions(t, a.opts.Host) {
-		s := t.MirrorSessionByName(ds.Name)
+	for _, s := range localMirrorSessions(t, a.opts.Host) {
 		src := t.ENIByName(s.SourceENI)
 		idx, ok := a.dp.MirrorIndex(s.Name)
 		if !ok {
@@ -102,7 +108,7 @@ func (a *Agent) applyMirror(t *topology.Topology) error {
 			a.log.Warn("remove mirror injection interface", "err", err)
 		}
 	}
-	if needInject != a.injectUp && needInject {
+	if needInject && !a.injectUp {
 		a.log.Info("mirror injection interface", "interface", dataplane.MirrorInjectName, "program_on", dataplane.MirrorInjectPeer)
 	}
 	a.injectUp = needInject
@@ -147,8 +153,7 @@ func (a *Agent) mirrorStatuses() []MirrorStatus {
 		return nil
 	}
 	var out []MirrorStatus
-	for _, ds := range mirrorSessions(a.topo, a.opts.Host) {
-		s := a.topo.MirrorSessionByName(ds.Name)
+	for _, s := range localMirrorSessions(a.topo, a.opts.Host) {
 		st := MirrorStatus{Name: s.Name, Source: s.SourceENI, VNI: s.VirtualNetworkID}
 		if s.Target.ENI != "" {
 			st.Target = "eni:" + s.Target.ENI
