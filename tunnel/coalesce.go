@@ -37,24 +37,7 @@ type groPacket struct {
 // be coalesced: no IP options or fragments, only ACK and PSH set, payload.
 func parseGRO(pkt []byte) (groPacket, bool) {
 	g := groPacket{pkt: pkt}
-	if len(pkt) < innerL4At+20 || pkt[0] != 0x45 || pkt[9] != 17 {
-		return g, false
-	}
-	if binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 { // outer MF or offset
-		return g, false
-	}
-	if binary.BigEndian.Uint16(pkt[22:]) != 4789 || pkt[28]&0x08 == 0 {
-		return g, false
-	}
-	if binary.BigEndian.Uint16(pkt[outerLen+12:]) != 0x0800 {
-		return g, false
-	}
-	ip := pkt[innerIPAt:]
-	if ip[0] != 0x45 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
-		return g, false
-	}
-	tot := int(binary.BigEndian.Uint16(ip[2:]))
-	if innerIPAt+tot != len(pkt) || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+	if at, ok := innerTCP(pkt); !ok || at != innerL4At || pkt[28]&0x08 == 0 {
 		return g, false
 	}
 	tcp := pkt[innerL4At:]

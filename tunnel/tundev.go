@@ -344,8 +344,7 @@ func (t *vxlanTUN) writeOne(pkt []byte) error {
 	var hdr [vnetHdrLen]byte
 	if at, ok := innerTCP(pkt); ok {
 		ip := pkt[innerIPAt:]
-		ps := pseudoHeaderSum(ip[12:16], ip[16:20], 6, len(pkt)-at)
-		binary.BigEndian.PutUint16(pkt[at+16:], ^csumFold(ps))
+		binary.BigEndian.PutUint16(pkt[at+16:], pseudoPartial(pseudoBase(ip[12:16], ip[16:20], 6), len(pkt)-at))
 		hdr[0] = vnetFlagNeedsCsum
 		binary.LittleEndian.PutUint16(hdr[6:], uint16(at))
 		binary.LittleEndian.PutUint16(hdr[8:], 16)
@@ -398,8 +397,7 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 	tcp := h[innerL4At:]
 	tcp[13] |= psh
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum.
-	ps := pseudoHeaderSum(ip[12:16], ip[16:20], 6, total-innerL4At)
-	binary.BigEndian.PutUint16(tcp[16:], ^csumFold(ps))
+	binary.BigEndian.PutUint16(tcp[16:], pseudoPartial(pseudoBase(ip[12:16], ip[16:20], 6), total-innerL4At))
 
 	// Plain TCPv4 GSO whose transport header (csum_start) is the inner
 	// TCP header. The kernel takes it as is up to the tunnel program, whose
