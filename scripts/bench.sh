@@ -192,6 +192,13 @@ declare -A M
 for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # Rows of cases not run (CASES=...) print n/a.
 
+# metric LAB HOST SERIES: the value of one series (name and labels as
+# exposed) from a lab host daemon's metrics, or n/a.
+metric() {
+	"$VPCD" lab host --name "$1" "$2" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null |
+		awk -v m="$3" '$1 == m {print $2; found=1} END {if (!found) print "n/a"}'
+}
+
 # BPF cost per packet in place: the kernel's own run-time statistics of
 # each program during one more vpcd cross-host run (per skb: a GSO
 # super-packet is one run).
@@ -236,25 +243,20 @@ PY
 "$VPCD" lab up --name "${LAB}big" --topology "$TMP/mem.yaml" >/dev/null
 "$VPCD" lab exec --name "${LAB}big" n0 -- ./bin/flowgen -pace 0 -ports 10000-59999 10.50.0.11 >/dev/null
 sleep 3 # a conntrack sample and the flow drain run with the table full
-read -r MEM_RSS MEM_MAPS MEM_CT MEM_ENIS <<<"$("$VPCD" status --socket "/run/vpcd/labs/${LAB}big/hosts/mm/vpcd.sock" --json | python3 -c '
+# One status read: resident memory, map memory, ENIs, the largest maps.
+{ read -r MEM_RSS MEM_MAPS MEM_ENIS; read -r MEM_TOP; } <<<"$("$VPCD" status --socket "/run/vpcd/labs/${LAB}big/hosts/mm/vpcd.sock" --json | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print(d["resident_bytes"], d["map_memory_bytes"], sum(1 for _ in d.get("enis", [])), len(d.get("enis", [])))')"
-MEM_CT=$("$VPCD" lab host --name "${LAB}big" mm -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null | awk '$1 == "vpcd_conntrack_entries" {print $2}')
-MEM_TOP=$("$VPCD" status --socket "/run/vpcd/labs/${LAB}big/hosts/mm/vpcd.sock" --json | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-print(", ".join("%s %.1f" % (m["name"], m["bytes"] / 2**20) for m in d["map_memory"][:4]))')
+print(d["resident_bytes"], d["map_memory_bytes"], len(d.get("enis", [])))
+print(", ".join("%s %.1f" % (m["name"], m["bytes"] / 2**20) for m in d["map_memory"][:4]))')"
+MEM_CT=$(metric "${LAB}big" mm vpcd_conntrack_entries)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
+num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
 
 # What the mirror session copied and dropped over all its runs.
-mirror_metric() {
-	"$VPCD" lab host --name "${LAB}m" z1 -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null |
-		awk -v m="$1" '$1 == m "{session=\"all-e1\"}" {print $2; found=1} END {if (!found) print "n/a"}'
-}
-MIRRORED=$(mirror_metric vpcd_mirror_packets_total)
-MIRROR_DROPPED=$(mirror_metric vpcd_mirror_dropped_total)
+MIRRORED=$(metric "${LAB}m" z1 'vpcd_mirror_packets_total{session="all-e1"}')
+MIRROR_DROPPED=$(metric "${LAB}m" z1 'vpcd_mirror_dropped_total{session="all-e1"}')
 
 log "ping latency: stock wireguard-go and vpcd across hosts"
 read -r LWG50 LWG99 <<<"$(latency ns vb-wa 10.99.0.2)"
@@ -340,7 +342,7 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 		"${LWG50:-null}" "${LWG99:-null}" "${LVP50:-null}" "${LVP99:-null}"
 	printf ',"mirror":{"copies":"%s","dropped":"%s"}' "$MIRRORED" "$MIRROR_DROPPED"
 	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s}}\n' \
-		"${MEM_ENIS:-null}" "${MEM_CT:-null}" "${MEM_RSS:-null}" "${MEM_MAPS:-null}"
+		"$(num "$MEM_ENIS")" "$(num "$MEM_CT")" "$(num "$MEM_RSS")" "$(num "$MEM_MAPS")"
 } > "${OUT%.md}.json"
 "$GO" run ./tools/benchchart -in "${OUT%.md}.json" -out "${OUT%.md}.png" && echo "![throughput](${OUT%.md}.png)" >> "$OUT"
 cat "$OUT"
