@@ -90,7 +90,7 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 			snap = MirrorSnapMax
 		}
 		arr[id] = bpf.EniMirrorSession{Snaplen: uint32(snap), SrcIfindex: uint32(ifx)}
-		for dir, rules := range [2][]MirrorRule{dirIngress: s.Ingress, dirEgress: s.Egress} {
+		for dir, rules := range [2][]MirrorRule{Ingress: s.Ingress, Egress: s.Egress} {
 			if len(rules) == 0 {
 				continue
 			}
@@ -98,7 +98,7 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 			set := sets[k]
 			if int(set.N)+len(rules) > MirrorRules {
 				errs = append(errs, fmt.Errorf("mirror session %s: eni %s has more than %d mirror rules in direction %s across its sessions",
-					s.Name, s.SourceENI, MirrorRules, dirName(dir)))
+					s.Name, s.SourceENI, MirrorRules, Direction(dir)))
 				continue
 			}
 			for _, r := range rules {
@@ -106,7 +106,7 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 				set.N++
 			}
 			sets[k] = set
-			if dir == dirIngress {
+			if Direction(dir) == Ingress {
 				bits[s.SourceENI] |= mirrorIn
 			} else {
 				bits[s.SourceENI] |= mirrorOut
@@ -114,18 +114,6 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 		}
 	}
 	return arr, sets, bits, errs
-}
-
-const (
-	dirIngress = 0
-	dirEgress  = 1
-)
-
-func dirName(dir int) string {
-	if dir == dirIngress {
-		return "ingress"
-	}
-	return "egress"
 }
 
 func compileMirrorRule(r MirrorRule, session uint32) bpf.EniMirrorRule {
@@ -275,7 +263,7 @@ func (r *MirrorReader) Read(deadline time.Time, out *MirrorRecord) error {
 	*out = MirrorRecord{
 		Time:    r.boot.Add(time.Duration(t)),
 		Session: uint32(sess),
-		Ingress: dir == dirIngress,
+		Ingress: Direction(dir) == Ingress,
 		OrigLen: int(orig),
 		Data:    raw[mirrorRecordHead : mirrorRecordHead+capLen],
 	}
