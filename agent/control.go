@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type Status struct {
 	MapMemory      []dataplane.MapMemory `json:"map_memory"`
 	// ResidentBytes is the daemon's resident memory.
 	ResidentBytes uint64 `json:"resident_bytes"`
+	// CPUs is the daemon's CPU budget (GOMAXPROCS) and HostCPUs the host's.
+	CPUs     int `json:"cpus"`
+	HostCPUs int `json:"host_cpus"`
 }
 
 // FlowLogStatus is one flow log's destination and counters.
@@ -113,6 +117,7 @@ func (a *Agent) status(withConntrack bool) *Status {
 	s.MapMemory, s.MapMemoryBytes = a.dp.MapMemory()
 	a.mu.Unlock()
 	s.ResidentBytes = residentBytes()
+	s.CPUs, s.HostCPUs = runtime.GOMAXPROCS(0), runtime.NumCPU()
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers

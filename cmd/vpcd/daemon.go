@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -33,11 +35,21 @@ func cmdRun(args []string) error {
 	eniHook := fs.String("eni-hook", "auto", "hook of the ENI program: auto (tcx on veth, else xdp), xdp or tcx")
 	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
 	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
+	cpus := fs.Int("cpus", 0, "CPUs the daemon may use at once (GOMAXPROCS); 0: all; default: a quarter of the host's, at least 1, or $GOMAXPROCS")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if *host == "" {
 		return errors.New("run: --host is required")
+	}
+	cpusSet := false
+	fs.Visit(func(f *flag.Flag) { cpusSet = cpusSet || f.Name == "cpus" })
+	budget, budgetFrom, err := cpuBudget(*cpus, cpusSet, os.Getenv("GOMAXPROCS"), runtime.NumCPU())
+	if err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	if budget > 0 {
+		runtime.GOMAXPROCS(budget)
 	}
 	uhook, err := dataplane.ParseHook(*underlayHook)
 	if err != nil {
@@ -52,6 +64,7 @@ func cmdRun(args []string) error {
 		return fmt.Errorf("run: --log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log.Info("CPU budget", "cpus", runtime.GOMAXPROCS(0), "host_cpus", runtime.NumCPU(), "from", budgetFrom)
 	if _, err := agent.LoadTopology(*config, *host); err != nil {
 		printTopologyErrors(*config, err)
 		return exitError{1}
@@ -227,7 +240,7 @@ func printStatus(st *agent.Status) {
 		}
 		fmt.Fprint(w, ")")
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\ncpus: %d of the host's %d\n", st.CPUs, st.HostCPUs)
 	fmt.Fprintln(w, "\nATTACHED\tHOOK\tPROGRAM\tID")
 	for _, a := range st.Attachments {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)

@@ -202,3 +202,30 @@ func TestKeygen(t *testing.T) {
 		t.Fatalf("public key %q does not belong to the private key", pub)
 	}
 }
+
+func TestCPUBudget(t *testing.T) {
+	for _, c := range []struct {
+		flag int
+		set  bool
+		env  string
+		ncpu int
+		want int
+		err  bool
+	}{
+		{ncpu: 2, want: 1},
+		{ncpu: 1, want: 1},
+		{ncpu: 8, want: 2},
+		{ncpu: 64, want: 16},
+		{env: "3", ncpu: 8, want: 0},    // the environment stands
+		{env: "junk", ncpu: 8, want: 2}, // the runtime ignores it too
+		{flag: 3, set: true, env: "1", ncpu: 8, want: 3},
+		{flag: 16, set: true, ncpu: 8, want: 8}, // no more than the host has
+		{flag: 0, set: true, ncpu: 8, want: 8},
+		{flag: -1, set: true, ncpu: 8, err: true},
+	} {
+		got, _, err := cpuBudget(c.flag, c.set, c.env, c.ncpu)
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("cpuBudget(%d, %v, %q, %d) = %d, %v; want %d, error %v", c.flag, c.set, c.env, c.ncpu, got, err, c.want, c.err)
+		}
+	}
+}
