@@ -17,7 +17,7 @@ VPCD=${VPCD:-./bin/vpcd}
 WGGO=./bin/wireguard-go
 GO=${GO:-go}
 LAB=bench
-NS="vb-va vb-vb vb-wa vb-wb vb-wr"
+NS="vb-va vb-vb vb-wa vb-wb vb-ua vb-ub vb-wr"
 TMP=$(mktemp -d)
 PIDS=()
 
@@ -31,7 +31,7 @@ cleanup() {
 	"$VPCD" lab down --name "${LAB}m" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}big" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
-	rm -f /var/run/wireguard/vbwg0.sock /var/run/wireguard/vbwg1.sock
+	rm -f /var/run/wireguard/vbwg[0-3].sock
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -52,32 +52,41 @@ nsx vb-va ip addr add 10.97.0.1/24 dev vb0; nsx vb-va ip link set vb0 up; nsx vb
 nsx vb-vb ip addr add 10.97.0.2/24 dev vb1; nsx vb-vb ip link set vb1 up; nsx vb-vb ip link set lo up
 
 log "stock wireguard-go between two hosts on a bridge, and kernel VXLAN over it"
-ip netns add vb-wr; ip netns add vb-wa; ip netns add vb-wb
+ip netns add vb-wr
 nsx vb-wr ip link add rack0 type bridge mcast_snooping 0; nsx vb-wr ip link set rack0 up
-i=1
-for n in vb-wa vb-wb; do
-	ip link add "r$i" netns vb-wr type veth peer name eth0 netns "$n"
-	nsx vb-wr ip link set "r$i" master rack0; nsx vb-wr ip link set "r$i" up
-	nsx "$n" ip addr add "198.19.0.$i/24" dev eth0; nsx "$n" ip link set eth0 up; nsx "$n" ip link set lo up
-	wg genkey > "$TMP/k$i"; wg pubkey < "$TMP/k$i" > "$TMP/p$i"
-	i=$((i + 1))
-done
-i=0
-for n in vb-wa vb-wb; do
-	nsx "$n" env WG_PROCESS_FOREGROUND=1 "$WGGO" -f "vbwg$i" >"$TMP/wg$i.log" 2>&1 &
-	PIDS+=($!)
-	i=$((i + 1))
-done
-for _ in $(seq 50); do [ -S /var/run/wireguard/vbwg0.sock ] && [ -S /var/run/wireguard/vbwg1.sock ] && break; sleep 0.1; done
-nsx vb-wa wg set vbwg0 private-key "$TMP/k1" listen-port 51820 peer "$(cat "$TMP/p2")" endpoint 198.19.0.2:51820 allowed-ips 10.99.0.2/32
-nsx vb-wb wg set vbwg1 private-key "$TMP/k2" listen-port 51820 peer "$(cat "$TMP/p1")" endpoint 198.19.0.1:51820 allowed-ips 10.99.0.1/32
-nsx vb-wa ip addr add 10.99.0.1/24 dev vbwg0; nsx vb-wa ip link set vbwg0 mtu 1420 up
-nsx vb-wb ip addr add 10.99.0.2/24 dev vbwg1; nsx vb-wb ip link set vbwg1 mtu 1420 up
+# stock_pair A B N [ENV...]: hosts A and B on the rack (underlay
+# 198.19.0.N and N+1), each running stock wireguard-go with ENV as device
+# vbwgN / vbwgN+1, tunnel addresses 10.99.N.1 and 10.99.N.2.
+stock_pair() {
+	local a=$1 b=$2 n=$3 i j
+	shift 3
+	for i in 0 1; do
+		local ns=$a; [ $i = 1 ] && ns=$b
+		j=$((n + i))
+		ip netns add "$ns"
+		ip link add "r$j" netns vb-wr type veth peer name eth0 netns "$ns"
+		nsx vb-wr ip link set "r$j" master rack0; nsx vb-wr ip link set "r$j" up
+		nsx "$ns" ip addr add "198.19.0.$((j + 1))/24" dev eth0; nsx "$ns" ip link set eth0 up; nsx "$ns" ip link set lo up
+		wg genkey > "$TMP/k$j"; wg pubkey < "$TMP/k$j" > "$TMP/p$j"
+		nsx "$ns" env WG_PROCESS_FOREGROUND=1 "$@" "$WGGO" -f "vbwg$j" >"$TMP/wg$j.log" 2>&1 &
+		PIDS+=($!)
+	done
+	for _ in $(seq 50); do [ -S "/var/run/wireguard/vbwg$n.sock" ] && [ -S "/var/run/wireguard/vbwg$((n + 1)).sock" ] && break; sleep 0.1; done
+	nsx "$a" wg set "vbwg$n" private-key "$TMP/k$n" listen-port 51820 peer "$(cat "$TMP/p$((n + 1))")" endpoint "198.19.0.$((n + 2)):51820" allowed-ips "10.99.$n.2/32"
+	nsx "$b" wg set "vbwg$((n + 1))" private-key "$TMP/k$((n + 1))" listen-port 51820 peer "$(cat "$TMP/p$n")" endpoint "198.19.0.$((n + 1)):51820" allowed-ips "10.99.$n.1/32"
+	nsx "$a" ip addr add "10.99.$n.1/24" dev "vbwg$n"; nsx "$a" ip link set "vbwg$n" mtu 1420 up
+	nsx "$b" ip addr add "10.99.$n.2/24" dev "vbwg$((n + 1))"; nsx "$b" ip link set "vbwg$((n + 1))" mtu 1420 up
+	nsx "$a" ping -c 2 -W 2 "10.99.$n.2" >/dev/null || { echo "bench: stock wireguard-go tunnel $a-$b does not work" >&2; exit 1; }
+}
+# As shipped: the Go runtime's default, one thread per CPU.
+stock_pair vb-wa vb-wb 0
+# The same binary held to one CPU, as vpcd's default budget holds itself
+# on this machine (cmd/vpcd/cpus.go): the setting's share of the gain.
+stock_pair vb-ua vb-ub 2 GOMAXPROCS=1
 nsx vb-wa ip link add vx0 type vxlan id 42 local 10.99.0.1 remote 10.99.0.2 dstport 4789 dev vbwg0
 nsx vb-wb ip link add vx0 type vxlan id 42 local 10.99.0.2 remote 10.99.0.1 dstport 4789 dev vbwg1
 nsx vb-wa ip addr add 10.98.0.1/24 dev vx0; nsx vb-wa ip link set vx0 mtu 1370 up
 nsx vb-wb ip addr add 10.98.0.2/24 dev vx0; nsx vb-wb ip link set vx0 mtu 1370 up
-nsx vb-wa ping -c 2 -W 2 10.99.0.2 >/dev/null || { echo "bench: stock wireguard-go tunnel does not work" >&2; exit 1; }
 # Kernel VXLAN alone, in the clear over the same underlay: what the
 # encapsulation costs without encryption.
 nsx vb-wa ip link add vx1 type vxlan id 43 local 198.19.0.1 remote 198.19.0.2 dstport 4790 dev eth0
@@ -150,7 +159,7 @@ measure() {
 }
 
 declare -A R
-CASES=${CASES:-"veth vxlan wggo vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp veth4 wggo4 vpcd_cross4 vpcd_same4"}
+CASES=${CASES:-"veth vxlan wggo wggo1 vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp veth4 wggo4 wggo14 vpcd_cross4 vpcd_same4"}
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
@@ -161,6 +170,8 @@ for round in $(seq "$ROUNDS"); do
 		vpcd_cross4) v=$(measure e1 e2 10.0.1.11 "$LAB" 4) ;;
 		vpcd_same4) v=$(measure e1 e3 10.0.1.12 "$LAB" 4) ;;
 		wggo) v=$(measure vb-wa vb-wb 10.99.0.2 ns) ;;
+		wggo1) v=$(measure vb-ua vb-ub 10.99.2.2 ns) ;;
+		wggo14) v=$(measure vb-ua vb-ub 10.99.2.2 ns 4) ;;
 		vxlanwg) v=$(measure vb-wa vb-wb 10.98.0.2 ns) ;;
 		vpcd_cross) v=$(measure e1 e2 10.0.1.11 "$LAB") ;;
 		vpcd_same) v=$(measure e1 e3 10.0.1.12 "$LAB") ;;
@@ -175,16 +186,20 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-# latency NS/LAB FROM DST: p50 and p99 of 300 pings 10 ms apart, in ms.
+# latency NS/LAB FROM DST: the round-trip times of 100 pings 10 ms apart,
+# in ms, one per line.
 latency() {
 	local kind=$1 from=$2 dst=$3 out
 	if [ "$kind" = ns ]; then
-		out=$(nsx "$from" ping -n -c 300 -i 0.01 "$dst" 2>/dev/null || true)
+		out=$(nsx "$from" ping -n -c 100 -i 0.01 "$dst" 2>/dev/null || true)
 	else
-		out=$("$VPCD" lab exec --name "$kind" "$from" -- ping -n -c 300 -i 0.01 "$dst" 2>/dev/null || true)
+		out=$("$VPCD" lab exec --name "$kind" "$from" -- ping -n -c 100 -i 0.01 "$dst" 2>/dev/null || true)
 	fi
-	echo "$out" | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | sort -g |
-		awk '{a[NR]=$1} END {if (NR) printf "%s %s", a[int(NR*0.5+0.5)], a[int(NR*0.99+0.5)]; else print "null null"}'
+	echo "$out" | sed -n 's/.*time=\([0-9.]*\) ms/\1/p'
+}
+# percentiles: p50 and p99 of the numbers on stdin.
+percentiles() {
+	sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s %s", a[int(NR*0.5+0.5)], a[int(NR*0.99+0.5)]; else print "null null"}'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 
@@ -215,6 +230,16 @@ for p in json.load(sys.stdin):
 for n, (ns, cnt) in sorted(tot.items()):
     print(n, ns, cnt)'
 }
+log "ping latency: stock wireguard-go and vpcd across hosts, interleaved"
+for round in $(seq "$ROUNDS"); do
+	latency ns vb-wa 10.99.0.2 >>"$TMP/ping-wggo"
+	latency ns vb-ua 10.99.2.2 >>"$TMP/ping-wggo1"
+	latency "$LAB" e1 10.0.1.11 >>"$TMP/ping-vpcd"
+done
+read -r LWG50 LWG99 <<<"$(percentiles <"$TMP/ping-wggo")"
+read -r LWS50 LWS99 <<<"$(percentiles <"$TMP/ping-wggo1")"
+read -r LVP50 LVP99 <<<"$(percentiles <"$TMP/ping-vpcd")"
+
 log "BPF run-time statistics during one vpcd cross-host run"
 old_stats=$(cat /proc/sys/kernel/bpf_stats_enabled)
 echo 1 > /proc/sys/kernel/bpf_stats_enabled
@@ -258,25 +283,25 @@ mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; e
 MIRRORED=$(metric "${LAB}m" z1 'vpcd_mirror_packets_total{session="all-e1"}')
 MIRROR_DROPPED=$(metric "${LAB}m" z1 'vpcd_mirror_dropped_total{session="all-e1"}')
 
-log "ping latency: stock wireguard-go and vpcd across hosts"
-read -r LWG50 LWG99 <<<"$(latency ns vb-wa 10.99.0.2)"
-read -r LVP50 LVP99 <<<"$(latency "$LAB" e1 10.0.1.11)"
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("cpus", "n/a"))' || echo n/a)
 {
 	echo "# vpcd benchmarks"
 	echo
 	echo "Measured by \`make bench\` on $(date -u +%Y-%m-%d) — $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)."
 	echo "iperf3, one TCP stream, ${SECS}s per run, $ROUNDS rounds interleaved, median shown; every path shares the same 2 cores"
-	echo "(both ends of each connection run on this machine), so compare ratios, not absolutes."
+	echo "(both ends of each connection run on this machine), so compare ratios, not absolutes. Each vpcd daemon runs"
+	echo "with its default CPU budget, $VPCD_CPUS of the $(nproc) CPUs (\`vpcd run --cpus\`); stock wireguard-go as shipped uses all of them."
 	echo
 	echo "| path | Gbit/s (median) | runs | ratio |"
 	echo "|---|---:|---|---|"
 	echo "| bare veth pair | ${M[veth]:-n/a} |${R[veth]:-} | 1.00x of itself |"
 	echo "| kernel VXLAN, in the clear, over the same underlay | ${M[vxlan]:-n/a} |${R[vxlan]:-} | $(ratio "${M[vxlan]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
 	echo "| stock wireguard-go, host to host | ${M[wggo]:-n/a} |${R[wggo]:-} | baseline |"
+	echo "| stock wireguard-go held to one CPU (GOMAXPROCS=1), for reference | ${M[wggo1]:-n/a} |${R[wggo1]:-} | $(ratio "${M[wggo1]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
 	echo "| kernel VXLAN over wireguard-go | ${M[vxlanwg]:-n/a} |${R[vxlanwg]:-} | $(ratio "${M[vxlanwg]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
-	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go |"
+	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go; $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo1]:-n/a}") of it at one CPU |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]:-n/a} |${R[vpcd_same]:-} | $(ratio "${M[vpcd_same]:-n/a}" "${M[veth]:-n/a}") of a bare veth pair |"
 	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
 	echo "| vpcd across hosts with a mirror session copying all of the sender's traffic (128 bytes) to an ENI on the receiver's host | ${M[vpcd_cross_mirror]:-n/a} |${R[vpcd_cross_mirror]:-} | $(ratio "${M[vpcd_cross_mirror]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
@@ -288,16 +313,18 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 	echo "|---|---:|---|---|"
 	echo "| bare veth pair | ${M[veth4]:-n/a} |${R[veth4]:-} | 1.00x of itself |"
 	echo "| stock wireguard-go | ${M[wggo4]:-n/a} |${R[wggo4]:-} | baseline |"
-	echo "| vpcd ENI→ENI across hosts | ${M[vpcd_cross4]:-n/a} |${R[vpcd_cross4]:-} | $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo4]:-n/a}") of wireguard-go |"
+	echo "| stock wireguard-go held to one CPU, for reference | ${M[wggo14]:-n/a} |${R[wggo14]:-} | $(ratio "${M[wggo14]:-n/a}" "${M[wggo4]:-n/a}") of wireguard-go |"
+	echo "| vpcd ENI→ENI across hosts | ${M[vpcd_cross4]:-n/a} |${R[vpcd_cross4]:-} | $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo4]:-n/a}") of wireguard-go; $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo14]:-n/a}") of it at one CPU |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same4]:-n/a} |${R[vpcd_same4]:-} | $(ratio "${M[vpcd_same4]:-n/a}" "${M[veth4]:-n/a}") of a bare veth pair |"
 	echo
 	echo "Mirror session over its runs: $MIRRORED copies sent, $MIRROR_DROPPED dropped (a full ring or a failed send)."
 	echo
-	echo "Ping latency, 300 pings 10 ms apart, milliseconds:"
+	echo "Ping latency, 100 pings 10 ms apart per path and round, rounds interleaved, milliseconds:"
 	echo
 	echo "| path | p50 | p99 |"
 	echo "|---|---:|---:|"
 	echo "| stock wireguard-go | $LWG50 | $LWG99 |"
+	echo "| stock wireguard-go held to one CPU | $LWS50 | $LWS99 |"
 	echo "| vpcd across hosts | $LVP50 | $LVP99 | "
 	echo
 	echo "p50 ratio vpcd / wireguard-go: $(ratio "$LVP50" "$LWG50")"
@@ -338,8 +365,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 		printf '"%s":{"median":%s,"runs":[%s]}' "$c" "${M[$c]:-null}" "$(echo ${R[$c]:-} | tr ' ' ',')"
 		first=0
 	done
-	printf '},"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
-		"${LWG50:-null}" "${LWG99:-null}" "${LVP50:-null}" "${LVP99:-null}"
+	printf '},"vpcd_cpus":%s,"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"wireguard_go_one_cpu":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
+		"$(num "$VPCD_CPUS")" "${LWG50:-null}" "${LWG99:-null}" "${LWS50:-null}" "${LWS99:-null}" "${LVP50:-null}" "${LVP99:-null}"
 	printf ',"mirror":{"copies":"%s","dropped":"%s"}' "$MIRRORED" "$MIRROR_DROPPED"
 	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s}}\n' \
 		"$(num "$MEM_ENIS")" "$(num "$MEM_CT")" "$(num "$MEM_RSS")" "$(num "$MEM_MAPS")"

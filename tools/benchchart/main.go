@@ -24,6 +24,7 @@ var labels = []struct{ key, label string }{
 	{"veth", "bare veth pair"},
 	{"vxlan", "kernel VXLAN (clear)"},
 	{"wggo", "stock wireguard-go"},
+	{"wggo1", "stock wireguard-go, 1 CPU"},
 	{"vxlanwg", "kernel VXLAN over wireguard-go"},
 	{"vpcd_cross", "vpcd across hosts"},
 	{"vpcd_cross_fl", "vpcd across hosts + flow log"},
@@ -32,6 +33,7 @@ var labels = []struct{ key, label string }{
 	{"vpcd_same", "vpcd on one host"},
 	{"veth4", "bare veth pair, 4 streams"},
 	{"wggo4", "stock wireguard-go, 4 streams"},
+	{"wggo14", "stock wireguard-go, 1 CPU, 4 streams"},
 	{"vpcd_cross4", "vpcd across hosts, 4 streams"},
 	{"vpcd_same4", "vpcd on one host, 4 streams"},
 }
