@@ -66,7 +66,7 @@ type Mirror struct {
 	done     chan struct{}
 	ipID     uint16
 	errLog   time.Time
-	frameBuf []byte
+	out      sender // copies for ENI targets, written a batch at a time
 }
 
 // Poll is how long the reader waits for copies before it looks at the ring
@@ -205,7 +205,15 @@ func (m *Mirror) run() {
 		err := m.rd.Read(deadline, &rec)
 		switch {
 		case err == nil:
+			m.mu.Lock()
 			m.deliver(&rec)
+			// Take what else the ring holds, up to a batch, without
+			// waiting, and send it in one go.
+			for m.out.n > 0 && m.out.n < sendBatch && m.rd.Read(time.Unix(1, 0), &rec) == nil {
+				m.deliver(&rec)
+			}
+			m.sendOut()
+			m.mu.Unlock()
 		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
 			m.flush(time.Now(), false)
 		default:
@@ -220,9 +228,10 @@ func (m *Mirror) run() {
 	}
 }
 
+// deliver writes a copy to its session's pcap file or adds it to the
+// batch for the injection interface (sent when full: see sendOut). Called
+// with m.mu held.
 func (m *Mirror) deliver(rec *dataplane.MirrorRecord) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	st := m.byIndex[rec.Session]
 	if st == nil {
 		return // a session removed since the copy was made
@@ -245,22 +254,27 @@ func (m *Mirror) deliver(rec *dataplane.MirrorRecord) {
 		return
 	}
 	m.ipID++
-	frame, err := Encap(m.frameBuf, st.Index, st.VNI, st.Source, st.Target, m.ipID, st.sport, rec.Data)
+	frame, err := Encap(m.out.next(), st.Index, st.VNI, st.Source, st.Target, m.ipID, st.sport, rec.Data)
 	if err != nil {
 		m.fail(st, err)
 		return
 	}
-	m.frameBuf = frame
-	// Never wait for room: a full queue drops the copy, not the traffic.
-	if err := unix.Sendto(m.fd, m.frameBuf, unix.MSG_DONTWAIT, &unix.SockaddrLinklayer{Ifindex: m.ifindex, Protocol: htons(unix.ETH_P_IP)}); err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
+	if m.out.add(frame, st) {
+		m.sendOut()
+	}
+}
+
+// sendOut sends the batched copies. Called with m.mu held.
+func (m *Mirror) sendOut() {
+	if m.fd < 0 {
+		for _, st := range m.out.sess[:m.out.n] {
 			st.drops.Add(1)
-			return
 		}
-		m.fail(st, err)
+		clear(m.out.sess[:m.out.n])
+		m.out.n = 0
 		return
 	}
-	st.sent.Add(1)
+	m.out.flush(m.fd, m.ifindex, m.fail)
 }
 
 // fail counts a failed send or write, logging at most once a minute.
