@@ -56,17 +56,17 @@ type Mirror struct {
 	log *slog.Logger
 	rd  Reader
 
-	mu       sync.Mutex
-	byIndex  map[uint32]*sessionState
-	byName   map[string]*sessionState
-	pcaps    map[string]*pcapFile
-	fd       int // AF_PACKET socket on the injection interface; -1: none
-	ifindex  int
-	closing  chan struct{}
-	done     chan struct{}
-	ipID     uint16
-	errLog   time.Time
-	out      sender // copies for ENI targets, written a batch at a time
+	mu      sync.Mutex
+	byIndex map[uint32]*sessionState
+	byName  map[string]*sessionState
+	pcaps   map[string]*pcapFile
+	fd      int // AF_PACKET socket on the injection interface; -1: none
+	ifindex int
+	closing chan struct{}
+	done    chan struct{}
+	ipID    uint16
+	errLog  time.Time
+	out     sender // copies for ENI targets, written a batch at a time
 }
 
 // Poll is how long the reader waits for copies before it looks at the ring
