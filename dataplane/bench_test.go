@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
 )
@@ -223,4 +225,50 @@ func BenchmarkPrograms(b *testing.B) {
 			b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N), "ns/pkt")
 		})
 	}
+	// The tunnel program, on what wireguard-go writes to the tunnel
+	// device: a peer's VXLAN with an echo request to local ENI a, checked
+	// against a's security groups and conntrack and sent to a. A test run
+	// hands a tc program an Ethernet frame, and this program runs where
+	// packets start at IPv4, so it is measured in place instead: frames
+	// written to a real TUN, the cost read from the kernel's statistics.
+	b.Run("tunnel-tc-in-place/echo-from-peer", func(b *testing.B) {
+		stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer stats.Close()
+		defer freshNamespace(b)()
+		fd, l := openTestTUN(b)
+		defer unix.Close(fd)
+		prog := d.tunnel.TunnelIngress
+		lk, err := link.AttachTCX(link.TCXOptions{Interface: l.Attrs().Index, Program: prog, Attach: ebpf.AttachTCXIngress})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer lk.Close()
+		pkt := vxlanFrame(hostB, hostA, vniRed, ipR, ipA)
+		before, _ := d.ENICounters("a")
+		s0, err := prog.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range b.N {
+			if _, err := unix.Write(fd, pkt); err != nil {
+				b.Fatal(err)
+			}
+		}
+		s1, err := prog.Stats()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if after, _ := d.ENICounters("a"); after[Ingress].Packets-before[Ingress].Packets != uint64(b.N) {
+			m, _ := d.Drops()
+			b.Fatalf("%d of %d frames reached ENI a (drops %v)", after[Ingress].Packets-before[Ingress].Packets, b.N, m)
+		}
+		runs := s1.RunCount - s0.RunCount
+		if runs != uint64(b.N) {
+			b.Fatalf("the program ran %d times for %d frames", runs, b.N)
+		}
+		b.ReportMetric(float64((s1.Runtime-s0.Runtime).Nanoseconds())/float64(runs), "ns/pkt")
+	})
 }

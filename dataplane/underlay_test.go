@@ -129,7 +129,7 @@ func vxlanFrame(outerSrc, outerDst netip.Addr, vni uint32, src, dst netip.Addr) 
 
 // freshNamespace locks the goroutine to its thread and moves the thread
 // into a new network namespace; the returned function moves it back.
-func freshNamespace(t *testing.T) (restore func()) {
+func freshNamespace(t testing.TB) (restore func()) {
 	t.Helper()
 	runtime.LockOSThread()
 	orig, err := netns.Get()
@@ -151,29 +151,38 @@ func freshNamespace(t *testing.T) (restore func()) {
 	}
 }
 
+// openTestTUN creates the TUN device tun-test in the thread's namespace
+// and brings it up; it lasts until fd is closed.
+func openTestTUN(t testing.TB) (fd int, l netlink.Link) {
+	t.Helper()
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr, _ := unix.NewIfreq("tun-test")
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	if l, err = netlink.LinkByName("tun-test"); err == nil {
+		err = netlink.LinkSetUp(l)
+	}
+	if err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	return fd, l
+}
+
 // inTUNNamespace runs fn on a thread inside a fresh network namespace that
 // holds one TUN device with prog attached at tcx ingress; fn writes frames
 // into the device as wireguard-go would.
 func inTUNNamespace(t *testing.T, prog *ebpf.Program, fn func(write func([]byte))) {
 	t.Helper()
 	defer freshNamespace(t)()
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd, l := openTestTUN(t)
 	defer unix.Close(fd)
-	ifr, _ := unix.NewIfreq("tun-test")
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		t.Fatal(err)
-	}
-	l, err := netlink.LinkByName("tun-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
 	lk, err := link.AttachTCX(link.TCXOptions{Interface: l.Attrs().Index, Program: prog, Attach: ebpf.AttachTCXIngress})
 	if err != nil {
 		t.Fatal(err)
