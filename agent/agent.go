@@ -65,6 +65,7 @@ type Agent struct {
 	log  *slog.Logger
 	dp   *dataplane.Datapath
 	tun  *tunnel.Tunnel
+	trim memTrimmer // used by Run's loop only
 	priv tunnel.Key
 	psk  *tunnel.Key
 
@@ -261,9 +262,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			return nil
 		case now := <-flowTick.C:
 			a.drainFlows(now)
-		case <-integrity.C:
+		case now := <-integrity.C:
 			a.checkIntegrity()
 			a.sampleConntrack()
+			a.trimMemory(now)
 		case <-reload:
 			a.Reload("signal")
 		case <-ticker.C:

@@ -275,6 +275,12 @@ d = json.load(sys.stdin)
 print(d["resident_bytes"], d["map_memory_bytes"], len(d.get("enis", [])))
 print(", ".join("%s %.1f" % (m["name"], m["bytes"] / 2**20) for m in d["map_memory"][:4]))')"
 MEM_CT=$(metric "${LAB}big" mm vpcd_conntrack_entries)
+# The two-host lab's daemons after all the traffic: the peak (wireguard-go
+# holds a 64 KiB buffer per packet in flight) and now, after the quiet
+# spell of the memory lab (the daemon returns buffers 10 s after traffic).
+procmem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$(cat "/run/vpcd/labs/$LAB/hosts/$1/vpcd.pid")/status" 2>/dev/null || echo n/a; }
+LOAD_PEAK1=$(procmem b1 VmHWM); LOAD_PEAK2=$(procmem b2 VmHWM)
+LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
@@ -356,6 +362,10 @@ VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --j
 	echo "| BPF maps, kernel memory (all of vpcd's maps) | $(mib "$MEM_MAPS") |"
 	echo
 	echo "Largest maps (MiB): $MEM_TOP."
+	echo
+	echo "Under traffic (the two-host lab's daemons, every run above): peak resident $(mib "$LOAD_PEAK1") MiB (sender host)"
+	echo "and $(mib "$LOAD_PEAK2") MiB (receiver host), wireguard-go's 64 KiB buffer per packet in flight; after 10 s without"
+	echo "tunnel traffic the daemon gives them back: $(mib "$LOAD_NOW1") and $(mib "$LOAD_NOW2") MiB when measured."
 } > "$OUT"
 {
 	printf '{"date":"%s","cores":%s,"kernel":"%s","gbit_per_s":{' "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)"
@@ -368,8 +378,9 @@ VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --j
 	printf '},"vpcd_cpus":%s,"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"wireguard_go_one_cpu":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
 		"$(num "$VPCD_CPUS")" "${LWG50:-null}" "${LWG99:-null}" "${LWS50:-null}" "${LWS99:-null}" "${LVP50:-null}" "${LVP99:-null}"
 	printf ',"mirror":{"copies":"%s","dropped":"%s"}' "$MIRRORED" "$MIRROR_DROPPED"
-	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s}}\n' \
-		"$(num "$MEM_ENIS")" "$(num "$MEM_CT")" "$(num "$MEM_RSS")" "$(num "$MEM_MAPS")"
+	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s,"under_traffic_peak_bytes":[%s,%s],"after_traffic_bytes":[%s,%s]}}\n' \
+		"$(num "$MEM_ENIS")" "$(num "$MEM_CT")" "$(num "$MEM_RSS")" "$(num "$MEM_MAPS")" \
+		"$(num "$LOAD_PEAK1")" "$(num "$LOAD_PEAK2")" "$(num "$LOAD_NOW1")" "$(num "$LOAD_NOW2")"
 } > "${OUT%.md}.json"
 "$GO" run ./tools/benchchart -in "${OUT%.md}.json" -out "${OUT%.md}.png" && echo "![throughput](${OUT%.md}.png)" >> "$OUT"
 cat "$OUT"
