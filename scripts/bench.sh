@@ -281,6 +281,9 @@ MEM_CT=$(metric "${LAB}big" mm vpcd_conntrack_entries)
 procmem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$(cat "/run/vpcd/labs/$LAB/hosts/$1/vpcd.pid")/status" 2>/dev/null || echo n/a; }
 LOAD_PEAK1=$(procmem b1 VmHWM); LOAD_PEAK2=$(procmem b2 VmHWM)
 LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
+# Stock wireguard-go's peaks over the same runs, for comparison.
+STOCK_PEAK1=$(awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/${PIDS[0]}/status" 2>/dev/null || echo n/a)
+STOCK_PEAK2=$(awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/${PIDS[1]}/status" 2>/dev/null || echo n/a)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
@@ -366,6 +369,7 @@ VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --j
 	echo "Under traffic (the two-host lab's daemons, every run above): peak resident $(mib "$LOAD_PEAK1") MiB (sender host)"
 	echo "and $(mib "$LOAD_PEAK2") MiB (receiver host), wireguard-go's 64 KiB buffer per packet in flight; after 10 s without"
 	echo "tunnel traffic the daemon gives them back: $(mib "$LOAD_NOW1") and $(mib "$LOAD_NOW2") MiB when measured."
+	echo "Stock wireguard-go's peaks over its runs: $(mib "$STOCK_PEAK1") and $(mib "$STOCK_PEAK2") MiB."
 } > "$OUT"
 {
 	printf '{"date":"%s","cores":%s,"kernel":"%s","gbit_per_s":{' "$(date -u +%FT%TZ)" "$(nproc)" "$(uname -r)"
