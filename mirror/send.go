@@ -15,11 +15,10 @@ import (
 const sendBatch = 64
 
 // mmsghdr is struct mmsghdr: x/sys/unix has sendmmsg's number, not its
-// types.
+// types. Go pads it as C does (to the alignment of msghdr's pointers).
 type mmsghdr struct {
 	hdr unix.Msghdr
 	len uint32
-	_   [4]byte
 }
 
 // sender gathers frames for the injection socket and writes them with
