@@ -19,6 +19,9 @@ var (
 	descCTEvicted  = prometheus.NewDesc("vpcd_conntrack_evictions_total", "Connections the full conntrack table evicted to make room.", nil, nil)
 	descFastEvict  = prometheus.NewDesc("vpcd_flowlog_fastpath_evictions_total", "Fast-path entries with flow counters the full table evicted before their last counts were read (those packets are missing from flow logs).", nil, nil)
 	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
+	descTunCalls   = prometheus.NewDesc("vpcd_tunnel_device_syscalls_total", "System calls on the tunnel device (egress: reads of packets bound for peers; ingress: writes of packets from them).", []string{"direction"}, nil)
+	descTunPackets = prometheus.NewDesc("vpcd_tunnel_device_packets_total", "Packets through the tunnel device; per system call, the batching the offloads achieve.", []string{"direction"}, nil)
+	descTunDrops   = prometheus.NewDesc("vpcd_tunnel_device_dropped_total", "Packets lost at the tunnel device: egress, bound for a peer but the device's queue was full (the daemon fell behind) or the frame was malformed; ingress, written by the daemon and dropped by the kernel.", []string{"direction"}, nil)
 )
 
 func (a *Agent) initMetrics() {
@@ -55,6 +58,9 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descFastEvict
 	ch <- descMirrorPackets
 	ch <- descMirrorDropped
+	ch <- descTunCalls
+	ch <- descTunPackets
+	ch <- descTunDrops
 }
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
@@ -89,6 +95,18 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		for reason, d := range drops {
 			ch <- prometheus.MustNewConstMetric(descDrops, prometheus.CounterValue, float64(d[0]+d[1]), reason)
 		}
+	}
+	tc := a.tun.Counters()
+	for _, d := range []struct {
+		dir                  string
+		calls, packets, drop uint64
+	}{
+		{"egress", tc.Reads, tc.ReadPackets, tc.QueueDrops + tc.ReadErrors},
+		{"ingress", tc.Writes, tc.WritePackets, tc.WriteDrops},
+	} {
+		ch <- prometheus.MustNewConstMetric(descTunCalls, prometheus.CounterValue, float64(d.calls), d.dir)
+		ch <- prometheus.MustNewConstMetric(descTunPackets, prometheus.CounterValue, float64(d.packets), d.dir)
+		ch <- prometheus.MustNewConstMetric(descTunDrops, prometheus.CounterValue, float64(d.drop), d.dir)
 	}
 	if peers, err := a.tun.Peers(); err == nil {
 		for _, p := range peers {

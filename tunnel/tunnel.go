@@ -384,26 +384,37 @@ func parsePeers(s string, name func(Key) string) []PeerStatus {
 }
 
 // DeviceCounters reports the tunnel device's batching: system calls and
-// packets each way (zero for the plain fallback device).
+// packets each way (zero for the plain fallback device), and the packets
+// the kernel dropped at the device.
 type DeviceCounters struct {
 	Reads        uint64 `json:"reads"`
 	ReadPackets  uint64 `json:"read_packets"`
 	Writes       uint64 `json:"writes"`
 	WritePackets uint64 `json:"write_packets"`
+	// ReadErrors counts frames read but lost as malformed.
+	ReadErrors   uint64 `json:"read_errors"`
 	UDPTunnelGSO bool   `json:"udp_tunnel_gso"`
+	// QueueDrops are packets bound for the tunnel that the device's
+	// queue had no room for (the daemon did not read them in time);
+	// WriteDrops are packets the daemon wrote that the kernel dropped.
+	QueueDrops uint64 `json:"queue_drops"`
+	WriteDrops uint64 `json:"write_drops"`
 }
 
 // Counters returns the device's counters.
 func (t *Tunnel) Counters() DeviceCounters {
-	vt, ok := t.tun.(*vxlanTUN)
-	if !ok {
-		return DeviceCounters{}
+	var c DeviceCounters
+	if vt, ok := t.tun.(*vxlanTUN); ok {
+		c = DeviceCounters{
+			Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
+			Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
+			ReadErrors: vt.stats.ReadErrors.Load(), UDPTunnelGSO: vt.tunnelGSO,
+		}
 	}
-	return DeviceCounters{
-		Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
-		Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
-		UDPTunnelGSO: vt.tunnelGSO,
+	if l, err := netlink.LinkByIndex(t.ifindex); err == nil && l.Attrs().Statistics != nil {
+		c.QueueDrops, c.WriteDrops = l.Attrs().Statistics.TxDropped, l.Attrs().Statistics.RxDropped
 	}
+	return c
 }
 
 // Close stops the device; the TUN and the UAPI socket go with it.

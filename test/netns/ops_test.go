@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,6 +58,8 @@ func TestOperations(t *testing.T) {
 			`vpcd_tunnel_peer_last_handshake_seconds{peer="b"}`,
 			`vpcd_tunnel_peer_bytes_total{direction="egress",peer="b"}`,
 			`vpcd_config_reloads_total{result="error"}`,
+			`vpcd_tunnel_device_dropped_total{direction="egress"}`,
+			`vpcd_tunnel_device_dropped_total{direction="ingress"}`,
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("metrics lack %s", want)
@@ -64,6 +67,16 @@ func TestOperations(t *testing.T) {
 		}
 		if strings.Contains(body, "private") {
 			t.Error("metrics mention a private key")
+		}
+		// The pings above crossed the tunnel device, each way at least
+		// once per system call.
+		for _, dir := range []string{"egress", "ingress"} {
+			var calls, pkts float64
+			fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_syscalls_total{direction="`+dir+`"}`), &calls)
+			fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_packets_total{direction="`+dir+`"}`), &pkts)
+			if calls < 1 || pkts < calls {
+				t.Errorf("tunnel device %s: %v packets in %v system calls", dir, pkts, calls)
+			}
 		}
 	})
 
@@ -123,6 +136,39 @@ func TestOperations(t *testing.T) {
 		if !ping(t, l, "g-a1", "10.3.1.20", 2) || !ping(t, l, "g-a1", "10.3.1.21", 1) {
 			t.Fatal("traffic changed after a refused reload")
 		}
+	})
+	t.Run("a daemon that falls behind: tunnel queue drops are counted, traffic resumes", func(t *testing.T) {
+		var before float64
+		fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_dropped_total{direction="egress"}`), &before)
+		pid := l.DaemonPID("a")
+		if pid <= 0 {
+			t.Fatal("no daemon PID for host a")
+		}
+		// Stopped, the daemon reads nothing from the tunnel device, whose
+		// queue holds 500 packets: the rest of 1,500 is dropped there.
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		stopped := true
+		defer func() {
+			if stopped {
+				syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}()
+		run(t, l, lab.ENI, "g-a1", "ping", "-q", "-c", "1500", "-i", "0.0005", "-W", "1", "10.3.1.20")
+		syscall.Kill(pid, syscall.SIGCONT)
+		stopped = false
+		var after float64
+		if !eventually(10*time.Second, func() bool {
+			fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_dropped_total{direction="egress"}`), &after)
+			return after-before >= 500
+		}) {
+			t.Fatalf("tunnel queue drops went from %v to %v while the daemon was stopped; want 500 or more", before, after)
+		}
+		if !eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
+			t.Fatal("traffic did not resume after the daemon went on")
+		}
+		t.Logf("%v packets dropped at the tunnel device while the daemon was stopped", after-before)
 	})
 }
 
