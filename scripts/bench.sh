@@ -282,8 +282,10 @@ procmem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$(cat "/run/vpcd
 LOAD_PEAK1=$(procmem b1 VmHWM); LOAD_PEAK2=$(procmem b2 VmHWM)
 LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
 # Stock wireguard-go's peaks over the same runs, for comparison.
-STOCK_PEAK1=$(awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/${PIDS[0]}/status" 2>/dev/null || echo n/a)
-STOCK_PEAK2=$(awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/${PIDS[1]}/status" 2>/dev/null || echo n/a)
+# (PIDS holds the shells that started them; the daemon is the process in
+# the host's namespace.)
+nspeak() { for p in $(ip netns pids "$1"); do awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/$p/status" 2>/dev/null; done | sort -n | tail -1; }
+STOCK_PEAK1=$(nspeak vb-wa); STOCK_PEAK2=$(nspeak vb-wb)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
