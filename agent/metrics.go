@@ -106,7 +106,11 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		ch <- prometheus.MustNewConstMetric(descTunCalls, prometheus.CounterValue, float64(d.calls), d.dir)
 		ch <- prometheus.MustNewConstMetric(descTunPackets, prometheus.CounterValue, float64(d.packets), d.dir)
-		ch <- prometheus.MustNewConstMetric(descTunDrops, prometheus.CounterValue, float64(d.drop), d.dir)
+		// Unknown this scrape (the device's statistics could not be
+		// read): left out rather than reported as a reset to zero.
+		if tc.KernelStats {
+			ch <- prometheus.MustNewConstMetric(descTunDrops, prometheus.CounterValue, float64(d.drop), d.dir)
+		}
 	}
 	if peers, err := a.tun.Peers(); err == nil {
 		for _, p := range peers {

@@ -69,8 +69,11 @@ func (s *sender) flush(fd, ifindex int, fail func(*sessionState, error)) {
 			st.sent.Add(1)
 		}
 		at += sent
-		if err == nil {
+		if err == nil && sent > 0 {
 			continue
+		}
+		if err == nil { // no progress and no reason: count it as a full queue
+			err = unix.EAGAIN
 		}
 		// The frame at at was refused (when some before it went, the
 		// kernel reports its error on this second call).

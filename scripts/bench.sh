@@ -25,6 +25,11 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 cleanup() {
 	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+	# PIDS holds the shells that started stock wireguard-go; the daemons
+	# themselves are the processes left in our namespaces.
+	for n in $NS; do
+		for p in $(ip netns pids "$n" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+	done
 	"$VPCD" lab down --name "$LAB" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}f" >/dev/null 2>&1 || true
@@ -282,9 +287,8 @@ procmem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$(cat "/run/vpcd
 LOAD_PEAK1=$(procmem b1 VmHWM); LOAD_PEAK2=$(procmem b2 VmHWM)
 LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
 # Stock wireguard-go's peaks over the same runs, for comparison.
-# (PIDS holds the shells that started them; the daemon is the process in
-# the host's namespace.)
-nspeak() { for p in $(ip netns pids "$1"); do awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/$p/status" 2>/dev/null; done | sort -n | tail -1; }
+# (The daemon is the process in the host's namespace; see cleanup.)
+nspeak() { for p in $(ip netns pids "$1" 2>/dev/null); do awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/$p/status" 2>/dev/null || true; done | sort -n | tail -1; }
 STOCK_PEAK1=$(nspeak vb-wa); STOCK_PEAK2=$(nspeak vb-wb)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }

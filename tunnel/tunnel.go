@@ -397,8 +397,12 @@ type DeviceCounters struct {
 	// QueueDrops are packets bound for the tunnel that the device's
 	// queue had no room for (the daemon did not read them in time);
 	// WriteDrops are packets the daemon wrote that the kernel dropped.
-	QueueDrops uint64 `json:"queue_drops"`
-	WriteDrops uint64 `json:"write_drops"`
+	// Both come from the device's statistics; KernelStats is false when
+	// they could not be read (then they and, for the plain device, the
+	// packet counts are unknown, not zero).
+	QueueDrops  uint64 `json:"queue_drops"`
+	WriteDrops  uint64 `json:"write_drops"`
+	KernelStats bool   `json:"kernel_stats"`
 }
 
 // Counters returns the device's counters.
@@ -412,7 +416,13 @@ func (t *Tunnel) Counters() DeviceCounters {
 		}
 	}
 	if l, err := netlink.LinkByIndex(t.ifindex); err == nil && l.Attrs().Statistics != nil {
-		c.QueueDrops, c.WriteDrops = l.Attrs().Statistics.TxDropped, l.Attrs().Statistics.RxDropped
+		st := l.Attrs().Statistics
+		c.QueueDrops, c.WriteDrops, c.KernelStats = st.TxDropped, st.RxDropped, true
+		if _, ok := t.tun.(*vxlanTUN); !ok {
+			// The plain device counts no system calls; its packets
+			// come from the kernel (sent to it: read by us).
+			c.ReadPackets, c.WritePackets = st.TxPackets, st.RxPackets
+		}
 	}
 	return c
 }

@@ -35,7 +35,7 @@ func cmdRun(args []string) error {
 	eniHook := fs.String("eni-hook", "auto", "hook of the ENI program: auto (tcx on veth, else xdp), xdp or tcx")
 	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
 	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
-	cpus := fs.Int("cpus", 0, "CPUs the daemon may use at once (GOMAXPROCS); 0: all; default: a quarter of the host's, at least 1, or $GOMAXPROCS")
+	cpus := fs.Int("cpus", 0, "CPUs the daemon may use at once (GOMAXPROCS); 0: the Go runtime's choice (all, or a cgroup's limit); default: a quarter of those, at least 1, or $GOMAXPROCS")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +44,8 @@ func cmdRun(args []string) error {
 	}
 	cpusSet := false
 	fs.Visit(func(f *flag.Flag) { cpusSet = cpusSet || f.Name == "cpus" })
-	budget, budgetFrom, err := cpuBudget(*cpus, cpusSet, os.Getenv("GOMAXPROCS"), runtime.NumCPU())
+	// The runtime's own choice already follows a cgroup CPU limit.
+	budget, budgetFrom, err := cpuBudget(*cpus, cpusSet, os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0))
 	if err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

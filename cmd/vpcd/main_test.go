@@ -205,27 +205,27 @@ func TestKeygen(t *testing.T) {
 
 func TestCPUBudget(t *testing.T) {
 	for _, c := range []struct {
-		flag int
-		set  bool
-		env  string
-		ncpu int
-		want int
-		err  bool
+		flag  int
+		set   bool
+		env   string
+		avail int
+		want  int
+		err   bool
 	}{
-		{ncpu: 2, want: 1},
-		{ncpu: 1, want: 1},
-		{ncpu: 8, want: 2},
-		{ncpu: 64, want: 16},
-		{env: "3", ncpu: 8, want: 0},    // the environment stands
-		{env: "junk", ncpu: 8, want: 2}, // the runtime ignores it too
-		{flag: 3, set: true, env: "1", ncpu: 8, want: 3},
-		{flag: 16, set: true, ncpu: 8, want: 8}, // no more than the host has
-		{flag: 0, set: true, ncpu: 8, want: 8},
-		{flag: -1, set: true, ncpu: 8, err: true},
+		{avail: 2, want: 1},
+		{avail: 1, want: 1},
+		{avail: 8, want: 2},
+		{avail: 64, want: 16},
+		{env: "3", avail: 8, want: 0},    // the environment stands
+		{env: "junk", avail: 8, want: 2}, // the runtime ignores it too
+		{flag: 3, set: true, env: "1", avail: 8, want: 3},
+		{flag: 16, set: true, avail: 8, want: 8}, // no more than a cgroup limit allows
+		{flag: 0, set: true, avail: 8, want: 0},  // the runtime's own choice
+		{flag: -1, set: true, avail: 8, err: true},
 	} {
-		got, _, err := cpuBudget(c.flag, c.set, c.env, c.ncpu)
+		got, _, err := cpuBudget(c.flag, c.set, c.env, c.avail)
 		if (err != nil) != c.err || got != c.want {
-			t.Errorf("cpuBudget(%d, %v, %q, %d) = %d, %v; want %d, error %v", c.flag, c.set, c.env, c.ncpu, got, err, c.want, c.err)
+			t.Errorf("cpuBudget(%d, %v, %q, %d) = %d, %v; want %d, error %v", c.flag, c.set, c.env, c.avail, got, err, c.want, c.err)
 		}
 	}
 }
