@@ -209,6 +209,10 @@ func printStatus(st *agent.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "host %s  bpffs %s\n", st.Host, st.BPFFS)
 	fmt.Fprintf(w, "tunnel %s  port %d  public key %s\n", st.Tunnel.Device, st.Tunnel.ListenPort, st.Tunnel.PublicKey)
+	if c := st.Tunnel.Counters; c.Reads+c.Writes > 0 || c.KernelStats {
+		fmt.Fprintf(w, "tunnel device: %d packets to peers in %d reads, %d from peers in %d writes; dropped: %d (queue full or malformed), %d (refused by the kernel)\n",
+			c.ReadPackets, c.Reads, c.WritePackets, c.Writes, c.QueueDrops+c.ReadErrors, c.WriteDrops)
+	}
 	fmt.Fprintln(w, "PEER\tENDPOINT\tLAST HANDSHAKE\tRX\tTX")
 	for _, p := range st.Tunnel.Peers {
 		hs := "never"
