@@ -264,18 +264,10 @@ func (m *Mirror) deliver(rec *dataplane.MirrorRecord) {
 	}
 }
 
-// sendOut sends the batched copies. Called with m.mu held.
-func (m *Mirror) sendOut() {
-	if m.fd < 0 {
-		for _, st := range m.out.sess[:m.out.n] {
-			st.drops.Add(1)
-		}
-		clear(m.out.sess[:m.out.n])
-		m.out.n = 0
-		return
-	}
-	m.out.flush(m.fd, m.ifindex, m.fail)
-}
+// sendOut sends the batched copies. Called with m.mu held; a batch only
+// fills while the socket is open (deliver drops copies without one) and is
+// sent before the lock is let go, so the socket cannot change under it.
+func (m *Mirror) sendOut() { m.out.flush(m.fd, m.ifindex, m.fail) }
 
 // fail counts a failed send or write, logging at most once a minute.
 func (m *Mirror) fail(st *sessionState, err error) {
