@@ -408,7 +408,8 @@ type DeviceCounters struct {
 // Counters returns the device's counters.
 func (t *Tunnel) Counters() DeviceCounters {
 	var c DeviceCounters
-	if vt, ok := t.tun.(*vxlanTUN); ok {
+	vt, batching := t.tun.(*vxlanTUN)
+	if batching {
 		c = DeviceCounters{
 			Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
 			Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
@@ -418,7 +419,7 @@ func (t *Tunnel) Counters() DeviceCounters {
 	if l, err := netlink.LinkByIndex(t.ifindex); err == nil && l.Attrs().Statistics != nil {
 		st := l.Attrs().Statistics
 		c.QueueDrops, c.WriteDrops, c.KernelStats = st.TxDropped, st.RxDropped, true
-		if _, ok := t.tun.(*vxlanTUN); !ok {
+		if !batching {
 			// The plain device counts no system calls; its packets
 			// come from the kernel (sent to it: read by us).
 			c.ReadPackets, c.WritePackets = st.TxPackets, st.RxPackets
