@@ -283,12 +283,15 @@ MEM_CT=$(metric "${LAB}big" mm vpcd_conntrack_entries)
 # The two-host lab's daemons after all the traffic: the peak (wireguard-go
 # holds a 64 KiB buffer per packet in flight) and now, after the quiet
 # spell of the memory lab (the daemon returns buffers 10 s after traffic).
-procmem() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$(cat "/run/vpcd/labs/$LAB/hosts/$1/vpcd.pid")/status" 2>/dev/null || echo n/a; }
+# statusbytes PID KEY: a VmXXX line of a process's status, in bytes, or
+# nothing when the process is gone.
+statusbytes() { awk -v k="$2" '$1 == k":" {print $2 * 1024}' "/proc/$1/status" 2>/dev/null || true; }
+procmem() { local v; v=$(statusbytes "$(cat "/run/vpcd/labs/$LAB/hosts/$1/vpcd.pid" 2>/dev/null)" "$2"); echo "${v:-n/a}"; }
 LOAD_PEAK1=$(procmem b1 VmHWM); LOAD_PEAK2=$(procmem b2 VmHWM)
 LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
 # Stock wireguard-go's peaks over the same runs, for comparison.
 # (The daemon is the process in the host's namespace; see cleanup.)
-nspeak() { for p in $(ip netns pids "$1" 2>/dev/null); do awk '$1 == "VmHWM:" {print $2 * 1024}' "/proc/$p/status" 2>/dev/null || true; done | sort -n | tail -1; }
+nspeak() { for p in $(ip netns pids "$1" 2>/dev/null); do statusbytes "$p" VmHWM; done | sort -n | tail -1; }
 STOCK_PEAK1=$(nspeak vb-wa); STOCK_PEAK2=$(nspeak vb-wb)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
