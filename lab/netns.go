@@ -62,9 +62,62 @@ func inNS(name string, fn func() error) error {
 	})
 }
 
+// shareNetnsDir makes /run/netns a shared mount of its own, as `ip netns
+// add` does the first time it runs (a recursive bind mount of the directory
+// onto itself, then MS_SHARED|MS_REC). Pinning a namespace before that
+// would be fatal to its removal: iproute2's bind mount would cover the pin,
+// so that umount finds only the copy and the file stays busy (EBUSY)
+// forever. When /run/netns is not a mount point yet but already holds pins
+// (made by an older vpcd), the pins are copied into the new mount by the
+// recursive bind, and the originals, now hidden beneath it, are unmounted
+// through a descriptor of the covered directory, so every namespace keeps
+// exactly one, visible, pin.
+func shareNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", netnsDir, err)
+	}
+	err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("make %s shared: %w", netnsDir, err)
+	}
+	// EINVAL: not a mount point. Keep a handle on the directory that the
+	// bind mount is about to cover.
+	under, err := unix.Open(netnsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", netnsDir, err)
+	}
+	defer unix.Close(under)
+	if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mount %s onto itself: %w", netnsDir, err)
+	}
+	if err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", netnsDir, err)
+	}
+	names, err := listNS()
+	if err != nil {
+		return fmt.Errorf("list %s: %w", netnsDir, err)
+	}
+	var errs []error
+	for _, n := range names {
+		// The path goes through the covered directory, so it reaches
+		// only a pin made before the bind mount; EINVAL: none there.
+		p := fmt.Sprintf("/proc/self/fd/%d/%s", under, n)
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("unmount the pin of netns %s beneath %s: %w", n, netnsDir, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // createNS creates a named network namespace, bind-mounted under /run/netns,
 // without moving any thread of the caller into it.
 func createNS(name string) error {
+	if err := shareNetnsDir(); err != nil {
+		return err
+	}
 	return onThread(func() error {
 		h, err := netns.NewNamed(name)
 		if err != nil {
@@ -82,7 +135,9 @@ func deleteNS(name string) error {
 		!errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("unmount netns %s: %w", name, err)
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(p); errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("remove netns %s: %s is still a mount point hidden beneath a later bind mount of %s (pinned by a vpcd older than the `ip netns add` that made that mount; it goes away at reboot): %w", name, p, netnsDir, err)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove netns %s: %w", name, err)
 	}
 	return nil
