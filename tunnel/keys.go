@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,7 +65,7 @@ const PrivateKeyFile = "private.key"
 // or others is refused rather than used.
 func LoadOrCreateKey(dir string) (Key, error) {
 	path := filepath.Join(dir, PrivateKeyFile)
-	data, err := os.ReadFile(path)
+	data, err := readSecret("private key", path)
 	if errors.Is(err, fs.ErrNotExist) {
 		k, gerr := GeneratePrivateKey()
 		if gerr != nil {
@@ -80,13 +81,6 @@ func LoadOrCreateKey(dir string) (Key, error) {
 	}
 	if err != nil {
 		return Key{}, fmt.Errorf("private key %s: %w", path, err)
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return Key{}, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return Key{}, fmt.Errorf("private key %s: mode %o is readable by others, want 0600", path, st.Mode().Perm())
 	}
 	k, err := ParseKey(string(trimSpace(data)))
 	if err != nil {
@@ -107,9 +101,11 @@ func WriteKeyFile(path string, k Key) error {
 	return os.Rename(tmp, path)
 }
 
-// ReadKeyFile reads a base64 key (e.g. a preshared key) from a file.
+// ReadKeyFile reads a base64 key (e.g. a preshared key) from a file. Like
+// the private key, a file that group or others may access is refused rather
+// than used.
 func ReadKeyFile(path string) (Key, error) {
-	data, err := os.ReadFile(path)
+	data, err := readSecret("preshared key", path)
 	if err != nil {
 		return Key{}, err
 	}
@@ -118,6 +114,36 @@ func ReadKeyFile(path string) (Key, error) {
 		return Key{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
+}
+
+// maxKeyFile bounds what is read of a key file: a key is 44 characters.
+const maxKeyFile = 4096
+
+// readSecret reads the key file path of the given kind ("private key",
+// "preshared key"). The mode is checked on the descriptor that is read, so
+// the file cannot be swapped between the check and the read. A missing file
+// is an error that wraps fs.ErrNotExist.
+func readSecret(what, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s %s: mode %04o gives group or others access, want 0600", what, path, perm)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s %s: not a regular file", what, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return data, nil
 }
 
 func trimSpace(b []byte) []byte {

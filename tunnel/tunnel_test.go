@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,5 +88,35 @@ func TestLeadsOnePerPair(t *testing.T) {
 		if ta.leads(tb.pub) == tb.leads(ta.pub) {
 			t.Fatalf("pair %d: both or neither lead", i)
 		}
+	}
+}
+
+func TestReadKeyFileMode(t *testing.T) {
+	k, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "psk")
+	if err := WriteKeyFile(p, k); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ReadKeyFile(p); err != nil || got != k {
+		t.Fatalf("mode 0600: %v, %v", got, err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o644, 0o620, 0o400 | 0o004} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := ReadKeyFile(p)
+		want := fmt.Sprintf("preshared key %s: mode %04o gives group or others access, want 0600", p, mode)
+		if err == nil || err.Error() != want {
+			t.Errorf("mode %04o: error %v, want %q", mode, err, want)
+		}
+	}
+	if err := os.Chmod(p, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadKeyFile(p); err != nil {
+		t.Errorf("mode 0400: %v", err)
 	}
 }
