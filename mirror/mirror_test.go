@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,5 +113,50 @@ func TestPcapFile(t *testing.T) {
 	}
 	if !got[0].Timestamp.Equal(t0) || got[0].Length != 1514 || got[0].CaptureLength != 96 {
 		t.Errorf("first packet %+v", got[0])
+	}
+}
+
+// A symbolic link planted at a pcap path is refused, dangling or not, and
+// what it points to is left alone; so is a FIFO.
+func TestPcapRefusesSymlink(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "m.pcap")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := openPcap(link); err == nil {
+		p.close()
+		t.Fatal("pcap through a symbolic link opened")
+	} else if want := "pcap " + link + ": is a symbolic link, refused"; err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	if data, err := os.ReadFile(victim); err != nil || string(data) != "keep me" {
+		t.Errorf("link target changed: %q, %v", data, err)
+	}
+
+	missing := filepath.Join(dir, "missing")
+	dangling := filepath.Join(dir, "d.pcap")
+	if err := os.Symlink(missing, dangling); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := openPcap(dangling); err == nil {
+		p.close()
+		t.Fatal("pcap through a dangling symbolic link opened")
+	}
+	if _, err := os.Lstat(missing); err == nil {
+		t.Errorf("dangling link's target %s was created", missing)
+	}
+
+	fifo := filepath.Join(dir, "f.pcap")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := openPcap(fifo); err == nil {
+		p.close()
+		t.Fatal("pcap on a FIFO opened")
 	}
 }

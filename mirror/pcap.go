@@ -3,10 +3,12 @@ package mirror
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/google/gopacket"
@@ -28,11 +30,17 @@ type pcapFile struct {
 // openPcap opens path for appending copies: a new or empty file gets the
 // pcap header (Ethernet, nanosecond timestamps); an existing capture of
 // ours goes on where it ended. The file is 0600: copies are workload data.
+// A symbolic link at path is refused (O_NOFOLLOW), so one planted there
+// cannot make the daemon truncate or write the file it points to; so is
+// anything but a regular file.
 func openPcap(path string) (*pcapFile, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("pcap %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("pcap %s: is a symbolic link, refused", path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pcap %s: %w", path, err)
 	}
@@ -40,6 +48,10 @@ func openPcap(path string) (*pcapFile, error) {
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("pcap %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("pcap %s: not a regular file (%s), refused", path, st.Mode().Type())
 	}
 	p := &pcapFile{path: path, f: f, flushed: time.Now()}
 	if st.Size() >= 24 && ourHeader(f) {
