@@ -49,6 +49,11 @@ type Config struct {
 	// Keepalive makes each peer send a keepalive at this interval so that
 	// sessions exist before the first packet needs them; 0 disables.
 	Keepalive time.Duration
+	// BeforeUp, when set, runs once the device exists and before it goes
+	// up, with its name and index: the place to attach the program that
+	// must see every packet the device delivers. An error stops Start
+	// and removes the device.
+	BeforeUp func(name string, ifindex int) error
 }
 
 // Tunnel is a running WireGuard device.
@@ -152,7 +157,8 @@ func setMTU(name string, mtu int) error {
 	return nil
 }
 
-// Start creates the device, configures the peers and brings it up.
+// Start creates the device, configures the peers, runs cfg.BeforeUp and
+// brings the device up.
 func Start(cfg Config, log *slog.Logger) (*Tunnel, error) {
 	if log == nil {
 		log = slog.Default()
@@ -186,6 +192,12 @@ func Start(cfg Config, log *slog.Logger) (*Tunnel, error) {
 	// The tunnel carries only what the eBPF programs put in it: no IPv6
 	// link-local chatter from the host.
 	os.WriteFile("/proc/sys/net/ipv6/conf/"+cfg.Device+"/disable_ipv6", []byte("1"), 0o644)
+	if cfg.BeforeUp != nil {
+		if err := cfg.BeforeUp(cfg.Device, t.ifindex); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("tunnel device %s: %w", cfg.Device, err)
+		}
+	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		t.Close()
 		return nil, fmt.Errorf("tunnel device %s up: %w", cfg.Device, err)
