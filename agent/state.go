@@ -38,6 +38,10 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 		s.Substrate = append(s.Substrate, netip.PrefixFrom(hh.UnderlayIP, 32))
 		if hh.Name != host {
 			s.Peers = append(s.Peers, hh.UnderlayIP)
+			if s.PeerPorts == nil {
+				s.PeerPorts = map[netip.Addr]uint16{}
+			}
+			s.PeerPorts[hh.UnderlayIP] = hh.ListenPort
 		}
 	}
 	for _, a := range h.UnderlayAllow {

@@ -2,11 +2,23 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The underlay filter on the host's underlay interface. It lets through
  * WireGuard from known peers to our port, ARP, IPv6 neighbour discovery and
- * multicast listener housekeeping, ICMP errors from peers (path MTU for the
- * tunnel) and what the operator's allow-list names; it drops everything
- * else at the earliest point, counted. The same check runs at XDP (physical
- * NICs, taps: the earliest point) and at tcx ingress (veths, where XDP would
- * cost the underlay its GSO super-packets); vpcd picks per interface. */
+ * multicast listener housekeeping, ICMP errors from peers about our
+ * WireGuard datagrams (path MTU for the tunnel) and what the operator's
+ * allow-list names; it drops everything else at the earliest point,
+ * counted. Router advertisements and redirects are always dropped. The
+ * same check runs at XDP (physical NICs, taps: the earliest point) and at
+ * tcx ingress (veths, where XDP would cost the underlay its GSO
+ * super-packets); vpcd picks per interface.
+ *
+ * Nothing on the underlay is authenticated but WireGuard itself, so only
+ * packets that prove themselves change tunnel state: an ICMP error counts
+ * for a peer only when it quotes a WireGuard datagram this host sent to
+ * that peer (our address and port to the peer's address and port). Those
+ * are no secret, so whoever can spoof the peer's address can still mark
+ * it down; what spoofing cannot do is make the whole host pay: a mark
+ * invalidates the fast path (bumps the generation) only when the peer was
+ * not already down, and at most once per PEER_INVALIDATE_INTERVAL for the
+ * host; unmarking never does. */
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -20,6 +32,19 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define PASS DROP_UNSPEC
+
+/* The least time between two fast-path invalidations caused by marks. A
+ * mark that comes sooner marks the peer all the same: the fast-path
+ * entries toward it lapse by themselves within FAST_TTL, and every new
+ * packet to it takes the slow path, which drops it. */
+#define PEER_INVALIDATE_INTERVAL 1000000000ULL /* 1 s */
+
+/* When a mark last bumped the generation (bpf_ktime_get_coarse_ns). */
+__u64 last_invalidation;
+
+#define ICMP_REDIRECT_ 5
+#define ICMPV6_ROUTER_ADVERT 134
+#define ICMPV6_REDIRECT 137
 
 static __always_inline int allowed(__u8 proto, __be16 port)
 {
@@ -53,14 +78,59 @@ static __always_inline enum drop_reason filter_ipv6(struct cursor *c)
 	}
 	if ((void *)(icmp6 + 1) > c->end)
 		return DROP_MALFORMED;
-	/* Only link-scope housekeeping: MLD (130-132, 143) and ND (133-137),
-	 * which the kernel itself checks to come with hop limit 255. */
+	/* Only link-scope housekeeping: MLD (130-132, 143) and neighbour
+	 * discovery (133, 135, 136), which the kernel itself checks to come
+	 * with hop limit 255. Router advertisements (134) and redirects (137)
+	 * would let any underlay neighbour reroute the host: dropped. */
 	switch (icmp6->icmp6_type) {
 	case 130: case 131: case 132: case 143:
-	case 133: case 134: case 135: case 136: case 137:
+	case 133: case 135: case 136:
 		return PASS;
 	}
 	return DROP_UNDERLAY_FILTER;
+}
+
+/* quotes_our_wireguard reports whether the body of an ICMP error, between
+ * body and end, quotes a WireGuard datagram this host sent to the peer at
+ * peer_ip: an IPv4 header from our underlay address to the peer's, UDP, not
+ * a later fragment, and the UDP header from our listen port to the
+ * peer's. */
+static __always_inline int quotes_our_wireguard(void *body, void *end, const struct vpcd_config *cfg,
+						__be32 peer_ip, const struct peer_info *peer)
+{
+	struct iphdr *in = body;
+	struct udphdr *udp;
+
+	if ((void *)(in + 1) > end)
+		return 0;
+	if (in->version != 4 || in->ihl < 5 || in->protocol != IPPROTO_UDP_)
+		return 0;
+	if (in->saddr != cfg->underlay_ip || in->daddr != peer_ip)
+		return 0;
+	if (in->frag_off & bpf_htons(IP_OFFMASK))
+		return 0;
+	udp = body + in->ihl * 4;
+	if ((void *)(udp + 1) > end)
+		return 0;
+	return peer->port && udp->source == cfg->wg_port && udp->dest == peer->port;
+}
+
+/* mark_down records that the peer's host answered our WireGuard with "port
+ * unreachable": the ENI program drops traffic to it (no_tunnel) until
+ * WireGuard from it arrives again or PEER_DOWN_HOLD passes. */
+static __always_inline void mark_down(struct peer_info *peer, struct vpcd_config *cfg)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	int was_down = peer->unreachable && now - peer->unreachable < PEER_DOWN_HOLD;
+
+	peer->unreachable = now;
+	if (was_down || now - last_invalidation < PEER_INVALIDATE_INTERVAL)
+		return;
+	/* Fast-path entries toward the peer would keep sending into nothing
+	 * until they lapse: retire them now. Two CPUs racing here may both
+	 * bump; the bound holds per CPU. */
+	last_invalidation = now;
+	__sync_fetch_and_add(&cfg->gen, 1);
 }
 
 /* underlay_check returns PASS or why the frame between data and end must
@@ -107,10 +177,11 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 		if (!udp)
 			return DROP_MALFORMED;
 		if (from_peer && udp->dest == cfg->wg_port) {
-			if (peer->unreachable) { /* its daemon is back */
+			/* From its port: its daemon is back. No fast-path entry
+			 * toward a down peer exists (the ENI program drops before
+			 * it makes one), so there is nothing to invalidate. */
+			if (peer->unreachable && udp->source == peer->port)
 				peer->unreachable = 0;
-				__sync_fetch_and_add(&cfg->gen, 1);
-			}
 			return PASS;
 		}
 		if (allowed(IPPROTO_UDP_, udp->dest))
@@ -131,16 +202,21 @@ static __always_inline enum drop_reason underlay_check(void *data, void *end)
 
 		if ((void *)(icmp + 1) > c.end)
 			return DROP_MALFORMED;
+		/* Redirects would let any underlay neighbour reroute the host,
+		 * whatever the allow-list says. */
+		if (icmp->type == ICMP_REDIRECT_)
+			return DROP_UNDERLAY_FILTER;
 		/* Errors from peers about our WireGuard datagrams. "Port
 		 * unreachable" means the peer's daemon is down: mark it, so that
 		 * the ENI program drops (and counts) instead of sending into
-		 * nothing, until WireGuard from it arrives again. */
-		if (from_peer && (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED)) {
-			if (icmp->type == ICMP_DEST_UNREACH && icmp->code == 3) {
-				if (!peer->unreachable)
-					__sync_fetch_and_add(&cfg->gen, 1);
-				peer->unreachable = bpf_ktime_get_coarse_ns();
-			}
+		 * nothing, until WireGuard from it arrives again. An error that
+		 * quotes anything else is no peer's business: the allow-list
+		 * decides, as for any ICMP. */
+		if (from_peer && ip->daddr == cfg->underlay_ip &&
+		    (icmp->type == ICMP_DEST_UNREACH || icmp->type == ICMP_TIME_EXCEEDED) &&
+		    quotes_our_wireguard(icmp + 1, c.end, cfg, ip->saddr, peer)) {
+			if (icmp->type == ICMP_DEST_UNREACH && icmp->code == 3)
+				mark_down(peer, cfg);
 			return PASS;
 		}
 		if (allowed(IPPROTO_ICMP_, 0))

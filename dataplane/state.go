@@ -85,6 +85,10 @@ type State struct {
 	ENIs          []ENI
 	Routes        []Route
 	Peers         []netip.Addr // underlay addresses of the other hosts
+	// PeerPorts holds each peer's WireGuard port (the underlay filter
+	// believes ICMP errors about datagrams to it only); a peer that is not
+	// in it listens on ListenPort.
+	PeerPorts     map[netip.Addr]uint16
 	Substrate     []netip.Prefix
 	UnderlayAllow []AllowRule
 	// Mirror holds the mirror sessions whose source ENI is on this host.
@@ -209,7 +213,11 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 
 	peers := map[uint32]bpf.EniPeerInfo{}
 	for i, p := range s.Peers {
-		peers[be32(p)] = bpf.EniPeerInfo{Id: uint32(i + 1)}
+		port, ok := s.PeerPorts[p]
+		if !ok {
+			port = s.ListenPort
+		}
+		peers[be32(p)] = bpf.EniPeerInfo{Id: uint32(i + 1), Port: be16(port)}
 	}
 	substrate := map[bpf.EniLpmV4Key]uint8{}
 	for _, p := range s.Substrate {

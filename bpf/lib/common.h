@@ -250,10 +250,11 @@ struct route {
 
 struct peer_info {
 	__u32 id;
-	__u32 _pad;
+	__u16 port; /* its WireGuard port, network order */
+	__u16 _pad;
 	/* When the peer's host last answered our WireGuard datagrams with ICMP
 	 * "port unreachable" (its daemon is down), bpf_ktime_get_coarse_ns;
-	 * 0 once WireGuard from it arrives again. */
+	 * 0 once WireGuard from its address and port arrives again. */
 	__u64 unreachable;
 };
 
