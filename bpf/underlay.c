@@ -35,8 +35,8 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 
 /* The least time between two fast-path invalidations caused by marks. A
  * mark that comes sooner marks the peer all the same: the fast-path
- * entries toward it lapse by themselves within FAST_TTL, and every new
- * packet to it takes the slow path, which drops it. */
+ * entries toward it lapse by themselves within FAST_TTL (2.56 s), and a
+ * packet without one takes the slow path, which drops it as no_tunnel. */
 #define PEER_INVALIDATE_INTERVAL 1000000000ULL /* 1 s */
 
 /* When a mark last bumped the generation (bpf_ktime_get_coarse_ns). */
