@@ -34,7 +34,7 @@ func (a *Agent) initMetrics() {
 	}, []string{"reason"})
 	a.reloads.WithLabelValues("success")
 	a.reloads.WithLabelValues("error")
-	for _, r := range []string{"detached", "replaced", "interface"} {
+	for _, r := range []string{"detached", "replaced", "not_first", "interface", "repair_failed"} {
 		a.integrity.WithLabelValues(r)
 	}
 	a.registry.MustRegister(a.reloads, a.integrity, (*datapathCollector)(a),

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 )
@@ -41,9 +42,24 @@ func (d *Datapath) attachPinned(pinName, ifname string, hook Hook, prog *ebpf.Pr
 		info, ierr := l.Info()
 		if ierr == nil && linkIfindex(info) == ifindex {
 			if uerr := l.Update(prog); uerr == nil {
+				var err error
+				if hook == HookTCX {
+					// Updating keeps the link's place: a program
+					// put in front of ours stays in front.
+					var nl link.Link
+					nl, err = placeFirst(ifindex, prog, l)
+					if nl != l {
+						l.Unpin()
+						l.Close()
+						if perr := nl.Pin(path); perr != nil {
+							err = errors.Join(err, fmt.Errorf("pin: %w", perr))
+						}
+						l = nl
+					}
+				}
 				d.record(pinName, ifname, ifindex, hook, prog, path)
 				l.Close()
-				return nil
+				return wrapIf(err, "make %s program first on %s", hook, ifname)
 			}
 		}
 		// Stale (interface recreated) or not updatable: replace it.
@@ -56,7 +72,9 @@ func (d *Datapath) attachPinned(pinName, ifname string, hook Hook, prog *ebpf.Pr
 	var l link.Link
 	switch hook {
 	case HookTCX:
-		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress})
+		// First in line: a program before ours could pass packets
+		// around every check.
+		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 	case HookXDP:
 		l, err = link.AttachXDP(link.XDPOptions{Interface: ifindex, Program: prog})
 	default:
@@ -71,6 +89,81 @@ func (d *Datapath) attachPinned(pinName, ifname string, hook Hook, prog *ebpf.Pr
 	}
 	d.record(pinName, ifname, ifindex, hook, prog, path)
 	return nil
+}
+
+// tcxFirst reports whether prog is the first program at ifindex's tcx
+// ingress.
+func tcxFirst(ifindex int, prog *ebpf.Program) (bool, error) {
+	info, err := prog.Info()
+	if err != nil {
+		return false, err
+	}
+	id, _ := info.ID()
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return false, err
+	}
+	return len(res.Programs) > 0 && res.Programs[0].ID == id, nil
+}
+
+// placeFirst makes prog, which l runs at ifindex's tcx ingress, the first
+// program there again, and returns the link that runs it then: l itself
+// when it already was first, else a new link whose pin and handle the
+// caller owns (l is then detached and only needs closing).
+//
+// A tcx link keeps its place when its program is updated, and a hook holds
+// one program only once, so prog cannot be attached again at the head
+// while l runs it. Instead a guard that drops everything goes to the head,
+// l is detached behind it, and the guard's link is updated to prog: for
+// that moment packets are dropped, none passes unchecked. When the update
+// fails the guard's link is returned with the error, still dropping
+// everything; a later repair updates it to prog in place.
+func placeFirst(ifindex int, prog *ebpf.Program, l link.Link) (link.Link, error) {
+	first, err := tcxFirst(ifindex, prog)
+	if err != nil {
+		return l, err
+	}
+	if first {
+		return l, nil
+	}
+	guard, err := dropAllProgram()
+	if err != nil {
+		return l, fmt.Errorf("guard program: %w", err)
+	}
+	defer guard.Close() // the link keeps what it runs
+	gl, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: guard, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+	if err != nil {
+		return l, fmt.Errorf("attach guard: %w", err)
+	}
+	if err := l.Detach(); err != nil {
+		gl.Close()
+		return l, fmt.Errorf("detach the displaced link: %w", err)
+	}
+	if err := gl.Update(prog); err != nil {
+		return gl, fmt.Errorf("update guard to program: %w", err)
+	}
+	return gl, nil
+}
+
+// dropAllProgram loads a tc program that drops every packet: the stand-in
+// that keeps a hook closed while vpcd's program moves.
+func dropAllProgram() (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "vpcd_guard",
+		Type:         ebpf.SchedCLS,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, guardVerdict), asm.Return()},
+	})
+}
+
+// guardVerdict is TC_ACT_SHOT: drop.
+const guardVerdict = 2
+
+func wrapIf(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
 }
 
 func linkIfindex(info *link.Info) int {
@@ -119,6 +212,23 @@ func (d *Datapath) AttachENI(ifname string, hook Hook) (Hook, error) {
 func (d *Datapath) DetachENI(ifname string) error {
 	delete(d.attached, "eni-"+ifname)
 	return unpinLink(d.linkPin("eni-" + ifname))
+}
+
+// ENIInterfaceLive reports whether the interface the ENI program was
+// attached to as ifname still exists: not gone, not recreated under the
+// same name. For a name this daemon attached nothing to yet, whether the
+// interface exists. When netlink cannot tell, it answers true.
+func (d *Datapath) ENIInterfaceLive(ifname string) bool {
+	iface, err := netlink.LinkByName(ifname)
+	var missing netlink.LinkNotFoundError
+	if errors.As(err, &missing) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	a, ok := d.attached["eni-"+ifname]
+	return !ok || a.Ifindex == iface.Attrs().Index
 }
 
 // ChooseHook picks where a program runs on ifname when the operator did
@@ -185,16 +295,28 @@ func (d *Datapath) AttachTunnel(ifname string) error {
 	if err != nil {
 		return fmt.Errorf("attach tunnel program to %s: %w", ifname, err)
 	}
-	if d.tunnelLink != nil {
-		d.tunnelLink.Close()
+	ifindex, prog := iface.Attrs().Index, d.tunnel.TunnelIngress
+	if old := d.tunnelLink; old != nil {
+		// Still attached to this device: update in place (no gap), and
+		// take first place back if a program was put in front.
+		if info, err := old.Info(); err == nil && linkIfindex(info) == ifindex && old.Update(prog) == nil {
+			nl, err := placeFirst(ifindex, prog, old)
+			if nl != old {
+				old.Close()
+				d.tunnelLink = nl
+			}
+			d.record("tunnel", ifname, ifindex, HookTCX, prog, "")
+			return wrapIf(err, "make tunnel program first on %s", ifname)
+		}
+		old.Close()
 		d.tunnelLink = nil
 	}
-	l, err := link.AttachTCX(link.TCXOptions{Interface: iface.Attrs().Index, Program: d.tunnel.TunnelIngress, Attach: ebpf.AttachTCXIngress})
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
 	if err != nil {
 		return fmt.Errorf("attach tunnel program to %s: %w", ifname, err)
 	}
 	d.tunnelLink = l
-	d.record("tunnel", ifname, iface.Attrs().Index, HookTCX, d.tunnel.TunnelIngress, "")
+	d.record("tunnel", ifname, ifindex, HookTCX, prog, "")
 	return nil
 }
 

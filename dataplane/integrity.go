@@ -12,8 +12,9 @@ import (
 type IntegrityProblem struct {
 	Attachment Attachment
 	// Reason is "detached" (no program of ours there), "replaced"
-	// (another program in its place) or "interface" (the interface is
-	// gone or unreadable).
+	// (another program in its place), "not_first" (ours is there on a
+	// tcx hook, but another runs before it) or "interface" (the
+	// interface is gone or unreadable).
 	Reason string
 	Detail string
 }
@@ -57,6 +58,11 @@ func checkAttachment(a Attachment) *IntegrityProblem {
 		// Ours must run first: a program before it could pass packets
 		// around every check.
 		if res.Programs[0].ID != a.ProgramID {
+			for _, p := range res.Programs[1:] {
+				if p.ID == a.ProgramID {
+					return &IntegrityProblem{Attachment: a, Reason: "not_first", Detail: fmt.Sprintf("tcx program %d runs before %d", res.Programs[0].ID, a.ProgramID)}
+				}
+			}
 			return &IntegrityProblem{Attachment: a, Reason: "replaced", Detail: fmt.Sprintf("tcx program %d runs first, not %d", res.Programs[0].ID, a.ProgramID)}
 		}
 	}
@@ -64,7 +70,8 @@ func checkAttachment(a Attachment) *IntegrityProblem {
 }
 
 // Repair attaches a program again where a check found it missing or
-// displaced, and returns the hook it used.
+// displaced. On tcx it makes the program first again (placeFirst): a
+// foreign program put in front of it ends up behind it.
 func (d *Datapath) Repair(p IntegrityProblem) error {
 	a := p.Attachment
 	switch a.Program {

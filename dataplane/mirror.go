@@ -303,15 +303,16 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("mirror injection interface %s: %w", MirrorInjectPeer, err)
 	}
+	// The program first, then the pair up: nothing crosses it unchecked.
+	if err := d.attachPinned("mirror-inject", MirrorInjectPeer, HookTCX, d.eni.MirrorInject); err != nil {
+		return 0, err
+	}
 	for _, link := range []netlink.Link{l, peer} {
 		// Nothing of the host's own may leave through the pair.
 		os.WriteFile("/proc/sys/net/ipv6/conf/"+link.Attrs().Name+"/disable_ipv6", []byte("1"), 0o644)
 		if err := netlink.LinkSetUp(link); err != nil {
 			return 0, fmt.Errorf("mirror injection interface %s up: %w", link.Attrs().Name, err)
 		}
-	}
-	if err := d.attachPinned("mirror-inject", MirrorInjectPeer, HookTCX, d.eni.MirrorInject); err != nil {
-		return 0, err
 	}
 	return l.Attrs().Index, nil
 }
