@@ -69,10 +69,11 @@ type Agent struct {
 	priv tunnel.Key
 	psk  *tunnel.Key
 
-	mu      sync.Mutex // guards topo, enis, fileMod and the datapath's maps
+	mu      sync.Mutex // guards topo, enis, retired, fileMod and the datapath's maps
 	topo    *topology.Topology
 	enis    map[string]string // ENI name → attached interface
 	ifENI   map[int]string    // attached interface's index → ENI name
+	retired map[string]string // interface of a removed ENI that still exists → the ENI's former name
 	fileMod time.Time
 
 	// flows turns the datapath's flow counters into flow-log records; the
@@ -136,7 +137,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	a := &Agent{opts: o, log: o.Logger, topo: topo, enis: map[string]string{}}
+	a := &Agent{opts: o, log: o.Logger, topo: topo, enis: map[string]string{}, retired: map[string]string{}}
 	if st, err := os.Stat(o.ConfigPath); err == nil {
 		a.fileMod = st.ModTime()
 	}
@@ -174,6 +175,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
+	// The tunnel program is attached while the device is still down: a
+	// decrypted packet never reaches the host's stack, which could answer
+	// it with an ICMP error quoting VPC addresses on the underlay.
+	tcfg.BeforeUp = func(name string, _ int) error { return a.dp.AttachTunnel(name) }
 	if a.tun, err = tunnel.Start(tcfg, a.log); err != nil {
 		return err
 	}
@@ -182,9 +187,6 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		a.dp.SetTunnelIfindex(0)
 		a.tun.Close()
 	}()
-	if err := a.dp.AttachTunnel(a.tun.Name()); err != nil {
-		return err
-	}
 	a.log.Info("tunnel up", "device", a.tun.Name(), "ifindex", a.tun.Ifindex(),
 		"listen_port", tcfg.ListenPort, "peers", len(tcfg.Peers), "mtu", tcfg.MTU,
 		"public_key", a.priv.PublicKey().String())
@@ -282,12 +284,70 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 func (a *Agent) checkIntegrity() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Interfaces of removed ENIs that are gone now lose their links
+	// first, so that their absence is not counted as a fault.
+	for ifname, name := range a.retired {
+		a.retireENI(name, ifname)
+	}
 	for _, p := range a.dp.CheckIntegrity() {
 		a.integrity.WithLabelValues(p.Reason).Inc()
-		err := a.dp.Repair(p)
+		if err := a.dp.Repair(p); err != nil {
+			a.integrity.WithLabelValues("repair_failed").Inc()
+			a.log.Error("datapath integrity: repair failed", "interface", p.Attachment.Interface, "program", p.Attachment.Program,
+				"hook", p.Attachment.Hook, "reason", p.Reason, "detail", p.Detail, "err", err)
+			continue
+		}
 		a.log.Warn("datapath integrity: repaired", "interface", p.Attachment.Interface, "program", p.Attachment.Program,
-			"hook", p.Attachment.Hook, "reason", p.Reason, "detail", p.Detail, "repair_error", err)
+			"hook", p.Attachment.Hook, "reason", p.Reason, "detail", p.Detail)
 	}
+}
+
+// retireENI keeps an interface that no ENI names any more closed: while
+// it exists the ENI program stays attached, and with no entry for it in
+// the ENI map the program drops everything the interface sends (reason
+// unknown_eni), so nothing reaches the host's stack. Once the interface is
+// gone its link and pin go too. name is the ENI's former name ("" when a
+// previous daemon left the link). The caller holds a.mu.
+func (a *Agent) retireENI(name, ifname string) {
+	if !a.dp.ENIInterfaceLive(ifname) {
+		if err := a.dp.DetachENI(ifname); err != nil {
+			a.log.Warn("remove the link of a removed ENI", "eni", name, "interface", ifname, "err", err)
+			return
+		}
+		if _, ok := a.retired[ifname]; ok || name != "" {
+			a.log.Info("detached removed ENI; its interface is gone", "eni", name, "interface", ifname)
+		}
+		delete(a.retired, ifname)
+		return
+	}
+	if _, ok := a.retired[ifname]; ok {
+		return
+	}
+	// A link a previous daemon left may run an older program: ours
+	// replaces it in place, and the integrity check watches it.
+	if _, err := a.dp.AttachENI(ifname, a.opts.ENIHook); err != nil {
+		a.log.Warn("keep the program of a removed ENI", "eni", name, "interface", ifname, "err", err)
+	}
+	a.retired[ifname] = name
+	a.log.Info("ENI removed; its interface still exists, so its program stays and drops all it sends (unknown_eni) until the interface is gone",
+		"eni", name, "interface", ifname)
+}
+
+// bringUp sets an ENI's interface up when it is down. It runs only after
+// the ENI's program is attached: a new ENI's interface carries no traffic
+// before.
+func bringUp(ifname string) error {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", ifname, err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", ifname, err)
+	}
+	return nil
 }
 
 // sampleConntrack works out how many connections the LRU table evicted
@@ -336,23 +396,22 @@ func (a *Agent) apply(t *topology.Topology) error {
 		errs = append(errs, err)
 	}
 	want := map[string]string{}
+	wantIf := map[string]bool{}
 	for _, e := range state.ENIs {
 		want[e.Name] = e.Interface
+		wantIf[e.Interface] = true
 	}
-	for name, ifname := range a.enis {
-		if want[name] != ifname {
-			if err := a.dp.DetachENI(ifname); err != nil {
-				errs = append(errs, err)
-			}
-			delete(a.enis, name)
-			a.log.Info("detached ENI", "eni", name, "interface", ifname)
-		}
-	}
+	// Attach first, then bring the interface up: a new ENI's interface
+	// carries nothing before its program runs on it.
 	for _, e := range state.ENIs {
 		hook, err := a.dp.AttachENI(e.Interface, a.opts.ENIHook)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 			continue
+		}
+		delete(a.retired, e.Interface)
+		if err := bringUp(e.Interface); err != nil {
+			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 		}
 		if _, ok := a.enis[e.Name]; !ok {
 			a.log.Info("attached ENI", "eni", e.Name, "interface", e.Interface, "hook", hook,
@@ -360,20 +419,34 @@ func (a *Agent) apply(t *topology.Topology) error {
 		}
 		a.enis[e.Name] = e.Interface
 	}
+	// Removed ENIs fail closed: their program stays while their
+	// interface exists (retireENI).
+	for name, ifname := range a.enis {
+		if want[name] == ifname {
+			continue
+		}
+		delete(a.enis, name)
+		if !wantIf[ifname] {
+			a.retireENI(name, ifname)
+		}
+	}
 	a.ifENI = map[int]string{}
 	for name, ifname := range a.enis {
 		if idx, err := ifindexByName(ifname); err == nil {
 			a.ifENI[idx] = name
 		}
 	}
-	// Links a crashed daemon left for ENIs that no longer exist.
+	// Links a previous daemon left for ENIs that no longer exist: kept
+	// closed while their interface exists, removed once it is gone.
 	attached := map[string]bool{}
 	for _, ifname := range a.enis {
 		attached[ifname] = true
 	}
 	for _, ifname := range a.dp.PinnedENILinks() {
-		if !attached[ifname] {
-			a.dp.DetachENI(ifname)
+		if !attached[ifname] && !wantIf[ifname] {
+			if _, ok := a.retired[ifname]; !ok {
+				a.retireENI("", ifname)
+			}
 		}
 	}
 	a.topo = t

@@ -333,7 +333,8 @@ func buildHost(rackNS, ns string, t *topology.Topology, host *topology.Host) err
 
 // buildENI creates the workload namespace of e with eth0 (the ENI's MAC and
 // address, MTU 1500, default route via the subnet's .1, IPv6 off), joined by
-// a veth pair to e's interface in the host namespace hostNS.
+// a veth pair to e's interface in the host namespace hostNS, which is left
+// down for the daemon to bring up after attaching.
 func buildENI(hostNS, ns string, t *topology.Topology, e *topology.ENI) error {
 	sub := findSubnet(t, e.Subnet)
 	if sub == nil {
@@ -374,9 +375,9 @@ func buildENI(hostNS, ns string, t *topology.Topology, e *topology.ENI) error {
 	if err := hh.LinkAdd(veth); err != nil {
 		return fmt.Errorf("add veth %s (netns %s) / eth0 (netns %s): %w", hostIf, hostNS, ns, err)
 	}
-	if err := linkUp(hh, hostNS, hostIf); err != nil {
-		return err
-	}
+	// The host side stays down: the host's daemon brings it up once the
+	// ENI program is attached, so the workload's frames never reach the
+	// host's stack unchecked (SPEC §10, ordering).
 
 	link, err := eh.LinkByName("eth0")
 	if err != nil {

@@ -374,9 +374,11 @@ func TestUpNoDaemons(t *testing.T) {
 		if !peer {
 			t.Errorf("no link route to the peer: %v", routes)
 		}
+		// Down: with no daemon, nothing is attached to it, and only
+		// the daemon brings it up, after attaching (SPEC §10).
 		v := mustLink(t, h, ns, "vpc-e2")
-		if v.Attrs().MTU != 1500 || v.Attrs().Flags&net.FlagUp == 0 {
-			t.Errorf("vpc-e2: mtu %d flags %v", v.Attrs().MTU, v.Attrs().Flags)
+		if v.Attrs().MTU != 1500 || v.Attrs().Flags&net.FlagUp != 0 {
+			t.Errorf("vpc-e2: mtu %d flags %v, want 1500 and down", v.Attrs().MTU, v.Attrs().Flags)
 		}
 	})
 
