@@ -17,6 +17,7 @@
 #include "lib/flow.h"
 #include "lib/monitor.h"
 #include "lib/mirror.h"
+#include "lib/frag.h"
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
@@ -74,7 +75,7 @@ int tunnel_ingress(struct __sk_buff *skb)
 	    bpf_ntohs(inner->tot_len) > skb->len - VXLAN_ENCAP_LEN)
 		return drop(skb, DROP_MALFORMED);
 	if (pkt_info_fill(&pi, inner, &c) < 0)
-		return drop(skb, DROP_MALFORMED);
+		return drop(skb, ip_first_fragment(inner) ? DROP_FRAGMENT : DROP_MALFORMED);
 
 	/* The inner source must be an ENI of this VPC on the sending host. */
 	rk.vni = vni;
@@ -95,7 +96,15 @@ int tunnel_ingress(struct __sk_buff *skb)
 	deni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!deni)
 		return drop(skb, DROP_UNKNOWN_ENI);
-	why = policy_check(deni, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
+	why = frag_check(vni, inner, &pi);
+	if (why)
+		return drop(skb, why);
+	/* A later fragment follows its first fragment's verdict. */
+	why = ip_later_fragment(inner) ? DROP_UNSPEC : policy_check(deni, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
+	if (why)
+		frag_denied(vni, inner);
+	else
+		frag_passed(vni, inner, &pi);
 	wire_size(skb->len, skb->gso_segs, skb->gso_size, pi.hdr_len + VXLAN_ENCAP_LEN, &segs, &bytes);
 	bytes -= segs * VXLAN_ENCAP_LEN; /* the inner packets' IP bytes */
 	if (why) {

@@ -87,7 +87,7 @@ func l4Packet(mac net.HardwareAddr, p RefPacket) []byte {
 	case 1:
 		l4 = make([]byte, 8)
 		l4[0], l4[1] = p.ICMPType, p.ICMPCode
-		if p.ICMPType == 0 || p.ICMPType == 8 {
+		if icmpQuery(p.ICMPType) {
 			binary.BigEndian.PutUint16(l4[4:], p.SrcPort)
 		}
 	default:
@@ -135,7 +135,7 @@ func randomRule(r *rand.Rand) Rule {
 		case 0:
 			rule.PortLo, rule.PortHi = 0, 0xffff
 		case 1:
-			ty := []uint16{0, 3, 8}[r.Intn(3)]
+			ty := []uint16{0, 3, 8, 13, 14, 11}[r.Intn(6)]
 			rule.PortLo, rule.PortHi = ty<<8, ty<<8|0xff
 		default:
 			v := []uint16{0, 3<<8 | 4, 8 << 8}[r.Intn(3)]
@@ -168,25 +168,89 @@ func randomPacket(r *rand.Rand, src, dst netip.Addr) RefPacket {
 	case 6:
 		p.TCPFlags = []uint8{tcpSYN, tcpSYN, tcpSYN | tcpACK, tcpACK, tcpACK | 0x08, tcpFIN | tcpACK, tcpRST, tcpRST | tcpACK}[r.Intn(8)]
 	case 1:
-		p.ICMPType = []uint8{8, 0, 3}[r.Intn(3)]
+		p.ICMPType = []uint8{8, 8, 0, 0, 13, 14, 3, 11, 5}[r.Intn(9)]
 		p.ICMPCode = []uint8{0, 4}[r.Intn(2)]
 		p.SrcPort, p.DstPort = uint16(1+r.Intn(2)), 0
+		if !icmpQuery(p.ICMPType) {
+			p.SrcPort = 0
+		}
 	case 47:
 		p.SrcPort, p.DstPort = 0, 0
 	}
 	return p
 }
 
+// fragmentFrame builds the frame of one IPv4 fragment of p: a first
+// fragment carries p's transport header (cut to f.PayloadLen), a later one
+// filler.
+func fragmentFrame(mac net.HardwareAddr, p RefPacket, f RefFragment) []byte {
+	payload := make([]byte, f.PayloadLen)
+	for i := range payload {
+		payload[i] = byte(0xa5 ^ i)
+	}
+	if f.Offset == 0 {
+		l4 := l4Packet(mac, p)[34:]
+		copy(payload, l4)
+	}
+	pkt := ipv4Packet(mac, GatewayMAC, p.Src, p.Dst, p.Proto, false, payload)
+	ip := pkt[14:34]
+	binary.BigEndian.PutUint16(ip[4:], f.ID)
+	fo := f.Offset
+	if f.More {
+		fo |= 0x2000
+	}
+	binary.BigEndian.PutUint16(ip[6:], fo)
+	binary.BigEndian.PutUint16(ip[10:], 0)
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	return pkt
+}
+
+// randomDatagram splits a datagram of p into fragments as a sender (or an
+// attacker) might: in order, out of order, with the first one lost, with a
+// tiny first fragment, or with a fragment that overlaps the transport
+// header.
+func randomDatagram(r *rand.Rand, id uint16) []RefFragment {
+	n := 2 + r.Intn(3)
+	frags := make([]RefFragment, n)
+	off := uint16(0)
+	for i := range frags {
+		words := uint16(1 + r.Intn(6))
+		if i == 0 {
+			words = uint16(3 + r.Intn(4)) // room for any transport header
+		}
+		frags[i] = RefFragment{ID: id, Offset: off, More: i < n-1, PayloadLen: int(words) * 8}
+		off += words
+	}
+	switch r.Intn(8) {
+	case 0: // out of order
+		r.Shuffle(n, func(i, j int) { frags[i], frags[j] = frags[j], frags[i] })
+	case 1: // the first fragment lost: orphans
+		frags = frags[1:]
+	case 2: // a tiny first fragment (RFC 1858)
+		frags[0].PayloadLen = 4
+	case 3: // a fragment overlapping the transport header, after the first
+		over := RefFragment{ID: id, Offset: uint16(1 + r.Intn(2)), More: true, PayloadLen: 16}
+		frags = append(frags[:1], append([]RefFragment{over}, frags[1:]...)...)
+	case 4: // the last fragment first
+		frags[0], frags[n-1] = frags[n-1], frags[0]
+	}
+	return frags
+}
+
 // TestPolicyDifferential runs 100,000 random packets (random 5-tuples,
-// flags and directions, under random rule sets) through the eBPF ENI
-// program with BPF_PROG_TEST_RUN and through the Go reference evaluator,
-// and requires the same verdict, drop reason included, for every one.
+// flags and directions, ICMP types, fragmented datagrams in order, out of
+// order, orphaned and overlapping, under random rule sets) through the
+// eBPF ENI program with BPF_PROG_TEST_RUN and through the Go reference
+// evaluator, and requires the same verdict, drop reason included, for every
+// one.
 func TestPolicyDifferential(t *testing.T) {
 	const ruleSets, perSet = 50, 2000
 	policyLab(t, func(d *Datapath, ifA, ifB uint32, apply func(ENI)) {
 		prog, _, _ := d.Programs()
 		r := rand.New(rand.NewSource(7))
-		mismatches := 0
+		mismatches, fragments := 0, 0
+		refFrags := RefFragments{}
+		nextID := uint16(1)
 		for set := 0; set < ruleSets; set++ {
 			a := ENI{SGIngress: randomRules(r, 6, true)}
 			if r.Intn(4) == 0 {
@@ -203,37 +267,54 @@ func TestPolicyDifferential(t *testing.T) {
 			refA := NewRefENI(a)
 			refA.ENI.Subnet = subnetA
 			refB := NewRefENI(ENI{Subnet: subnetB, SGIngress: allowAll, SGEgress: allowAll})
-			for i := 0; i < perSet; i++ {
+			aOut := func(p RefPacket) string { return refA.Check(p, Egress) }
+			aIn := func(p RefPacket) string { return refA.Check(p, Ingress) }
+			bOut := func(p RefPacket) string { return refB.Check(p, Egress) }
+			bIn := func(p RefPacket) string { return refB.Check(p, Ingress) }
+			for i := 0; i < perSet; {
 				var p RefPacket
-				var want, got string
+				var steps []func(RefPacket) string
+				var mac net.HardwareAddr
+				var ifindex uint32
 				switch r.Intn(3) {
 				case 0: // a to a remote ENI
 					p = randomPacket(r, ipA, remotes[r.Intn(len(remotes))])
-					want = refA.Check(p, Egress)
-					got = verdict(t, d, prog, ifA, l4Packet(macA, p))
+					steps, mac, ifindex = []func(RefPacket) string{aOut}, macA, ifA
 				case 1: // a to b on this host: a's egress, then b's ingress
 					p = randomPacket(r, ipA, ipB2)
-					if want = refA.Check(p, Egress); want == "" {
-						want = refB.Check(p, Ingress)
-					}
-					got = verdict(t, d, prog, ifA, l4Packet(macA, p))
+					steps, mac, ifindex = []func(RefPacket) string{aOut, bIn}, macA, ifA
 				default: // b to a: b's egress, then a's ingress
 					p = randomPacket(r, ipB2, ipA)
-					if want = refB.Check(p, Egress); want == "" {
-						want = refA.Check(p, Ingress)
-					}
-					got = verdict(t, d, prog, ifB, l4Packet(macB2, p))
+					steps, mac, ifindex = []func(RefPacket) string{bOut, aIn}, macB2, ifB
 				}
-				if got != want {
-					mismatches++
-					if mismatches <= 10 {
-						t.Errorf("rule set %d packet %d %+v: datapath %q, reference %q\nENI a: %+v", set, i, p, got, want, a)
+				frags := []RefFragment{{}}
+				if r.Intn(4) == 0 {
+					frags = randomDatagram(r, nextID)
+					nextID++
+				}
+				for _, f := range frags {
+					var want, got string
+					if f == (RefFragment{}) {
+						want, _ = refFrags.Forward(vniRed, p, f, steps...)
+						got = verdict(t, d, prog, ifindex, l4Packet(mac, p))
+					} else {
+						fragments++
+						want, _ = refFrags.Forward(vniRed, p, f, steps...)
+						got = verdict(t, d, prog, ifindex, fragmentFrame(mac, p, f))
 					}
+					if got != want {
+						mismatches++
+						if mismatches <= 10 {
+							t.Errorf("rule set %d packet %d %+v %+v: datapath %q, reference %q\nENI a: %+v", set, i, p, f, got, want, a)
+						}
+					}
+					i++
 				}
 			}
 		}
 		if mismatches > 0 {
 			t.Fatalf("%d of %d verdicts differ", mismatches, ruleSets*perSet)
 		}
+		t.Logf("%d packets, %d of them fragments: all verdicts agree", ruleSets*perSet, fragments)
 	})
 }

@@ -109,6 +109,9 @@ func (d *Datapath) Conntrack() ([]Conn, error) {
 		binary.NativeEndian.PutUint32(ip[:], k.RemoteIp)
 		c := Conn{ENI: name, Protocol: k.Proto, Remote: netip.AddrFrom4(ip), LocalPort: k.LocalPort,
 			RemotePort: k.RemotePort, Origin: Direction(v.Origin).String(), State: "unknown"}
+		if k.Proto == 1 { // the key's query kind and direction: not a port
+			c.RemotePort = 0
+		}
 		if int(v.State) < len(ctStateNames) {
 			c.State = ctStateNames[v.State]
 		}

@@ -307,6 +307,29 @@ struct flow_val {
  * timeout), only in the generation of the maps they were made in, and
  * never for TCP SYN, FIN or RST: those always take the slow path, which
  * moves the connection's state and removes the entries of a closed one. */
+/* IP fragments: the first fragment of a datagram that passed, so that its
+ * later fragments (no transport header) follow its verdict and carry its
+ * ports in flow logs and mirror filters (lib/frag.h). */
+#define MAX_FRAGS 8192
+
+struct frag_key {
+	__u32 vni;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 id; /* the IPv4 identification, network order */
+	__u8 proto;
+	__u8 _pad;
+};
+
+struct frag_entry {
+	__u64 seen; /* bpf_ktime_get_coarse_ns of the first fragment */
+	__u16 sport;
+	__u16 dport;
+	__u16 rule_port;
+	__u8 tcp_flags;
+	__u8 _pad;
+};
+
 #define FAST_TTL 256
 
 struct fast_key {

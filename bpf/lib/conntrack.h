@@ -56,9 +56,16 @@ static __always_inline void ct_key_for(struct ct_key *k, __u32 eni_id, const str
 		k->local_port = pi->dport;
 		k->remote_port = pi->sport;
 	}
-	if (pi->proto == IPPROTO_ICMP_) { /* echo: the identifier either way */
+	if (pi->proto == IPPROTO_ICMP_) {
+		/* A query exchange: the identifier, the request's type and the
+		 * direction requests travel in. A reply matches the entry its
+		 * request made; a request coming the other way does not. */
+		__u8 type = pi->rule_port >> 8;
+		__u8 req_dir = icmp_request(type) ? dir : dir ^ 1;
+		__u16 kind = type == 8 || type == 0 ? 8 : 13;
+
 		k->local_port = pi->sport;
-		k->remote_port = 0;
+		k->remote_port = kind << 8 | (req_dir + 1);
 	}
 }
 
@@ -159,6 +166,12 @@ static __always_inline enum drop_reason policy_check(const struct eni_info *eni,
 
 		if (!nacl_allows(nacl, remote, pi->proto, pi->rule_port))
 			return dir == DIR_EGRESS ? DROP_NACL_EGRESS : DROP_NACL_INGRESS;
+	}
+	/* ICMP that is no query (errors and the like) is never tracked. */
+	if (pi->proto == IPPROTO_ICMP_ && !icmp_query(pi->rule_port >> 8)) {
+		if (sg_allows(dir == DIR_EGRESS ? eni->sg_out : eni->sg_in, remote, pi->proto, pi->rule_port))
+			return DROP_UNSPEC;
+		return dir == DIR_EGRESS ? DROP_SG_EGRESS : DROP_SG_INGRESS;
 	}
 	ct_key_for(&k, eni->eni_id, pi, dir);
 	if (pi->proto == IPPROTO_TCP_ && (pi->tcp_flags & (TCPF_FIN | TCPF_RST)))

@@ -22,6 +22,8 @@ static __always_inline __u32 ctx_ifindex(struct xdp_md *ctx) { return ctx->ingre
 static __always_inline __u32 ctx_len(struct xdp_md *ctx) { return ctx->data_end - ctx->data; }
 static __always_inline __u32 ctx_gso_segs(struct xdp_md *ctx) { return 1; }
 static __always_inline __u32 ctx_gso_size(struct xdp_md *ctx) { return 0; }
+/* XDP sees a VLAN tag in the frame itself, as ethertype 802.1Q. */
+static __always_inline int ctx_vlan_tagged(struct xdp_md *ctx) { return 0; }
 
 static __always_inline int ctx_load_bytes(struct xdp_md *ctx, __u32 off, void *to, __u32 len)
 {
@@ -72,6 +74,8 @@ static __always_inline __u32 ctx_ifindex(struct __sk_buff *ctx) { return ctx->if
 static __always_inline __u32 ctx_len(struct __sk_buff *ctx) { return ctx->len; }
 static __always_inline __u32 ctx_gso_segs(struct __sk_buff *ctx) { return ctx->gso_segs ? ctx->gso_segs : 1; }
 static __always_inline __u32 ctx_gso_size(struct __sk_buff *ctx) { return ctx->gso_size; }
+/* The stack moves a VLAN tag out of the frame into the skb before tc runs. */
+static __always_inline int ctx_vlan_tagged(struct __sk_buff *ctx) { return ctx->vlan_present; }
 
 static __always_inline int ctx_load_bytes(struct __sk_buff *ctx, __u32 off, void *to, __u32 len)
 {

@@ -28,6 +28,8 @@ enum drop_reason {
 	DROP_DEST_CHECK,      /* delivered frame not addressed to the ENI */
 	DROP_ENCAP_FAILED,    /* the kernel refused to resize the packet */
 	DROP_ARP,             /* ARP the VPC router does not answer */
+	DROP_FRAGMENT,        /* later fragment whose first was not seen or was denied */
+	DROP_CONNTRACK_ALLOWANCE, /* a new connection over the ENI's max_connections */
 	__DROP_MAX,
 };
 

@@ -20,6 +20,7 @@
 #include "flow.h"
 #include "monitor.h"
 #include "mirror.h"
+#include "frag.h"
 
 static __always_inline int eni_drop(struct ctx_buff *ctx, enum drop_reason reason)
 {
@@ -282,6 +283,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	struct pkt_info pi;
 	enum drop_reason why;
 	__u64 now;
+	int later;
 
 	cfg = get_config();
 	if (!cfg)
@@ -289,6 +291,9 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	eth = parse_eth(&c);
 	if (!eth)
 		return eni_drop(ctx, DROP_MALFORMED);
+	/* A VLAN tag (in the frame it is an unknown ethertype, below). */
+	if (ctx_vlan_tagged(ctx))
+		return eni_drop(ctx, DROP_UNSUPPORTED);
 
 	/* The fast path: an established flow's packet, one lookup. */
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -331,15 +336,22 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	if (eni->source_dest_check && ip->saddr != eni->ip)
 		return eni_drop(ctx, DROP_SOURCE_CHECK);
 	l4_off = ETH_HLEN + ip->ihl * 4;
-	if (pkt_info_fill(&pi, ip, &c) < 0)
-		return eni_drop(ctx, DROP_MALFORMED);
-	if (!ip_is_fragment(ip)) {
+	if (pkt_info_fill(&pi, ip, &c) < 0) /* a first fragment too short is a fragment attack */
+		return eni_drop(ctx, ip_first_fragment(ip) ? DROP_FRAGMENT : DROP_MALFORMED);
+	why = frag_check(eni->vni, ip, &pi);
+	if (why)
+		return eni_drop(ctx, why);
+	later = ip_later_fragment(ip);
+	if (later) {
+		if (pi.proto == IPPROTO_TCP_ || pi.proto == IPPROTO_UDP_)
+			ports = (__u32)bpf_htons(pi.sport) << 16 | bpf_htons(pi.dport);
+	} else {
 		if (ip->protocol == IPPROTO_TCP_) {
 			struct tcphdr *tcp = parse_tcp(&c);
 
 			if (!tcp)
 				return eni_drop(ctx, DROP_MALFORMED);
-			if (tcp->syn)
+			if (tcp->syn && !ip_is_fragment(ip))
 				syn_doff = tcp->doff;
 			ports = (__u32)tcp->source << 16 | tcp->dest;
 		} else if (ip->protocol == IPPROTO_UDP_) {
@@ -358,8 +370,10 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		return eni_drop(ctx, drop_reason_for_miss(eni, ip->daddr));
 
 	now = bpf_ktime_get_coarse_ns();
-	why = policy_check(eni, &pi, DIR_EGRESS, now);
+	/* A later fragment follows its first fragment's verdict. */
+	why = later ? DROP_UNSPEC : policy_check(eni, &pi, DIR_EGRESS, now);
 	if (why) {
+		frag_denied(eni->vni, ip);
 		if (policy_reject(why) && eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_REJECT, 0);
 		return eni_drop_dir(ctx, why);
@@ -380,16 +394,18 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		 * target's policy says next. */
 		if (eni->mirror & MIRROR_OUT)
 			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
-		why = policy_check(dst, &pi, DIR_INGRESS, now);
+		why = later ? DROP_UNSPEC : policy_check(dst, &pi, DIR_INGRESS, now);
 		if (eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
 		if (why) {
+			frag_denied(eni->vni, ip);
 			if (policy_reject(why) && dst->flow_log)
 				count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_REJECT, 0);
 			return eni_drop_dir(ctx, why);
 		}
 		if (dst->flow_log)
 			count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
+		frag_passed(eni->vni, ip, &pi);
 		if (!ip_is_fragment(ip))
 			fast_remember(ctx, &pi, eni, rt, cfg, dst);
 		count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
@@ -404,6 +420,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	 * counted, and no fast-path entry that would skip this check. */
 	if (peer_down(rt->remote_ip))
 		return eni_drop(ctx, DROP_NO_TUNNEL);
+	frag_passed(eni->vni, ip, &pi);
 	if (!ip_is_fragment(ip))
 		fast_remember(ctx, &pi, eni, rt, cfg, NULL);
 	count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);

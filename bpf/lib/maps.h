@@ -133,6 +133,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } fastpath SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_FRAGS);
+	__type(key, struct frag_key);
+	__type(value, struct frag_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} frags SEC(".maps");
+
 #define MAX_FLOWS 65536
 
 struct {

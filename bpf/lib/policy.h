@@ -27,7 +27,21 @@ struct pkt_info {
 #define TCPF_RST 0x04
 #define TCPF_ACK 0x10
 
-/* pkt_info_fill reads the transport header at c (none for fragments). */
+/* ICMP queries: a request and its reply share an identifier and form one
+ * tracked exchange (echo 8/0, timestamp 13/14). Every other ICMP type
+ * (errors, redirects, router messages) is never tracked: the rules decide
+ * each such packet. */
+static __always_inline int icmp_query(__u8 type)
+{
+	return type == 8 || type == 0 || type == 13 || type == 14;
+}
+
+static __always_inline int icmp_request(__u8 type)
+{
+	return type == 8 || type == 13;
+}
+
+/* pkt_info_fill reads the transport header at c (none for a later fragment). */
 static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, struct cursor *c)
 {
 	pi->saddr = ip->saddr;
@@ -38,7 +52,7 @@ static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, 
 	pi->rule_port = 0;
 	pi->tcp_flags = 0;
 	pi->hdr_len = ip->ihl * 4;
-	if (ip_is_fragment(ip))
+	if (ip->frag_off & bpf_htons(IP_OFFMASK)) /* a later fragment: lib/frag.h */
 		return 0;
 	if (ip->protocol == IPPROTO_TCP_) {
 		struct tcphdr *tcp = c->pos;
@@ -65,7 +79,7 @@ static __always_inline int pkt_info_fill(struct pkt_info *pi, struct iphdr *ip, 
 		if ((void *)(icmp + 1) > c->end)
 			return -1;
 		pi->rule_port = (__u16)icmp->type << 8 | icmp->code;
-		if (icmp->type == 8 || icmp->type == 0) /* echo request, reply */
+		if (icmp_query(icmp->type)) /* echo, timestamp: the identifier */
 			pi->sport = bpf_ntohs(icmp->un.echo.id);
 	}
 	return 0;
