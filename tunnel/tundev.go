@@ -75,8 +75,12 @@ type vxlanTUN struct {
 	// tunnelGSO is set when the kernel accepted UDP tunnel offloads.
 	tunnelGSO bool
 
-	rmu  sync.Mutex // guards rbuf (wireguard-go reads from one goroutine)
+	rmu  sync.Mutex // guards rbuf and held (wireguard-go reads from one goroutine)
 	rbuf []byte
+	// held is a frame longer than the MTU that a drain took off the queue;
+	// the next Read returns it first, in a batch of its own (see whole).
+	held  []byte
+	heldN int
 
 	// Write runs on wireguard-go's one receive goroutine per peer; wmu
 	// guards the scratch space shared by the peers' writers.
@@ -165,15 +169,28 @@ var errMalformed = errors.New("tunnel device: malformed frame")
 
 // Read reads one frame from the kernel and returns its packets: one, or the
 // VXLAN packets of every segment of a GSO super-packet.
+//
+// A packet longer than the MTU (a workload's packet without DF that the
+// underlay fragments) is returned in a batch of its own. wireguard-go sends
+// one read's packets to a peer as one UDP GSO send when they allow it, and
+// the kernel refuses such a send whole (EMSGSIZE) when its segments do not
+// fit the path MTU: the fragments of one large datagram, read together,
+// were all lost. Alone, the message goes out as IP fragments.
 func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
-	n, err := t.file.Read(t.rbuf)
-	if err != nil {
-		return 0, err
+	var n int
+	if t.heldN > 0 {
+		n, t.heldN = t.heldN, 0
+		t.rbuf, t.held = t.held, t.rbuf
+	} else {
+		var err error
+		if n, err = t.file.Read(t.rbuf); err != nil {
+			return 0, err
+		}
 	}
 	count, err := t.unpack(t.rbuf[:n], bufs, sizes, offset)
-	if err != nil {
+	if err != nil || !t.whole(t.rbuf[:n]) {
 		return count, err
 	}
 	// Take what else is queued without waiting (ACKs come one frame
@@ -181,6 +198,13 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for t.draining && len(bufs)-count >= maxSegments {
 		n, ok := t.tryRead(t.rbuf)
 		if !ok {
+			break
+		}
+		if !t.whole(t.rbuf[:n]) {
+			if t.held == nil {
+				t.held = make([]byte, len(t.rbuf))
+			}
+			t.rbuf, t.held, t.heldN = t.held, t.rbuf, n
 			break
 		}
 		c, err := t.unpack(t.rbuf[:n], bufs[count:], sizes[count:], offset)
@@ -192,6 +216,18 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		count += c
 	}
 	return count, nil
+}
+
+// whole reports whether a frame from the kernel crosses the underlay
+// without IP fragmentation: a GSO frame's segments do, a single packet when
+// it fits the MTU.
+func (t *vxlanTUN) whole(frame []byte) bool {
+	if len(frame) < vnetHdrLen || t.mtu <= 0 {
+		return true // malformed (unpack says so), or no MTU known
+	}
+	var h vnetHdr
+	h.decode(frame)
+	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu
 }
 
 // maxSegments bounds the segments of one frame: 64 KiB of payload cut at
