@@ -75,66 +75,8 @@ func TestOrderingAndRemoval(t *testing.T) {
 	}
 
 	t.Run("a foreign tcx program put first is moved behind vpcd's and counted until then", func(t *testing.T) {
-		// A program that passes every packet on (TCX_NEXT), attached
-		// in front of vpcd's as another agent on the host could.
-		var foreign link.Link
-		var foreignID ebpf.ProgramID
-		err := l.Do(lab.Host, "a", func() error {
-			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-				Name: "h2_foreign", Type: ebpf.SchedCLS, License: "GPL",
-				Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
-			})
-			if err != nil {
-				return fmt.Errorf("load the foreign program: %w", err)
-			}
-			defer prog.Close()
-			info, _ := prog.Info()
-			foreignID, _ = info.ID()
-			iface, err := netlink.LinkByName("vpc-o-x1")
-			if err != nil {
-				return err
-			}
-			foreign, err = link.AttachTCX(link.TCXOptions{Interface: iface.Attrs().Index, Program: prog,
-				Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
-			return err
-		})
-		if err != nil {
-			t.Fatalf("attach a foreign program first: %v", err)
-		}
-		defer foreign.Close()
-		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x1"); !firstIs(progs, "h2_foreign") {
-			t.Fatalf("the foreign program is not first after attaching it at the head: %v", progs)
-		}
-		start := time.Now()
-		var progs []tcxProgram
-		if !eventually(5*time.Second, func() bool {
-			progs, _ = tcxIngress(t, l, "a", "vpc-o-x1")
-			return firstIs(progs, "eni_ingress")
-		}) {
-			t.Fatalf("vpcd's program is not first again 5 s after a foreign one was put in front: %v", progs)
-		}
-		t.Logf("first again %.1fs after the foreign program was put in front: %v", time.Since(start).Seconds(), progs)
-		if len(progs) != 2 || progs[1].ID != foreignID {
-			t.Errorf("want vpcd's program, then the foreign one (%d): %v", foreignID, progs)
-		}
-		counted := integrityFailures(t, l, "a", "not_first")
-		if counted < 1 {
-			t.Error("the displaced program was not counted as not_first")
-		}
-		// Repaired means no longer counted: watch three checks (every 2 s).
-		deadline := time.Now().Add(6 * time.Second)
-		for time.Now().Before(deadline) {
-			if n := integrityFailures(t, l, "a", "not_first"); n != counted {
-				t.Fatalf("not_first went from %v to %v after the repair: the repair did not hold", counted, n)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if n := integrityFailures(t, l, "a", "repair_failed"); n != 0 {
-			t.Errorf("%v failed repairs counted", n)
-		}
-		if !ping(t, l, "o-x1", "10.4.1.11", 2) {
-			t.Fatal("no traffic after the repair")
-		}
+		t.Run("ENI", func(t *testing.T) { foreignFirst(t, l, "vpc-o-x1", "eni_ingress") })
+		t.Run("tunnel", func(t *testing.T) { foreignFirst(t, l, "wg-a", "tunnel_ingress") })
 	})
 
 	t.Run("a new ENI's interface carries nothing until its program is attached", func(t *testing.T) {
@@ -250,4 +192,72 @@ func TestOrderingAndRemoval(t *testing.T) {
 			t.Fatal("the remaining ENIs lost traffic")
 		}
 	})
+}
+
+// foreignFirst puts a foreign program in front of vpcd's program ours at
+// ifname's tcx ingress on host a and checks that the daemon makes its
+// program first again within 5 s, counts the fault as not_first, and
+// stops counting once repaired.
+func foreignFirst(t *testing.T, l *lab.Lab, ifname, ours string) {
+	// A program that passes every packet on (TCX_NEXT), attached
+	// in front of vpcd's as another agent on the host could.
+	var foreign link.Link
+	var foreignID ebpf.ProgramID
+	err := l.Do(lab.Host, "a", func() error {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "h2_foreign", Type: ebpf.SchedCLS, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+		})
+		if err != nil {
+			return fmt.Errorf("load the foreign program: %w", err)
+		}
+		defer prog.Close()
+		info, _ := prog.Info()
+		foreignID, _ = info.ID()
+		iface, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		foreign, err = link.AttachTCX(link.TCXOptions{Interface: iface.Attrs().Index, Program: prog,
+			Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach a foreign program first: %v", err)
+	}
+	defer foreign.Close()
+	before := integrityFailures(t, l, "a", "not_first")
+	if progs, _ := tcxIngress(t, l, "a", ifname); !firstIs(progs, "h2_foreign") {
+		t.Fatalf("the foreign program is not first after attaching it at the head: %v", progs)
+	}
+	start := time.Now()
+	var progs []tcxProgram
+	if !eventually(5*time.Second, func() bool {
+		progs, _ = tcxIngress(t, l, "a", ifname)
+		return firstIs(progs, ours)
+	}) {
+		t.Fatalf("vpcd's program is not first again 5 s after a foreign one was put in front: %v", progs)
+	}
+	t.Logf("first again %.1fs after the foreign program was put in front: %v", time.Since(start).Seconds(), progs)
+	if len(progs) != 2 || progs[1].ID != foreignID {
+		t.Errorf("want vpcd's program, then the foreign one (%d): %v", foreignID, progs)
+	}
+	counted := integrityFailures(t, l, "a", "not_first")
+	if counted <= before {
+		t.Errorf("the displaced program was not counted as not_first (%v before, %v after)", before, counted)
+	}
+	// Repaired means no longer counted: watch three checks (every 2 s).
+	deadline := time.Now().Add(6 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := integrityFailures(t, l, "a", "not_first"); n != counted {
+			t.Fatalf("not_first went from %v to %v after the repair: the repair did not hold", counted, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := integrityFailures(t, l, "a", "repair_failed"); n != 0 {
+		t.Errorf("%v failed repairs counted", n)
+	}
+	if !ping(t, l, "o-x1", "10.4.1.11", 2) {
+		t.Fatal("no traffic after the repair")
+	}
 }
