@@ -54,6 +54,13 @@ type Datapath struct {
 	flowLogged bool
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
+	// eniIDRecord is the pinned record of each ENI name's index
+	// (identity.go); nil until the first reconcile opens it.
+	eniIDRecord *ebpf.Map
+	// afterWrite, when set (tests), runs after each write a reconcile
+	// makes to the policy, ENI and config maps: packets run from it see
+	// every intermediate state of a reload.
+	afterWrite func()
 }
 
 // Attachment describes one program attached by vpcd.
@@ -155,6 +162,9 @@ func (d *Datapath) Dir() string { return d.dir }
 func (d *Datapath) Close() error {
 	if d.tunnelLink != nil {
 		d.tunnelLink.Close()
+	}
+	if d.eniIDRecord != nil {
+		d.eniIDRecord.Close()
 	}
 	return errors.Join(d.underlay.Close(), d.tunnel.Close(), d.eniXDP.Close(), d.eni.Close())
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"net"
 	"net/netip"
 	"slices"
@@ -122,13 +121,14 @@ func mac6(m net.HardwareAddr) (out [6]uint8) {
 func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) error {
 	var errs []error
 
-	// A new generation retires every fast-path entry made from the old
-	// maps: the next packet of each flow takes the slow path again.
+	// The generation is bumped at the end (retire), once the maps are
+	// changed: fast-path entries made from the old maps until then are
+	// retired with it.
 	var old bpf.EniVpcdConfig
 	d.eni.Config.Lookup(uint32(0), &old)
 	cfg := bpf.EniVpcdConfig{
 		Monitor:    old.Monitor,
-		Gen:        old.Gen + 1,
+		Gen:        old.Gen,
 		TunIfindex: uint32(s.TunnelIfindex),
 		UnderlayIp: be32(s.UnderlayIP),
 		WgPort:     be16(s.ListenPort),
@@ -140,9 +140,6 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 	}
 
 	ifindexes := map[string]int{}
-	enis := map[uint32]bpf.EniEniInfo{}
-	flowLogged := false
-	ids := d.assignENIIDs(s.ENIs)
 	for _, e := range s.ENIs {
 		idx, err := ifindexOf(e.Interface)
 		if err != nil {
@@ -150,6 +147,16 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 			continue
 		}
 		ifindexes[e.Name] = idx
+	}
+	ids, idErrs := d.assignENIIDs(s.ENIs, ifindexes)
+	errs = append(errs, idErrs...)
+	enis := map[uint32]bpf.EniEniInfo{}
+	flowLogged := false
+	for _, e := range s.ENIs {
+		idx, ok := ifindexes[e.Name]
+		if _, hasID := ids[e.Name]; !ok || !hasID {
+			continue // reported above
+		}
 		var sdc uint8
 		if e.SourceDestCheck {
 			sdc = 1
@@ -164,14 +171,10 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 			SubnetMask:      mask32(e.Subnet),
 			EniId:           ids[e.Name],
 			Ifindex:         uint32(idx),
-			SgIn:            sgInSet(ids[e.Name]),
-			SgOut:           sgOutSet(ids[e.Name]),
 			Mac:             mac6(e.MAC),
 			SourceDestCheck: sdc,
 		}
-		if e.HasNACL {
-			info.NaclIn, info.NaclOut = naclInSet(ids[e.Name]), naclOutSet(ids[e.Name])
-		}
+		// Rule sets: syncPolicy.
 		if e.FlowLog {
 			info.FlowLog = 1
 			flowLogged = true
@@ -183,7 +186,10 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 	errs = append(errs, merrs...)
 	for name, b := range mbits {
 		if idx, ok := ifindexes[name]; ok {
-			info := enis[uint32(idx)]
+			info, ok := enis[uint32(idx)]
+			if !ok {
+				continue
+			}
 			info.Mirror = b
 			enis[uint32(idx)] = info
 		}
@@ -200,11 +206,12 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		v := bpf.EniRoute{Mac: mac6(r.MAC)}
 		if r.ENI != "" {
 			idx, ok := ifindexes[r.ENI]
-			if !ok {
-				continue // its interface is missing: reported above
+			id, hasID := ids[r.ENI]
+			if !ok || !hasID {
+				continue // its interface or index is missing: reported above
 			}
 			v.Ifindex = uint32(idx)
-			v.EniId = ids[r.ENI]
+			v.EniId = id
 		} else {
 			v.RemoteIp = be32(r.Remote)
 		}
@@ -230,37 +237,82 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 
 	d.flowLogged = flowLogged
 
-	pcidr, pport, psets, perrs := policyEntries(s.ENIs, ids)
+	// Rule sets change atomically per ENI, before the ENI entries are
+	// written (a new ENI's sets exist before it does).
+	lp, perrs := d.syncPolicy(s.ENIs, ids, ifindexes, enis)
 	errs = append(errs, perrs...)
 
 	// Order matters for a consistent datapath: the rule sets an ENI names
 	// exist before the ENI does, and routes reference ENIs. syncMap writes
 	// before it deletes, per map.
 	errs = append(errs,
-		syncMap(d.eni.PolicySets, psets),
-		syncMap(d.eni.PolicyCidr, pcidr),
-		syncMap(d.eni.PolicyPort, pport),
 		syncArray(d.eni.MirrorSessions, msessions),
 		syncMap(d.eni.MirrorSets, msets),
-		syncMap(d.eni.Enis, enis),
+		syncMapStep(d.eni.Enis, enis, d.afterWrite),
 		syncMap(d.eni.Routes, routes),
 		syncMap(d.eni.Peers, peers),
 		syncMap(d.eni.Substrate, substrate),
 		syncMap(d.eni.UnderlayAllow, allow),
 	)
+	// Removed ENIs are out of the enis map: their indexes may be reused
+	// (and are flushed then) from the next reconcile on.
+	if err := d.pruneENIIDs(ids); err != nil {
+		errs = append(errs, err)
+	}
+	// Every program now runs with the new maps; a new generation retires
+	// the fast-path decisions made from the old ones. Then the rule sets
+	// no ENI names any more go.
+	if err := d.retire(); err != nil {
+		errs = append(errs, err)
+	}
+	if lp != nil {
+		if err := d.gcPolicy(lp); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// assignENIIDs gives each ENI a dense counter index, keeping the index an
-// ENI already had in this daemon. A new daemon assigns free indexes in name
-// order, so the same topology gets the same indexes after a restart.
-func (d *Datapath) assignENIIDs(enis []ENI) map[string]uint32 {
-	names := make([]string, 0, len(enis))
-	for _, e := range enis {
-		names = append(names, e.Name)
+// retire waits until no eBPF program still runs with what the maps held
+// before (waitPrograms), then bumps the generation, so that no fast-path
+// entry made from the old maps is used again.
+func (d *Datapath) retire() error {
+	if err := waitPrograms(); err != nil {
+		return err
 	}
-	assignIDs(d.eniIDs, names, math.MaxUint32)
-	return maps.Clone(d.eniIDs)
+	var cfg bpf.EniVpcdConfig
+	if err := d.eni.Config.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("config map: %w", err)
+	}
+	cfg.Gen++
+	if err := d.eni.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("config map: %w", err)
+	}
+	d.stepped()
+	return nil
+}
+
+// waitPrograms returns once every eBPF program that was running when it
+// was called has finished. Programs run inside RCU read-side sections, and
+// the kernel waits for an RCU grace period (synchronize_rcu) before an
+// update of a map of maps returns: one such update on a throwaway map is
+// the barrier.
+func waitPrograms() error {
+	inner := &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+	in, err := ebpf.NewMap(inner)
+	if err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	defer in.Close()
+	outer, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 1, InnerMap: inner})
+	if err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	defer outer.Close()
+	if err := outer.Put(uint32(0), in); err != nil {
+		return fmt.Errorf("grace period: %w", err)
+	}
+	return nil
 }
 
 // assignIDs gives each of names a dense index in ids: a name keeps the one
@@ -334,6 +386,14 @@ func readMap[K comparable, V any](m *ebpf.Map) (map[K]V, error) {
 // syncMap makes m hold exactly want: it writes missing or different
 // entries, then deletes the rest.
 func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
+	return syncMapStep(m, want, nil)
+}
+
+// syncMapStep is syncMap that runs step (when not nil) after every write.
+func syncMapStep[K comparable, V comparable](m *ebpf.Map, want map[K]V, step func()) error {
+	if step == nil {
+		step = func() {}
+	}
 	have, err := readMap[K, V](m)
 	if err != nil {
 		return err
@@ -346,12 +406,14 @@ func syncMap[K comparable, V comparable](m *ebpf.Map, want map[K]V) error {
 		if err := m.Put(k, v); err != nil {
 			errs = append(errs, fmt.Errorf("update map %s: %w", m.String(), err))
 		}
+		step()
 	}
 	for k := range have {
 		if _, ok := want[k]; !ok {
 			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, fmt.Errorf("delete from map %s: %w", m.String(), err))
 			}
+			step()
 		}
 	}
 	return errors.Join(errs...)
