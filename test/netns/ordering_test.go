@@ -175,6 +175,21 @@ func TestOrderingAndRemoval(t *testing.T) {
 		}
 		t.Logf("%d frames of the removed ENI dropped as unknown_eni", after-before)
 
+		// A daemon that starts again keeps it closed: it adopts the
+		// link its predecessor left for an ENI it does not know.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := l.Restart(ctx, "a"); err != nil {
+			t.Fatalf("restart the daemon: %v", err)
+		}
+		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x2"); !firstIs(progs, "eni_ingress") {
+			t.Errorf("after a restart the removed ENI's interface runs %v, want vpcd's program", progs)
+		}
+		mustRun(t, l, lab.ENI, "o-x2", "ip", "neigh", "flush", "dev", "eth0")
+		if !pingNone(t, l, "o-x2", "10.4.1.1", 2) {
+			t.Fatal("after a restart the host's stack answered a removed ENI")
+		}
+
 		// Once the interface is gone, its link goes, and nothing is
 		// counted as an integrity fault.
 		faults := integrityFailures(t, l, "a", "interface")
@@ -188,7 +203,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 		if n := integrityFailures(t, l, "a", "interface"); n != faults {
 			t.Errorf("the removed ENI's deleted interface was counted as an integrity fault (%v → %v)", faults, n)
 		}
-		if !ping(t, l, "o-x1", "10.4.1.12", 2) {
+		if l.Topology().ENIByName("o-x3") != nil && !ping(t, l, "o-x1", "10.4.1.12", 2) {
 			t.Fatal("the remaining ENIs lost traffic")
 		}
 	})
