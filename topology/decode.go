@@ -25,6 +25,14 @@ const (
 	maxSubnetBits              = 30 // network, gateway, broadcast and one ENI
 )
 
+// ConntrackTableSize is how many connections a host's datapath tracks in
+// all (the conntrack map in bpf/lib/maps.h): no ENI may track more.
+const ConntrackTableSize = 262144
+
+// MinDefaultConnections is the least max_connections an ENI gets by
+// default, however many ENIs share its host.
+const MinDefaultConnections = 1024
+
 // topology decodes the document's root mapping.
 func (d *decoder) topology(root *yaml.Node) *Topology {
 	t := &Topology{}
@@ -336,7 +344,7 @@ func (d *decoder) uniqueRuleNumbers(path string, count int, number func(int) int
 func (d *decoder) eni(n *yaml.Node, path string) ENI {
 	e := ENI{SourceDestCheck: true}
 	m := d.mapping(n, path, "name", "host", "subnet", "ip", "instance", "mac",
-		"security_groups", "source_dest_check", "interface")
+		"security_groups", "source_dest_check", "interface", "max_connections")
 	if m == nil {
 		return e
 	}
@@ -373,6 +381,9 @@ func (d *decoder) eni(n *yaml.Node, path string) ENI {
 		e.Interface, _ = d.ifname(v, m.at("interface"))
 	} else if e.Name != "" {
 		e.Interface = DefaultInterface(e.Name)
+	}
+	if v := m.opt("max_connections"); v != nil {
+		e.MaxConnections, _ = d.integer(v, m.at("max_connections"), 1, ConntrackTableSize)
 	}
 	return e
 }

@@ -196,6 +196,11 @@ func TestInvalid(t *testing.T) {
 		{"eni groups not a list", baseGroups + "enis:\n  - {name: a1, host: h1, subnet: blue-1, ip: 10.0.1.10, security_groups: blue-web}\n",
 			"enis[0].security_groups", `expected a list, got string "blue-web"`},
 		{"eni source_dest_check yes", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, source_dest_check: yes}", 1), "enis[0].source_dest_check", `expected true or false, got string "yes"`},
+		{"eni max_connections 0", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, max_connections: 0}", 1), "enis[0].max_connections", "0 is out of range 1..262144"},
+		{"eni max_connections negative", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, max_connections: -5}", 1), "enis[0].max_connections", "-5 is out of range 1..262144"},
+		{"eni max_connections over the table", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, max_connections: 262145}", 1), "enis[0].max_connections", "262145 is out of range 1..262144"},
+		{"eni max_connections string", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, max_connections: lots}", 1), "enis[0].max_connections", `expected an integer, got string "lots"`},
+		{"eni max_connections float", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, max_connections: 1.5}", 1), "enis[0].max_connections", "expected an integer, got number 1.5"},
 		{"eni missing ip", strings.Replace(baseENIs, ", ip: 10.0.1.10}", "}", 1), "enis[0].ip", `missing required key "ip"`},
 		{"eni instance with space", strings.Replace(baseENIs, "ip: 10.0.1.10}", "ip: 10.0.1.10, instance: 'web 1'}", 1), "enis[0].instance", `"web 1" must not contain spaces`},
 

@@ -67,6 +67,17 @@ func (t *Topology) ENIsOnHost(host string) []*ENI {
 	return filter(t.ENIs, func(e *ENI) bool { return e.Host == host })
 }
 
+// MaxConnections is how many connections e may track at once: its
+// max_connections, or by default an equal share of the conntrack table
+// among the ENIs of its host, at least MinDefaultConnections.
+func (t *Topology) MaxConnections(e *ENI) int {
+	if e.MaxConnections > 0 {
+		return e.MaxConnections
+	}
+	n := max(len(t.ENIsOnHost(e.Host)), 1)
+	return max(ConntrackTableSize/n, MinDefaultConnections)
+}
+
 // ENIsInSubnet returns the ENIs of the subnet called subnet, in file order.
 func (t *Topology) ENIsInSubnet(subnet string) []*ENI {
 	return filter(t.ENIs, func(e *ENI) bool { return e.Subnet == subnet })

@@ -162,6 +162,9 @@ func eniNode(e *ENI) *yaml.Node {
 	if e.Interface != "" {
 		put(m, "interface", str(e.Interface))
 	}
+	if e.MaxConnections != 0 {
+		put(m, "max_connections", intNode(e.MaxConnections))
+	}
 	return m
 }
 

@@ -38,7 +38,8 @@ network_acls:
       - {rule_number: 1, action: allow, protocol: icmp, icmp_type: 0, cidr: 172.16.0.0/12}
 enis:
   - {name: e, host: "123", subnet: "1", ip: 172.16.0.2, source_dest_check: false,
-     mac: "0A-BB-CC-DD-EE-FF", interface: tap0, security_groups: [g, open], instance: i-0abc}
+     mac: "0A-BB-CC-DD-EE-FF", interface: tap0, security_groups: [g, open], instance: i-0abc,
+     max_connections: 5000}
 flow_logs:
   - {name: f1, resource: "eni:e", traffic_type: REJECT, aggregation_interval: 1500ms,
      format: "${version} ${vni}", destination: "ipfix+udp://[::1]:4739"}

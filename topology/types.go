@@ -120,6 +120,10 @@ type ENI struct {
 	SecurityGroups  []string
 	SourceDestCheck bool   // default true
 	Interface       string // default "vpc-"+Name cut to 15 characters
+	// MaxConnections is how many connections the ENI may track at once
+	// (SPEC §10); 0 when absent: its host's default share (see
+	// Topology.MaxConnections).
+	MaxConnections int
 }
 
 // FlowLog describes one flow-log subscription.
