@@ -350,18 +350,22 @@ func bringUp(ifname string) error {
 	return nil
 }
 
-// sampleConntrack works out how many connections the LRU table evicted
-// since the last sample: what it gained minus what it grew.
+// sampleConntrack sweeps the closed and expired connections out of the
+// conntrack table, recounting each ENI's (dataplane.SweepConntrack), and
+// works out how many connections the LRU table evicted since the last
+// sample: what it gained minus what it grew and what the sweep deleted.
 func (a *Agent) sampleConntrack() {
-	entries, inserts, err := a.dp.ConntrackUsage()
+	sw, err := a.dp.SweepConntrack()
 	if err != nil {
+		a.log.Warn("conntrack sweep", "err", err)
 		return
 	}
+	entries, inserts := sw.Entries, sw.Inserts
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.ctSampled {
 		gained := inserts - a.ctInserts
-		grew := entries - a.ctEntries
+		grew := entries - a.ctEntries + sw.Deleted
 		if grew < 0 || uint64(grew) < gained {
 			evicted := gained
 			if grew > 0 {

@@ -74,6 +74,11 @@ type ENIStatus struct {
 	IngressBytes   uint64   `json:"ingress_bytes"`
 	EgressPackets  uint64   `json:"egress_packets"`
 	EgressBytes    uint64   `json:"egress_bytes"`
+	// Connections the ENI tracks, the most it may (max_connections) and
+	// the new ones refused over it (conntrack_allowance).
+	Connections             uint64 `json:"connections"`
+	MaxConnections          uint32 `json:"max_connections"`
+	ConntrackAllowanceDrops uint64 `json:"conntrack_allowance_drops"`
 }
 
 type request struct {
@@ -105,6 +110,9 @@ func (a *Agent) status(withConntrack bool) *Status {
 		if c, err := a.dp.ENICounters(e.Name); err == nil {
 			es.IngressPackets, es.IngressBytes = c[dataplane.Ingress].Packets, c[dataplane.Ingress].Bytes
 			es.EgressPackets, es.EgressBytes = c[dataplane.Egress].Packets, c[dataplane.Egress].Bytes
+		}
+		if u, err := a.dp.ENIUsage(e.Name); err == nil {
+			es.Connections, es.MaxConnections, es.ConntrackAllowanceDrops = u.Connections, u.MaxConnections, u.Refused
 		}
 		s.ENIs = append(s.ENIs, es)
 	}

@@ -17,6 +17,9 @@ var (
 	descFlowErrs   = prometheus.NewDesc("vpcd_flowlog_sink_errors_total", "Failed writes or sends to a flow log's destination.", []string{"flow_log"}, nil)
 	descCTEntries  = prometheus.NewDesc("vpcd_conntrack_entries", "Connections the conntrack table holds (sampled every 2 s).", nil, nil)
 	descCTEvicted  = prometheus.NewDesc("vpcd_conntrack_evictions_total", "Connections the full conntrack table evicted to make room.", nil, nil)
+	descENIConns   = prometheus.NewDesc("vpcd_eni_conntrack_entries", "Connections an ENI tracks (closed and expired ones until the next sweep, every 2 s).", []string{"eni"}, nil)
+	descENIMaxConn = prometheus.NewDesc("vpcd_eni_max_connections", "Connections an ENI may track (max_connections); a new one over it is dropped as conntrack_allowance.", []string{"eni"}, nil)
+	descENIRefused = prometheus.NewDesc("vpcd_eni_conntrack_allowance_drops_total", "New connections of an ENI dropped because it tracked max_connections already.", []string{"eni"}, nil)
 	descFastEvict  = prometheus.NewDesc("vpcd_flowlog_fastpath_evictions_total", "Fast-path entries with flow counters the full table evicted before their last counts were read (those packets are missing from flow logs).", nil, nil)
 	descPeerBytes  = prometheus.NewDesc("vpcd_tunnel_peer_bytes_total", "Encrypted bytes exchanged with a peer host (ingress: received).", []string{"peer", "direction"}, nil)
 	descTunCalls   = prometheus.NewDesc("vpcd_tunnel_device_syscalls_total", "System calls on the tunnel device (egress: reads of packets bound for peers; ingress: writes of packets from them).", []string{"direction"}, nil)
@@ -56,6 +59,9 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCTEntries
 	ch <- descCTEvicted
 	ch <- descFastEvict
+	ch <- descENIConns
+	ch <- descENIMaxConn
+	ch <- descENIRefused
 	ch <- descMirrorPackets
 	ch <- descMirrorDropped
 	ch <- descTunCalls
@@ -75,6 +81,11 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		for dir, name := range []string{"ingress", "egress"} {
 			ch <- prometheus.MustNewConstMetric(descENIPackets, prometheus.CounterValue, float64(cnt[dir].Packets), e.Name, name)
 			ch <- prometheus.MustNewConstMetric(descENIBytes, prometheus.CounterValue, float64(cnt[dir].Bytes), e.Name, name)
+		}
+		if u, err := a.dp.ENIUsage(e.Name); err == nil {
+			ch <- prometheus.MustNewConstMetric(descENIConns, prometheus.GaugeValue, float64(u.Connections), e.Name)
+			ch <- prometheus.MustNewConstMetric(descENIMaxConn, prometheus.GaugeValue, float64(u.MaxConnections), e.Name)
+			ch <- prometheus.MustNewConstMetric(descENIRefused, prometheus.CounterValue, float64(u.Refused), e.Name)
 		}
 	}
 	flowLogs := a.flowLogStatuses()

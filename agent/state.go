@@ -72,6 +72,7 @@ func desiredState(t *topology.Topology, host string) (*dataplane.State, error) {
 				SourceDestCheck: e.SourceDestCheck,
 				Groups:          e.SecurityGroups,
 				FlowLog:         logged[e.Name],
+				MaxConnections:  uint32(t.MaxConnections(e)),
 			}
 			de.SGIngress, de.SGEgress = sgRules(t, e)
 			if acl := t.NetworkACLByName(sub.NetworkACL); acl != nil {

@@ -52,6 +52,9 @@ type Datapath struct {
 	fastEvicted uint64
 	// flowLogged is whether a flow log covers any local ENI.
 	flowLogged bool
+	// connLimits is the max_connections the last reconcile gave each ENI
+	// index (usage.go).
+	connLimits map[uint32]uint32
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
 	// eniIDRecord is the pinned record of each ENI name's index

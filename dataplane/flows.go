@@ -43,6 +43,12 @@ func (d *Datapath) DrainFlows() (FlowDrain, error) {
 	wall := func(ns uint64) time.Time { return time.Unix(0, int64(ns)+offset) }
 
 	var out FlowDrain
+	// Every flow entry counted in made is taken by this drain: after it,
+	// the ENIs hold none of them (usage.go).
+	made, err := d.readUsage(usageFlowMade)
+	if err != nil {
+		return out, err
+	}
 	keys := make([]bpf.EniFlowKey, 1024)
 	vals := make([]bpf.EniFlowVal, 1024)
 	var cursor ebpf.MapBatchCursor
@@ -67,6 +73,9 @@ func (d *Datapath) DrainFlows() (FlowDrain, error) {
 		if err != nil {
 			return out, err
 		}
+	}
+	if err := d.settleUsage(usageFlowGone, made, nil); err != nil {
+		return out, err
 	}
 	// Without a flow log no fast-path entry counts anything: do not read
 	// the table (up to 262,144 entries) every second for nothing.

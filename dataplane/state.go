@@ -47,6 +47,9 @@ type ENI struct {
 	// FlowLog makes the datapath count the ENI's flows (a flow log covers
 	// it); without one, flows cost nothing.
 	FlowLog bool
+	// MaxConnections is how many connections the ENI may track; 0 = its
+	// share of the table (DefaultMaxConnections).
+	MaxConnections uint32
 
 	// SGIngress and SGEgress are the union of the ENI's security groups'
 	// rules (an empty list denies). HasNACL is false for the default
@@ -178,6 +181,9 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		if e.FlowLog {
 			info.FlowLog = 1
 			flowLogged = true
+		}
+		if err := d.setLimits(ids[e.Name], e, len(s.ENIs), &info); err != nil {
+			errs = append(errs, err)
 		}
 		enis[uint32(idx)] = info
 	}

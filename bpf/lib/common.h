@@ -95,6 +95,9 @@ struct eni_info {
 	__u32 sg_out;
 	__u32 nacl_in;
 	__u32 nacl_out;
+	/* Connections the ENI may track (max_connections); a new one over it
+	 * is dropped as conntrack_allowance. 0 = no limit. */
+	__u32 max_conns;
 	__u8 mac[ETH_ALEN];
 	__u8 source_dest_check;
 	__u8 flow_log; /* a flow log covers the ENI: count its flows */

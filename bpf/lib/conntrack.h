@@ -120,18 +120,28 @@ static __always_inline int ct_update(const struct ct_key *k, __u8 dir, __u8 flag
 	return CT_HIT;
 }
 
-/* ct_create starts tracking a connection the rules allowed; fresh says
- * the key had no entry, so the table grows by one (or, full, evicts). */
-static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 flags, __u64 now, int fresh)
+/* ct_create starts tracking a connection of ENI eni the rules allowed;
+ * fresh says the key had no entry, so the table grows by one (or, full,
+ * evicts). A fresh key over the ENI's max_conns is refused (-1): the
+ * connection is not tracked and its packet is dropped as
+ * conntrack_allowance. Limit check and count are two steps, so CPUs
+ * creating at the same instant can take the ENI a few entries (at most one
+ * per CPU) over its limit. */
+static __always_inline int ct_create(const struct eni_info *eni, const struct ct_key *k, __u8 dir, __u8 flags,
+				     __u64 now, int fresh)
 {
 	struct ct_entry e = { .last_seen = now, .origin = dir, .state = CT_NEW };
 
 	if (k->proto == IPPROTO_TCP_) {
 		if (flags & TCPF_RST)
-			return; /* nothing to track */
+			return 0; /* nothing to track */
 		e.state = (flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN ? CT_SYN_SENT : CT_ESTABLISHED;
 		if (flags & TCPF_FIN)
 			e.fin_dirs = 1 << dir;
+	}
+	if (fresh && !usage_room(eni->eni_id, USAGE_CT_MADE, eni->max_conns)) {
+		usage_add(eni->eni_id, USAGE_CT_REFUSED);
+		return -1;
 	}
 	if (bpf_map_update_elem(&conntrack, k, &e, BPF_ANY) == 0 && fresh) {
 		__u32 slot = 0;
@@ -139,7 +149,9 @@ static __always_inline void ct_create(const struct ct_key *k, __u8 dir, __u8 fla
 
 		if (n)
 			*n += 1;
+		usage_add(eni->eni_id, USAGE_CT_MADE);
 	}
+	return 0;
 }
 
 /* ct_not_start reports a TCP packet that cannot open a connection: one
@@ -180,7 +192,8 @@ static __always_inline enum drop_reason policy_check(const struct eni_info *eni,
 	if (ct == CT_HIT)
 		return DROP_UNSPEC;
 	if (sg_allows(dir == DIR_EGRESS ? eni->sg_out : eni->sg_in, remote, pi->proto, pi->rule_port)) {
-		ct_create(&k, dir, pi->tcp_flags, now, ct == CT_MISS);
+		if (ct_create(eni, &k, dir, pi->tcp_flags, now, ct == CT_MISS) < 0)
+			return DROP_CONNTRACK_ALLOWANCE;
 		return DROP_UNSPEC;
 	}
 	if (ct_not_start(pi))

@@ -3,7 +3,9 @@
  * action and 5-tuple, drained by the daemon every second with an atomic
  * lookup-and-delete, so counting never stops. A full table is never
  * silent: what could not be counted is counted per ENI in flow_lost, and
- * that ENI's records of the interval become SKIPDATA. */
+ * that ENI's records of the interval become SKIPDATA. Each ENI may hold
+ * its share of the table (eni_usage's USAGE_FLOW_SHARE, from its
+ * max_connections); beyond it, its new flows are lost the same way. */
 #ifndef VPCD_FLOW_H
 #define VPCD_FLOW_H
 
@@ -54,8 +56,12 @@ static __always_inline void flow_count(__u32 eni_id, const struct pkt_info *pi, 
 	v = bpf_map_lookup_elem(&flows, &k);
 	if (!v) {
 		struct flow_val nv = { .first = now, .last = now, .encrypted = encrypted };
+		__u64 *share = usage_slot(eni_id, USAGE_FLOW_SHARE);
 
-		if (bpf_map_update_elem(&flows, &k, &nv, BPF_NOEXIST) < 0) {
+		/* An ENI that holds its share of the table loses its own
+		 * records (SKIPDATA) rather than the room of the others. */
+		if (!usage_room(eni_id, USAGE_FLOW_MADE, share ? *share : 0) ||
+		    bpf_map_update_elem(&flows, &k, &nv, BPF_NOEXIST) < 0) {
 			v = bpf_map_lookup_elem(&flows, &k); /* another CPU won the race */
 			if (!v) {
 				__u64 *lost = bpf_map_lookup_elem(&flow_lost, &eni_id);
@@ -65,6 +71,7 @@ static __always_inline void flow_count(__u32 eni_id, const struct pkt_info *pi, 
 				return;
 			}
 		} else {
+			usage_add(eni_id, USAGE_FLOW_MADE);
 			v = bpf_map_lookup_elem(&flows, &k);
 			if (!v)
 				return;

@@ -125,6 +125,63 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } ct_inserts SEC(".maps");
 
+/* Each ENI's use of the host-wide conntrack and flow tables (fair share,
+ * SPEC §10), slot eni_id * USAGE_SLOTS + enum usage_slot. Every slot has
+ * one writer: the datapath adds to the MADE and REFUSED slots (atomic
+ * adds), the daemon writes the GONE slots and the flow share. An ENI holds
+ * MADE - GONE entries of a table (read as signed: a GONE written just
+ * after an entry went in may briefly pass its MADE). */
+enum usage_slot {
+	USAGE_CT_MADE = 0, /* new connections tracked (fresh keys) */
+	USAGE_CT_GONE,     /* of those, gone: expired and swept, flushed or evicted */
+	USAGE_CT_REFUSED,  /* new connections dropped as conntrack_allowance */
+	USAGE_FLOW_MADE,   /* flow entries added */
+	USAGE_FLOW_GONE,   /* of those, drained by the daemon */
+	USAGE_FLOW_SHARE,  /* flow entries the ENI may hold; 0 = no limit */
+	__USAGE_MAX,
+};
+
+#define USAGE_SLOTS 8 /* >= __USAGE_MAX: room to add slots without a new map shape */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_ENIS * USAGE_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} eni_usage SEC(".maps");
+
+static __always_inline __u64 *usage_slot(__u32 eni_id, enum usage_slot slot)
+{
+	__u32 key = eni_id * USAGE_SLOTS + (__u32)slot;
+
+	return bpf_map_lookup_elem(&eni_usage, &key);
+}
+
+/* usage_room reports whether the ENI holds fewer than limit entries of a
+ * table (made and gone are its MADE and GONE slots); limit 0 = no limit. */
+static __always_inline int usage_room(__u32 eni_id, enum usage_slot made_slot, __u64 limit)
+{
+	__u64 *made, *gone;
+
+	if (!limit)
+		return 1;
+	made = usage_slot(eni_id, made_slot);
+	gone = usage_slot(eni_id, made_slot + 1);
+	if (!made || !gone)
+		return 1; /* eni_id out of range: cannot happen (the daemon gives < MAX_ENIS) */
+	return (__s64)(*made - *gone) < (__s64)limit;
+}
+
+/* usage_add adds one to a slot the datapath writes. */
+static __always_inline void usage_add(__u32 eni_id, enum usage_slot slot)
+{
+	__u64 *v = usage_slot(eni_id, slot);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 262144);

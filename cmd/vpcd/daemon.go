@@ -221,7 +221,7 @@ func printStatus(st *agent.Status) {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", p.Name, p.Endpoint, hs, p.RxBytes, p.TxBytes)
 	}
-	fmt.Fprintln(w, "\nENI\tINTERFACE\tIP\tVPC/VNI\tSUBNET\tGROUPS\tRULES in/out\tACL\tIN pkts/bytes\tOUT pkts/bytes")
+	fmt.Fprintln(w, "\nENI\tINTERFACE\tIP\tVPC/VNI\tSUBNET\tGROUPS\tRULES in/out\tACL\tIN pkts/bytes\tOUT pkts/bytes\tCONNS/max\tREFUSED")
 	for _, e := range st.ENIs {
 		groups := strings.Join(e.SecurityGroups, ",")
 		if groups == "" {
@@ -231,8 +231,9 @@ func printStatus(st *agent.Status) {
 		if acl == "" {
 			acl = "default"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%s\t%d/%d\t%d/%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
-			e.Subnet, groups, e.IngressRules, e.EgressRules, acl, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s/%d\t%s\t%s\t%d/%d\t%s\t%d/%d\t%d/%d\t%d/%d\t%d\n", e.Name, e.Interface, e.IP, e.VPC, e.VNI,
+			e.Subnet, groups, e.IngressRules, e.EgressRules, acl, e.IngressPackets, e.IngressBytes, e.EgressPackets, e.EgressBytes,
+			e.Connections, e.MaxConnections, e.ConntrackAllowanceDrops)
 	}
 	fmt.Fprintf(w, "\nmemory: daemon %.1f MiB resident; BPF maps %.1f MiB", float64(st.ResidentBytes)/(1<<20), float64(st.MapMemoryBytes)/(1<<20))
 	if len(st.MapMemory) > 0 {

@@ -278,24 +278,30 @@ func TestFlowLogFlushOnStop(t *testing.T) {
 	}
 }
 
-// TestConntrackFull overflows the conntrack table (262,144 entries) with
-// 300,000 new connections in a few seconds: the LRU evicts, the evictions
-// are counted, and established traffic and the daemon carry on.
+// TestConntrackFull has ENI f1 open more connections than the conntrack
+// table holds (262,144) in a few seconds. f1 stops at its share (half the
+// table: two ENIs on host p): its new connections are dropped as
+// conntrack_allowance, counted per ENI, while its ping running through the
+// flood carries on, the other ENI of the host still opens connections, and
+// the table's LRU never has to evict anything.
 func TestConntrackFull(t *testing.T) {
 	needRoot(t)
 	needTools(t, "ping")
-	l := upLab(t, "vq", "flowlogs.yaml")
-	// Each datagram from f1 to f3 (one host) is a new connection at both
-	// ENIs: 3 source ports x 50,000 destination ports x 2 ENIs.
+	l := upLab(t, "h5ct", "flowlogs.yaml")
+	const limit = 262144 / 2
+	running := pingLoss(t, l, "f1", "10.7.1.20", 40, 200*time.Millisecond)
+	// Each datagram from f1 to f3 (one host) is a new connection of f1;
+	// f3's security group denies UDP below 1024, so f3 tracks none:
+	// 140 source ports x 1,000 destination ports.
 	err := l.Do(lab.ENI, "f1", func() error {
-		for s := 0; s < 3; s++ {
+		for s := 0; s < 140; s++ {
 			c, err := net.ListenUDP("udp4", nil)
 			if err != nil {
 				return err
 			}
 			dst := &net.UDPAddr{IP: net.IPv4(10, 7, 1, 11)}
-			for i := 0; i < 50000; i++ {
-				dst.Port = 10000 + i
+			for i := 1; i <= 1000; i++ {
+				dst.Port = i
 				c.WriteToUDP([]byte("x"), dst)
 			}
 			c.Close()
@@ -305,17 +311,33 @@ func TestConntrackFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evicted, entries string
+	var refused, entries, most string
 	ok := eventually(10*time.Second, func() bool {
-		evicted = metricValue(t, l, "p", "vpcd_conntrack_evictions_total")
-		entries = metricValue(t, l, "p", "vpcd_conntrack_entries")
-		return evicted != "" && evicted != "0"
+		refused = metricValue(t, l, "p", `vpcd_eni_conntrack_allowance_drops_total{eni="f1"}`)
+		entries = metricValue(t, l, "p", `vpcd_eni_conntrack_entries{eni="f1"}`)
+		most = metricValue(t, l, "p", `vpcd_eni_max_connections{eni="f1"}`)
+		return refused != "" && refused != "0"
 	})
 	if !ok {
-		t.Fatalf("vpcd_conntrack_evictions_total %q (entries %q) after 300,000 connections", evicted, entries)
+		t.Fatalf("f1 opened 140,000 connections: %q refused, %q tracked of %q", refused, entries, most)
 	}
-	t.Logf("conntrack full: %s entries, %s evictions counted", entries, evicted)
-	if !ping(t, l, "f1", "10.7.1.20", 2) {
-		t.Error("forwarding stopped with the conntrack table full")
+	t.Logf("f1: %s connections tracked of %s, %s refused", entries, most, refused)
+	if n, _ := strconv.Atoi(entries); most != strconv.Itoa(limit) || n < limit-64 || n > limit+64 {
+		t.Errorf("f1 tracks %s connections with max_connections %s; want about %d of %d", entries, most, limit, limit)
+	}
+	if v := metricValue(t, l, "p", `vpcd_drops_total{reason="conntrack_allowance"}`); v != refused {
+		t.Errorf("vpcd_drops_total{reason=\"conntrack_allowance\"} %s, f1's refusals %s", v, refused)
+	}
+	if lost := running(); lost > 2 {
+		t.Errorf("f1's ping from before the flood lost %d of 40", lost)
+	}
+	if !ping(t, l, "f3", "10.7.1.20", 2) {
+		t.Error("f3 could not open a connection while f1 was at its limit")
+	}
+	if ping(t, l, "f1", "10.7.1.21", 1) {
+		t.Error("f1 opened a new connection over its limit")
+	}
+	if v := metricValue(t, l, "p", "vpcd_conntrack_evictions_total"); v != "0" {
+		t.Errorf("vpcd_conntrack_evictions_total %s: the table's LRU evicted with every ENI within its share", v)
 	}
 }

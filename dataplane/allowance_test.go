@@ -1,0 +1,267 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/topology"
+)
+
+var (
+	vniBlue = uint32(2002)
+	macC    = net.HardwareAddr{0x02, 0, 10, 0, 1, 20}
+	macRC   = net.HardwareAddr{0x02, 0, 10, 0, 2, 20}
+	ipC     = netip.MustParseAddr("10.0.1.20")
+	ipRC    = netip.MustParseAddr("10.0.2.20")
+)
+
+// eniUDP is a UDP datagram an ENI (mac, src) sends through the VPC router.
+func eniUDP(mac net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []byte {
+	udp := make([]byte, 8+4)
+	binary.BigEndian.PutUint16(udp[0:], sport)
+	binary.BigEndian.PutUint16(udp[2:], dport)
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	return ipv4Packet(mac, GatewayMAC, src, dst, 17, false, udp)
+}
+
+// vxlanOf wraps an inner Ethernet frame as wireguard-go writes it to the
+// tunnel device: outer IPv4/UDP/VXLAN from host src to host dst.
+func vxlanOf(src, dst netip.Addr, vni uint32, inner []byte) []byte {
+	b := make([]byte, 36+len(inner))
+	ip := b[:20]
+	ip[0], ip[8], ip[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
+	s, d := src.As4(), dst.As4()
+	copy(ip[12:], s[:])
+	copy(ip[16:], d[:])
+	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
+	binary.BigEndian.PutUint16(b[20:], 50000)
+	binary.BigEndian.PutUint16(b[22:], 4789)
+	binary.BigEndian.PutUint16(b[24:], uint16(len(b)-20))
+	b[28] = 0x08
+	binary.BigEndian.PutUint32(b[32:], vni<<8)
+	copy(b[36:], inner)
+	return b
+}
+
+// allowanceState has two ENIs in two VPCs on this host, each with a peer
+// on host B: a (red, on loopback) and c (blue, on ifC). Both may open
+// anything and accept nothing unsolicited, so a reply passes only while
+// its connection is tracked; a flow log covers both.
+func allowanceState(ifC int) (*State, func(string) (int, error)) {
+	vpc := netip.MustParsePrefix("10.0.0.0/16")
+	gw := netip.MustParseAddr("10.0.1.1")
+	st := &State{
+		UnderlayIP: hostA, ListenPort: 51820, UnderlayMTU: 1500, TunnelIfindex: 4242,
+		ENIs: []ENI{
+			{Name: "a", Interface: "if-a", VNI: vniRed, IP: ipA, Gateway: gw, VPC: vpc, Subnet: subnetA, MAC: macA,
+				SourceDestCheck: true, SGEgress: allowAll, FlowLog: true},
+			{Name: "c", Interface: "if-c", VNI: vniBlue, IP: ipC, Gateway: gw, VPC: vpc, Subnet: subnetA, MAC: macC,
+				SourceDestCheck: true, SGEgress: allowAll, FlowLog: true},
+		},
+		Routes: []Route{
+			{VNI: vniRed, IP: ipA, MAC: macA, ENI: "a"},
+			{VNI: vniRed, IP: ipR, MAC: macR, Remote: hostB},
+			{VNI: vniBlue, IP: ipC, MAC: macC, ENI: "c"},
+			{VNI: vniBlue, IP: ipRC, MAC: macRC, Remote: hostB},
+		},
+		Peers:     []netip.Addr{hostB},
+		Substrate: []netip.Prefix{netip.PrefixFrom(hostA, 32), netip.PrefixFrom(hostB, 32)},
+	}
+	return st, func(n string) (int, error) {
+		return map[string]int{"if-a": testENIIfindex, "if-c": ifC}[n], nil
+	}
+}
+
+// TestConntrackAllowance floods new connections from ENI a, more than the
+// whole conntrack table holds: a stops at its share (conntrack_allowance
+// drops, counted per ENI), its connection from before the flood carries
+// on, and an idle connection of ENI c in another VPC survives: its reply
+// still passes. Flow entries likewise: a loses its own flows beyond its
+// share of the flow table, c's flow is counted.
+func TestConntrackAllowance(t *testing.T) {
+	d := testDatapath(t)
+	tc, tun, _ := d.Programs()
+	ctSize := int(d.eni.Conntrack.MaxEntries())
+	inTUNNamespace(t, tun, func(write func([]byte)) {
+		// ENI c's interface: BPF_PROG_TEST_RUN wants a real device.
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eni-c"}, PeerName: "eni-c-peer"}
+		if err := netlink.LinkAdd(veth); err != nil {
+			t.Fatal(err)
+		}
+		lc, err := netlink.LinkByName("eni-c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ifC := lc.Attrs().Index
+		st, ifindexOf := allowanceState(ifC)
+		if err := d.Reconcile(st, ifindexOf); err != nil {
+			t.Fatal(err)
+		}
+		limit := DefaultMaxConnections(ctSize, 2)
+
+		send := func(ifindex int, pkt []byte) bool {
+			ret, _ := runTC(t, tc, uint32(ifindex), pkt)
+			return ret != tcActShot
+		}
+		delivered := func(eni string, frame []byte) bool {
+			before, _ := d.ENICounters(eni)
+			write(frame)
+			after, _ := d.ENICounters(eni)
+			return after[Ingress].Packets == before[Ingress].Packets+1
+		}
+		replyC := vxlanOf(hostB, hostA, vniBlue, eniUDP(macRC, ipRC, ipC, 53, 5000))
+		replyA := vxlanOf(hostB, hostA, vniRed, eniUDP(macR, ipR, ipA, 53, 6000))
+
+		// Only conntrack lets a datagram in: one nobody asked for is
+		// dropped.
+		if delivered("c", vxlanOf(hostB, hostA, vniBlue, eniUDP(macRC, ipRC, ipC, 53, 5001))) {
+			t.Fatal("an unsolicited datagram reached c: the test proves nothing")
+		}
+		// c asks its peer something whose answer takes a while, and so
+		// does a: both connections wait, idle, through the flood.
+		if !send(ifC, eniUDP(macC, ipC, ipRC, 5000, 53)) {
+			t.Fatal("ENI c could not open a connection")
+		}
+		if !send(testENIIfindex, eniUDP(macA, ipA, ipR, 6000, 53)) {
+			t.Fatal("ENI a could not open a connection")
+		}
+		d.DrainFlows() // start the flow table empty
+
+		// The flood: more new connections than the whole table holds.
+		flood := ctSize + ctSize/8
+		passed, refused := 0, 0
+		pkt := eniUDP(macA, ipA, ipR, 0, 0)
+		udp := pkt[14+20:]
+		for i := 0; i < flood; i++ {
+			binary.BigEndian.PutUint16(udp[0:], uint16(10000+i/50000))
+			binary.BigEndian.PutUint16(udp[2:], uint16(1+i%50000))
+			if send(testENIIfindex, pkt) {
+				passed++
+			} else {
+				refused++
+			}
+		}
+		t.Logf("flood of %d: %d passed, %d refused; a's limit %d", flood, passed, refused, limit)
+		if got := dropCount(t, d, "conntrack_allowance"); got != uint64(refused) || refused == 0 {
+			t.Errorf("conntrack_allowance drops %d, refused %d: want the same, not 0", got, refused)
+		}
+		u, err := d.ENIUsage("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.MaxConnections != limit || u.Connections != uint64(limit) || u.Refused != uint64(refused) {
+			t.Errorf("a's usage %+v, want %d connections of %d and %d refused", u, limit, limit, refused)
+		}
+
+		if !delivered("c", replyC) {
+			t.Error("c's idle connection did not survive a's flood: its reply was dropped")
+		}
+		if !delivered("a", replyA) || !send(testENIIfindex, eniUDP(macA, ipA, ipR, 6000, 53)) {
+			t.Error("a's connection from before the flood stopped")
+		}
+		if !send(ifC, eniUDP(macC, ipC, ipRC, 5002, 53)) {
+			t.Error("c could not open a new connection after a's flood")
+		}
+
+		// Flow entries: a lost what did not fit its share; c's flows
+		// were counted.
+		drain, err := d.DrainFlows()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cFlows int
+		for _, s := range drain.Samples {
+			if s.ENI == "c" {
+				cFlows++
+			}
+		}
+		if drain.Lost["c"] != 0 || cFlows == 0 {
+			t.Errorf("c's flows: %d lost, %d counted; want none lost", drain.Lost["c"], cFlows)
+		}
+		if drain.Lost["a"] == 0 {
+			t.Errorf("a's flows beyond its share were not counted as lost")
+		}
+	})
+}
+
+// TestConntrackSweep shows that the daemon's sweep frees a connection the
+// datapath no longer honours (closed or expired) from its ENI's count, and
+// that the count heals after entries vanish behind its back.
+func TestConntrackSweep(t *testing.T) {
+	d := testDatapath(t)
+	tc, _, _ := d.Programs()
+	st := testState()
+	st.ENIs[0].MaxConnections = 3
+	if err := d.Reconcile(st, testIfindex); err != nil {
+		t.Fatal(err)
+	}
+	open := func(port uint16) bool {
+		ret, _ := runTC(t, tc, testENIIfindex, eniUDP(macA, ipA, ipR, port, 53))
+		return ret != tcActShot
+	}
+	for p := uint16(1); p <= 3; p++ {
+		if !open(p) {
+			t.Fatalf("connection %d of 3 refused", p)
+		}
+	}
+	if open(4) {
+		t.Fatal("a fourth connection passed a limit of 3")
+	}
+	if got := dropCount(t, d, "conntrack_allowance"); got != 1 {
+		t.Fatalf("conntrack_allowance drops %d, want 1", got)
+	}
+	// Age one entry past its timeout, remove another as the LRU would.
+	var k bpf.EniCtKey
+	var v bpf.EniCtEntry
+	var keys []bpf.EniCtKey
+	it := d.eni.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if len(keys) != 3 {
+		t.Fatalf("%d entries in the table, want 3", len(keys))
+	}
+	d.eni.Conntrack.Lookup(keys[0], &v)
+	v.LastSeen -= 31 * nsec
+	if err := d.eni.Conntrack.Put(keys[0], v); err != nil {
+		t.Fatal(err)
+	}
+	d.eni.Conntrack.Delete(keys[1])
+	if open(5) {
+		t.Fatal("a connection passed before the sweep freed room")
+	}
+	sw, err := d.SweepConntrack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sw.Deleted != 1 || sw.Entries != 1 {
+		t.Errorf("sweep %+v, want 1 deleted and 1 left", sw)
+	}
+	if u, _ := d.ENIUsage("a"); u.Connections != 1 || u.MaxConnections != 3 || u.Refused != 2 {
+		t.Errorf("a's usage after the sweep %+v, want 1 connection of 3, 2 refused", u)
+	}
+	if !open(5) || !open(6) {
+		t.Error("the sweep's room was not given to new connections")
+	}
+	if open(7) {
+		t.Error("a fourth connection passed after the sweep")
+	}
+}
+
+// TestConntrackSizeAgrees keeps topology's idea of the table's size and
+// default share in step with the datapath's.
+func TestConntrackSizeAgrees(t *testing.T) {
+	d := testDatapath(t)
+	if int(d.eni.Conntrack.MaxEntries()) != topology.ConntrackTableSize {
+		t.Errorf("conntrack table %d entries, topology.ConntrackTableSize %d", d.eni.Conntrack.MaxEntries(), topology.ConntrackTableSize)
+	}
+	if MinDefaultConnections != topology.MinDefaultConnections {
+		t.Errorf("MinDefaultConnections %d, topology's %d", MinDefaultConnections, topology.MinDefaultConnections)
+	}
+}

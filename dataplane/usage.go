@@ -1,0 +1,262 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vpcd/vpcd/bpf"
+)
+
+// Fair share of the host-wide tables (SPEC §10): each ENI may hold at most
+// its max_connections tracked connections, and its share of the flow table.
+//
+// The datapath counts, per ENI, the entries it adds (eni_usage's MADE
+// slots, atomic adds) and the daemon writes how many of them are gone (the
+// GONE slots): an ENI holds MADE - GONE entries, and a new connection over
+// its limit is dropped as conntrack_allowance. Every slot has one writer, so
+// neither side ever loses the other's update. The daemon recomputes GONE
+// from a recount rather than adding to it (GONE = MADE as read before the
+// pass - entries left after it), which makes the count heal by itself after
+// anything it did not see: LRU evictions, entries another part of the
+// daemon flushed, a crash between a delete and a write.
+//
+// Races, all on the safe side or bounded:
+//   - An entry added during a recount may be counted as left although MADE
+//     was read without it: the ENI is charged one too many until the next
+//     pass.
+//   - The limit check and the add are two steps: CPUs creating at the same
+//     instant can take an ENI at most one entry per CPU over its limit.
+//   - The sweep deletes an expired connection that a packet renews in the
+//     microseconds between the sweep's read and its delete: that packet's
+//     connection is forgotten and its next packet needs the rules again.
+//
+// With the limits of a host's ENIs summing to at most the conntrack table's
+// size (the default), the per-ENI limits are what stop an ENI, not the
+// table's LRU: the LRU evicts only when limits are set above that sum.
+
+// Slots of eni_usage per ENI (enum usage_slot, USAGE_SLOTS in
+// bpf/lib/maps.h).
+const (
+	usageSlots     = 8
+	usageCTMade    = 0
+	usageCTGone    = 1
+	usageCTRefused = 2
+	usageFlowMade  = 3
+	usageFlowGone  = 4
+	usageFlowShare = 5
+)
+
+// MinDefaultConnections is the least max_connections an ENI gets by
+// default, however many ENIs share the host.
+const MinDefaultConnections = 1024
+
+// minFlowShare is the least share of the flow table an ENI gets.
+const minFlowShare = 256
+
+// DefaultMaxConnections is the max_connections of an ENI that sets none
+// on a host with enis ENIs sharing a conntrack table of tableSize entries.
+func DefaultMaxConnections(tableSize, enis int) uint32 {
+	n := tableSize
+	if enis > 1 {
+		n = tableSize / enis
+	}
+	return uint32(max(n, MinDefaultConnections))
+}
+
+// setLimits gives an ENI (index id, one of enis on the host) its
+// connection limit in info and its share of the flow table: the flow
+// table's size in proportion to the ENI's share of the conntrack table.
+func (d *Datapath) setLimits(id uint32, e ENI, enis int, info *bpf.EniEniInfo) error {
+	ctSize := uint64(d.eni.Conntrack.MaxEntries())
+	info.MaxConns = e.MaxConnections
+	if info.MaxConns == 0 {
+		info.MaxConns = DefaultMaxConnections(int(ctSize), enis)
+	}
+	if d.connLimits == nil {
+		d.connLimits = map[uint32]uint32{}
+	}
+	d.connLimits[id] = info.MaxConns
+	flows := uint64(d.eni.Flows.MaxEntries())
+	share := min(max(uint64(info.MaxConns)*flows/ctSize, minFlowShare), flows)
+	var have uint64
+	key := id*usageSlots + usageFlowShare
+	if err := d.eni.EniUsage.Lookup(key, &have); err == nil && have == share {
+		return nil
+	}
+	if err := d.eni.EniUsage.Put(key, share); err != nil {
+		return fmt.Errorf("ENI %s: flow share: %w", e.Name, err)
+	}
+	return nil
+}
+
+// ENIUsage is an ENI's use of the conntrack table.
+type ENIUsage struct {
+	Connections    uint64 // tracked now (expired ones until the next sweep)
+	MaxConnections uint32
+	Refused        uint64 // new connections dropped as conntrack_allowance
+}
+
+// ENIUsage returns a local ENI's connection count, limit and refusals.
+func (d *Datapath) ENIUsage(name string) (ENIUsage, error) {
+	id, ok := d.eniIDs[name]
+	if !ok {
+		return ENIUsage{}, fmt.Errorf("ENI %s is not on this host", name)
+	}
+	var made, gone, refused uint64
+	for _, s := range []struct {
+		slot uint32
+		v    *uint64
+	}{{usageCTMade, &made}, {usageCTGone, &gone}, {usageCTRefused, &refused}} {
+		if err := d.eni.EniUsage.Lookup(id*usageSlots+s.slot, s.v); err != nil {
+			return ENIUsage{}, fmt.Errorf("read ENI usage: %w", err)
+		}
+	}
+	u := ENIUsage{MaxConnections: d.connLimits[id], Refused: refused}
+	if made > gone {
+		u.Connections = made - gone
+	}
+	return u, nil
+}
+
+// readUsage reads one slot of every ENI index.
+func (d *Datapath) readUsage(slot uint32) ([]uint64, error) {
+	out := make([]uint64, d.eni.EniUsage.MaxEntries()/usageSlots)
+	keys := make([]uint32, 4096)
+	vals := make([]uint64, len(keys))
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.eni.EniUsage.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			if keys[i]%usageSlots == slot && int(keys[i]/usageSlots) < len(out) {
+				out[keys[i]/usageSlots] = vals[i]
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read ENI usage: %w", err)
+		}
+	}
+}
+
+// settleUsage writes an ENI's GONE slot so that MADE - GONE is the count
+// of entries left: made is MADE read before the pass that counted left.
+func (d *Datapath) settleUsage(goneSlot uint32, made []uint64, left map[uint32]uint64) error {
+	gone, err := d.readUsage(goneSlot)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for id := range made {
+		want := uint64(0)
+		if made[id] > left[uint32(id)] {
+			want = made[id] - left[uint32(id)]
+		}
+		if gone[id] == want {
+			continue
+		}
+		if err := d.eni.EniUsage.Put(uint32(id)*usageSlots+goneSlot, want); err != nil {
+			errs = append(errs, fmt.Errorf("write ENI usage: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Conntrack states (enum ct_state) and idle timeouts (ct_timeout), as in
+// bpf/lib/conntrack.h.
+const (
+	ctEstablished = 2
+	ctClosing     = 3
+	ctClosed      = 4
+	nsec          = uint64(1e9)
+)
+
+func ctTimeout(proto, state uint8) uint64 {
+	switch proto {
+	case 6:
+		switch state {
+		case ctEstablished:
+			return 432000 * nsec
+		case ctClosing:
+			return 10 * nsec
+		}
+		return 60 * nsec
+	case 17:
+		if state == ctEstablished {
+			return 180 * nsec
+		}
+		return 30 * nsec
+	case 1:
+		return 30 * nsec
+	}
+	return 60 * nsec
+}
+
+// ConntrackSweep is what one sweep of the conntrack table did.
+type ConntrackSweep struct {
+	Entries int    // connections left in the table
+	Inserts uint64 // new keys the datapath has added since the table was made
+	Deleted int    // closed or expired connections the sweep deleted
+}
+
+// SweepConntrack deletes the closed and idle-expired connections (the
+// datapath no longer honours them, but they hold their ENI's share and a
+// slot of the table) and recounts each ENI's connections. The daemon runs
+// it every two seconds; it reads the table in batches.
+func (d *Datapath) SweepConntrack() (ConntrackSweep, error) {
+	var out ConntrackSweep
+	made, err := d.readUsage(usageCTMade)
+	if err != nil {
+		return out, err
+	}
+	now := monotonicNow()
+	left := map[uint32]uint64{}
+	var expired []bpf.EniCtKey
+	const chunk = 4096
+	keys := make([]bpf.EniCtKey, chunk)
+	vals := make([]bpf.EniCtEntry, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.eni.Conntrack.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			k, v := keys[i], vals[i]
+			if v.State == ctClosed || now > v.LastSeen && now-v.LastSeen > ctTimeout(k.Proto, v.State) {
+				expired = append(expired, k)
+				continue
+			}
+			left[k.EniId]++
+			out.Entries++
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return out, fmt.Errorf("sweep conntrack: %w", err)
+		}
+	}
+	for len(expired) > 0 {
+		n, err := d.eni.Conntrack.BatchDelete(expired, nil)
+		out.Deleted += n
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, fmt.Errorf("sweep conntrack: %w", err)
+		}
+		expired = expired[n+1:] // gone meanwhile (LRU): the rest still go
+	}
+	if err := d.settleUsage(usageCTGone, made, left); err != nil {
+		return out, err
+	}
+	var perCPU []uint64
+	if err := d.eni.CtInserts.Lookup(uint32(0), &perCPU); err != nil {
+		return out, fmt.Errorf("read conntrack inserts: %w", err)
+	}
+	for _, n := range perCPU {
+		out.Inserts += n
+	}
+	return out, nil
+}
