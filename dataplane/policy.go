@@ -511,6 +511,15 @@ func (d *Datapath) syncPolicy(desired []ENI, ids map[string]uint32, ifindexes ma
 			}
 			li := live[c.ifindex]
 			c.next.apply(&li)
+			// An update of the (preallocated) hash map hands the
+			// replaced element to the next update on this CPU: wait
+			// until no program still reads the previous switch's old
+			// element before this switch may reuse it.
+			if len(switched) > 0 {
+				if err := waitPrograms(); err != nil {
+					errs = append(errs, err)
+				}
+			}
 			if err := d.eni.Enis.Put(c.ifindex, li); err != nil {
 				for id := range c.fresh {
 					err = errors.Join(err, d.deleteSet(lp, id))
