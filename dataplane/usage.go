@@ -114,8 +114,8 @@ func (d *Datapath) ENIUsage(name string) (ENIUsage, error) {
 		}
 	}
 	u := ENIUsage{MaxConnections: d.connLimits[id], Refused: refused}
-	if made > gone {
-		u.Connections = made - gone
+	if n := int64(made - gone); n > 0 {
+		u.Connections = uint64(n)
 	}
 	return u, nil
 }
@@ -151,10 +151,10 @@ func (d *Datapath) settleUsage(goneSlot uint32, made []uint64, left map[uint32]u
 	}
 	var errs []error
 	for id := range made {
-		want := uint64(0)
-		if made[id] > left[uint32(id)] {
-			want = made[id] - left[uint32(id)]
-		}
+		// Modulo 2^64: with entries the datapath did not count (made
+		// before it counted, e.g. by an older version), GONE passes
+		// MADE and MADE - GONE, read as signed, is still what is left.
+		want := made[id] - left[uint32(id)]
 		if gone[id] == want {
 			continue
 		}
