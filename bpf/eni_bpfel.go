@@ -47,25 +47,27 @@ type EniDropEvent struct {
 type EniDropReason uint32
 
 const (
-	EniDropReasonDROP_UNSPEC          EniDropReason = 0
-	EniDropReasonDROP_SOURCE_CHECK    EniDropReason = 1
-	EniDropReasonDROP_NO_ROUTE        EniDropReason = 2
-	EniDropReasonDROP_SUBSTRATE       EniDropReason = 3
-	EniDropReasonDROP_SG_INGRESS      EniDropReason = 4
-	EniDropReasonDROP_SG_EGRESS       EniDropReason = 5
-	EniDropReasonDROP_NACL_INGRESS    EniDropReason = 6
-	EniDropReasonDROP_NACL_EGRESS     EniDropReason = 7
-	EniDropReasonDROP_CT_INVALID      EniDropReason = 8
-	EniDropReasonDROP_NO_TUNNEL       EniDropReason = 9
-	EniDropReasonDROP_UNDERLAY_FILTER EniDropReason = 10
-	EniDropReasonDROP_FRAG_NEEDED     EniDropReason = 11
-	EniDropReasonDROP_MALFORMED       EniDropReason = 12
-	EniDropReasonDROP_UNSUPPORTED     EniDropReason = 13
-	EniDropReasonDROP_UNKNOWN_ENI     EniDropReason = 14
-	EniDropReasonDROP_DEST_CHECK      EniDropReason = 15
-	EniDropReasonDROP_ENCAP_FAILED    EniDropReason = 16
-	EniDropReasonDROP_ARP             EniDropReason = 17
-	EniDropReasonDROP_MAX             EniDropReason = 18
+	EniDropReasonDROP_UNSPEC              EniDropReason = 0
+	EniDropReasonDROP_SOURCE_CHECK        EniDropReason = 1
+	EniDropReasonDROP_NO_ROUTE            EniDropReason = 2
+	EniDropReasonDROP_SUBSTRATE           EniDropReason = 3
+	EniDropReasonDROP_SG_INGRESS          EniDropReason = 4
+	EniDropReasonDROP_SG_EGRESS           EniDropReason = 5
+	EniDropReasonDROP_NACL_INGRESS        EniDropReason = 6
+	EniDropReasonDROP_NACL_EGRESS         EniDropReason = 7
+	EniDropReasonDROP_CT_INVALID          EniDropReason = 8
+	EniDropReasonDROP_NO_TUNNEL           EniDropReason = 9
+	EniDropReasonDROP_UNDERLAY_FILTER     EniDropReason = 10
+	EniDropReasonDROP_FRAG_NEEDED         EniDropReason = 11
+	EniDropReasonDROP_MALFORMED           EniDropReason = 12
+	EniDropReasonDROP_UNSUPPORTED         EniDropReason = 13
+	EniDropReasonDROP_UNKNOWN_ENI         EniDropReason = 14
+	EniDropReasonDROP_DEST_CHECK          EniDropReason = 15
+	EniDropReasonDROP_ENCAP_FAILED        EniDropReason = 16
+	EniDropReasonDROP_ARP                 EniDropReason = 17
+	EniDropReasonDROP_FRAGMENT            EniDropReason = 18
+	EniDropReasonDROP_CONNTRACK_ALLOWANCE EniDropReason = 19
+	EniDropReasonDROP_MAX                 EniDropReason = 20
 )
 
 type EniEniCounter struct {
@@ -89,6 +91,7 @@ type EniEniInfo struct {
 	SgOut           uint32
 	NaclIn          uint32
 	NaclOut         uint32
+	MaxConns        uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
@@ -162,6 +165,26 @@ type EniFlowVal struct {
 	Pad       [6]uint8
 }
 
+type EniFragEntry struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Sport    uint16
+	Dport    uint16
+	RulePort uint16
+	TcpFlags uint8
+	Pad      uint8
+}
+
+type EniFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type EniLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -211,7 +234,8 @@ type EniMirrorSet struct {
 type EniPeerInfo struct {
 	_           structs.HostLayout
 	Id          uint32
-	Pad         uint32
+	Port        uint16
+	Pad         uint16
 	Unreachable uint64
 }
 
@@ -286,11 +310,13 @@ const (
 	EniMapCtInserts      = "ct_inserts"
 	EniMapDrops          = "drops"
 	EniMapEniStats       = "eni_stats"
+	EniMapEniUsage       = "eni_usage"
 	EniMapEnis           = "enis"
 	EniMapEvents         = "events"
 	EniMapFastpath       = "fastpath"
 	EniMapFlowLost       = "flow_lost"
 	EniMapFlows          = "flows"
+	EniMapFrags          = "frags"
 	EniMapMirrorRing     = "mirror_ring"
 	EniMapMirrorSessions = "mirror_sessions"
 	EniMapMirrorSets     = "mirror_sets"
@@ -364,11 +390,13 @@ type EniMapSpecs struct {
 	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
 	Enis           *ebpf.MapSpec `ebpf:"enis"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -416,11 +444,13 @@ type EniMaps struct {
 	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
 	Enis           *ebpf.Map `ebpf:"enis"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Fastpath       *ebpf.Map `ebpf:"fastpath"`
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -441,11 +471,13 @@ func (m *EniMaps) Close() error {
 		m.CtInserts,
 		m.Drops,
 		m.EniStats,
+		m.EniUsage,
 		m.Enis,
 		m.Events,
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.Frags,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

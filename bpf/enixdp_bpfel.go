@@ -53,6 +53,7 @@ type EniXdpEniInfo struct {
 	SgOut           uint32
 	NaclIn          uint32
 	NaclOut         uint32
+	MaxConns        uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
@@ -118,6 +119,26 @@ type EniXdpFlowVal struct {
 	Pad       [6]uint8
 }
 
+type EniXdpFragEntry struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Sport    uint16
+	Dport    uint16
+	RulePort uint16
+	TcpFlags uint8
+	Pad      uint8
+}
+
+type EniXdpFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type EniXdpLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -165,7 +186,8 @@ type EniXdpMirrorSet struct {
 type EniXdpPeerInfo struct {
 	_           structs.HostLayout
 	Id          uint32
-	Pad         uint32
+	Port        uint16
+	Pad         uint16
 	Unreachable uint64
 }
 
@@ -240,11 +262,13 @@ const (
 	EniXdpMapCtInserts      = "ct_inserts"
 	EniXdpMapDrops          = "drops"
 	EniXdpMapEniStats       = "eni_stats"
+	EniXdpMapEniUsage       = "eni_usage"
 	EniXdpMapEnis           = "enis"
 	EniXdpMapEvents         = "events"
 	EniXdpMapFastpath       = "fastpath"
 	EniXdpMapFlowLost       = "flow_lost"
 	EniXdpMapFlows          = "flows"
+	EniXdpMapFrags          = "frags"
 	EniXdpMapMirrorRing     = "mirror_ring"
 	EniXdpMapMirrorSessions = "mirror_sessions"
 	EniXdpMapMirrorSets     = "mirror_sets"
@@ -316,11 +340,13 @@ type EniXdpMapSpecs struct {
 	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
 	Enis           *ebpf.MapSpec `ebpf:"enis"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -368,11 +394,13 @@ type EniXdpMaps struct {
 	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
 	Enis           *ebpf.Map `ebpf:"enis"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Fastpath       *ebpf.Map `ebpf:"fastpath"`
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -393,11 +421,13 @@ func (m *EniXdpMaps) Close() error {
 		m.CtInserts,
 		m.Drops,
 		m.EniStats,
+		m.EniUsage,
 		m.Enis,
 		m.Events,
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.Frags,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

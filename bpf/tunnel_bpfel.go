@@ -53,6 +53,7 @@ type TunnelEniInfo struct {
 	SgOut           uint32
 	NaclIn          uint32
 	NaclOut         uint32
+	MaxConns        uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
@@ -118,6 +119,26 @@ type TunnelFlowVal struct {
 	Pad       [6]uint8
 }
 
+type TunnelFragEntry struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Sport    uint16
+	Dport    uint16
+	RulePort uint16
+	TcpFlags uint8
+	Pad      uint8
+}
+
+type TunnelFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type TunnelLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -165,7 +186,8 @@ type TunnelMirrorSet struct {
 type TunnelPeerInfo struct {
 	_           structs.HostLayout
 	Id          uint32
-	Pad         uint32
+	Port        uint16
+	Pad         uint16
 	Unreachable uint64
 }
 
@@ -240,11 +262,13 @@ const (
 	TunnelMapCtInserts      = "ct_inserts"
 	TunnelMapDrops          = "drops"
 	TunnelMapEniStats       = "eni_stats"
+	TunnelMapEniUsage       = "eni_usage"
 	TunnelMapEnis           = "enis"
 	TunnelMapEvents         = "events"
 	TunnelMapFastpath       = "fastpath"
 	TunnelMapFlowLost       = "flow_lost"
 	TunnelMapFlows          = "flows"
+	TunnelMapFrags          = "frags"
 	TunnelMapMirrorRing     = "mirror_ring"
 	TunnelMapMirrorSessions = "mirror_sessions"
 	TunnelMapMirrorSets     = "mirror_sets"
@@ -316,11 +340,13 @@ type TunnelMapSpecs struct {
 	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
 	Enis           *ebpf.MapSpec `ebpf:"enis"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -368,11 +394,13 @@ type TunnelMaps struct {
 	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
 	Enis           *ebpf.Map `ebpf:"enis"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Fastpath       *ebpf.Map `ebpf:"fastpath"`
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -393,11 +421,13 @@ func (m *TunnelMaps) Close() error {
 		m.CtInserts,
 		m.Drops,
 		m.EniStats,
+		m.EniUsage,
 		m.Enis,
 		m.Events,
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.Frags,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

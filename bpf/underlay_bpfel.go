@@ -53,6 +53,7 @@ type UnderlayEniInfo struct {
 	SgOut           uint32
 	NaclIn          uint32
 	NaclOut         uint32
+	MaxConns        uint32
 	Mac             [6]uint8
 	SourceDestCheck uint8
 	FlowLog         uint8
@@ -118,6 +119,26 @@ type UnderlayFlowVal struct {
 	Pad       [6]uint8
 }
 
+type UnderlayFragEntry struct {
+	_        structs.HostLayout
+	Seen     uint64
+	Sport    uint16
+	Dport    uint16
+	RulePort uint16
+	TcpFlags uint8
+	Pad      uint8
+}
+
+type UnderlayFragKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Saddr uint32
+	Daddr uint32
+	Id    uint16
+	Proto uint8
+	Pad   uint8
+}
+
 type UnderlayLpmV4Key struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -165,7 +186,8 @@ type UnderlayMirrorSet struct {
 type UnderlayPeerInfo struct {
 	_           structs.HostLayout
 	Id          uint32
-	Pad         uint32
+	Port        uint16
+	Pad         uint16
 	Unreachable uint64
 }
 
@@ -240,11 +262,13 @@ const (
 	UnderlayMapCtInserts          = "ct_inserts"
 	UnderlayMapDrops              = "drops"
 	UnderlayMapEniStats           = "eni_stats"
+	UnderlayMapEniUsage           = "eni_usage"
 	UnderlayMapEnis               = "enis"
 	UnderlayMapEvents             = "events"
 	UnderlayMapFastpath           = "fastpath"
 	UnderlayMapFlowLost           = "flow_lost"
 	UnderlayMapFlows              = "flows"
+	UnderlayMapFrags              = "frags"
 	UnderlayMapMirrorRing         = "mirror_ring"
 	UnderlayMapMirrorSessions     = "mirror_sessions"
 	UnderlayMapMirrorSets         = "mirror_sets"
@@ -261,6 +285,7 @@ const (
 	UnderlayVarDropEventBtf       = "__drop_event_btf"
 	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
 	UnderlayVarEventHookBtf       = "__event_hook_btf"
+	UnderlayVarLastInvalidation   = "last_invalidation"
 )
 
 // LoadUnderlay returns the embedded CollectionSpec for Underlay.
@@ -318,11 +343,13 @@ type UnderlayMapSpecs struct {
 	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
 	Drops          *ebpf.MapSpec `ebpf:"drops"`
 	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
 	Enis           *ebpf.MapSpec `ebpf:"enis"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
+	Frags          *ebpf.MapSpec `ebpf:"frags"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -340,9 +367,10 @@ type UnderlayMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayVariableSpecs struct {
-	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
-	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
-	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	DropEventBtf     *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
+	DropReasonBtf    *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
+	EventHookBtf     *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	LastInvalidation *ebpf.VariableSpec `ebpf:"last_invalidation"`
 }
 
 // UnderlayObjects contains all objects after they have been loaded into the kernel.
@@ -370,11 +398,13 @@ type UnderlayMaps struct {
 	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
 	Drops          *ebpf.Map `ebpf:"drops"`
 	EniStats       *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
 	Enis           *ebpf.Map `ebpf:"enis"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Fastpath       *ebpf.Map `ebpf:"fastpath"`
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
+	Frags          *ebpf.Map `ebpf:"frags"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -395,11 +425,13 @@ func (m *UnderlayMaps) Close() error {
 		m.CtInserts,
 		m.Drops,
 		m.EniStats,
+		m.EniUsage,
 		m.Enis,
 		m.Events,
 		m.Fastpath,
 		m.FlowLost,
 		m.Flows,
+		m.Frags,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,
@@ -418,9 +450,10 @@ func (m *UnderlayMaps) Close() error {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayVariables struct {
-	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
-	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
-	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
+	DropEventBtf     *ebpf.Variable `ebpf:"__drop_event_btf"`
+	DropReasonBtf    *ebpf.Variable `ebpf:"__drop_reason_btf"`
+	EventHookBtf     *ebpf.Variable `ebpf:"__event_hook_btf"`
+	LastInvalidation *ebpf.Variable `ebpf:"last_invalidation"`
 }
 
 // UnderlayPrograms contains all programs after they have been loaded into the kernel.
