@@ -29,26 +29,6 @@ func eniUDP(mac net.HardwareAddr, src, dst netip.Addr, sport, dport uint16) []by
 	return ipv4Packet(mac, GatewayMAC, src, dst, 17, false, udp)
 }
 
-// vxlanOf wraps an inner Ethernet frame as wireguard-go writes it to the
-// tunnel device: outer IPv4/UDP/VXLAN from host src to host dst.
-func vxlanOf(src, dst netip.Addr, vni uint32, inner []byte) []byte {
-	b := make([]byte, 36+len(inner))
-	ip := b[:20]
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
-	binary.BigEndian.PutUint16(b[20:], 50000)
-	binary.BigEndian.PutUint16(b[22:], 4789)
-	binary.BigEndian.PutUint16(b[24:], uint16(len(b)-20))
-	b[28] = 0x08
-	binary.BigEndian.PutUint32(b[32:], vni<<8)
-	copy(b[36:], inner)
-	return b
-}
-
 // allowanceState has two ENIs in two VPCs on this host, each with a peer
 // on host B: a (red, on loopback) and c (blue, on ifC). Both may open
 // anything and accept nothing unsolicited, so a reply passes only while

@@ -1,63 +1,15 @@
 package dataplane
 
 import (
-	"fmt"
 	"math/rand"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/bpf"
 )
-
-// reloadLab is policyLab's topology (ENI a on d-a, b on d-b in another
-// subnet, remote ENIs on host B) with the reconcile left to the test:
-// reconcile programs the datapath with a's rules and returns its error.
-func reloadLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, reconcile func(a ENI) error)) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load eBPF programs")
-	}
-	defer freshNamespace(t)()
-	idx := map[string]int{}
-	for _, n := range []string{"d-a", "d-b"} {
-		la := netlink.NewLinkAttrs()
-		la.Name = n
-		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: n + "-p"}); err != nil {
-			t.Fatal(err)
-		}
-		l, _ := netlink.LinkByName(n)
-		netlink.LinkSetUp(l)
-		idx[n] = l.Attrs().Index
-	}
-	dir := fmt.Sprintf("/sys/fs/bpf/vpcd-test-%d-%s", os.Getpid(), sanitize(t.Name()))
-	t.Cleanup(func() { Teardown(dir) })
-	d, err := Open(dir, nil)
-	if err != nil {
-		t.Fatalf("open datapath: %v", err)
-	}
-	defer d.Close()
-	vpc := netip.MustParsePrefix("10.0.0.0/16")
-	b := ENI{Name: "b", Interface: "d-b", VNI: vniRed, IP: ipB2, Gateway: netip.MustParseAddr("10.0.2.1"), VPC: vpc,
-		Subnet: subnetB, MAC: macB2, SourceDestCheck: true, SGIngress: allowAll, SGEgress: allowAll}
-	reconcile := func(a ENI) error {
-		a.Name, a.Interface, a.VNI, a.IP, a.Gateway, a.VPC, a.Subnet, a.MAC, a.SourceDestCheck =
-			"a", "d-a", vniRed, ipA, netip.MustParseAddr("10.0.1.1"), vpc, subnetA, macA, true
-		st := &State{UnderlayIP: hostA, ListenPort: 51820, UnderlayMTU: 1500, TunnelIfindex: 4242,
-			ENIs:   []ENI{a, b},
-			Routes: []Route{{VNI: vniRed, IP: ipA, MAC: macA, ENI: "a"}, {VNI: vniRed, IP: ipB2, MAC: macB2, ENI: "b"}},
-			Peers:  []netip.Addr{hostB}}
-		for _, r := range remotes {
-			st.Routes = append(st.Routes, Route{VNI: vniRed, IP: r, MAC: macR, Remote: hostB})
-		}
-		return d.Reconcile(st, func(n string) (int, error) { return idx[n], nil })
-	}
-	fn(d, uint32(idx["d-a"]), uint32(idx["d-b"]), reconcile)
-}
 
 // probe is a packet from a or b and what the reference model says of it
 // under the old and the new rules of a.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // benchRules makes n security-group rules, none of which matches the
@@ -56,9 +56,7 @@ func BenchmarkENIPolicy(b *testing.B) {
 // (what BPF_PROG_TEST_RUN itself costs per run).
 func BenchmarkENIFullPath(b *testing.B) {
 	b.Run("empty-program", func(b *testing.B) {
-		if os.Geteuid() != 0 {
-			b.Skip("needs root to load eBPF programs")
-		}
+		testkit.NeedRoot(b, "loads eBPF programs")
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}})
 		if err != nil {
@@ -237,7 +235,7 @@ func BenchmarkPrograms(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer stats.Close()
-		defer freshNamespace(b)()
+		defer testkit.FreshNamespace(b)()
 		fd, l := openTestTUN(b)
 		defer unix.Close(fd)
 		prog := d.tunnel.TunnelIngress

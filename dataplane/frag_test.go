@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -92,26 +91,6 @@ func TestFragmentsFlowLogsAndMirror(t *testing.T) {
 	}
 }
 
-// vxlanWrap puts an inner Ethernet frame in VXLAN from a peer, as the
-// tunnel device hands it to the tunnel program (no outer Ethernet).
-func vxlanWrap(outerSrc, outerDst netip.Addr, vni uint32, inner []byte) []byte {
-	b := make([]byte, 36+len(inner))
-	ip := b[:20]
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
-	s, dd := outerSrc.As4(), outerDst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], dd[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
-	binary.BigEndian.PutUint16(b[20:], 50000)
-	binary.BigEndian.PutUint16(b[22:], 4789)
-	binary.BigEndian.PutUint16(b[24:], uint16(len(b)-20))
-	b[28] = 0x08
-	binary.BigEndian.PutUint32(b[32:], vni<<8)
-	copy(b[36:], inner)
-	return b
-}
-
 // TestTunnelFragments runs fragments from a remote ENI through the tunnel
 // program: a datagram whose first fragment the target's groups deny loses
 // its later fragments as `fragment`, orphans and fragments that overlap the
@@ -130,7 +109,7 @@ func TestTunnelFragments(t *testing.T) {
 			return c[Ingress].Packets
 		}
 		send := func(p RefPacket, f RefFragment) {
-			write(vxlanWrap(hostB, hostA, vniRed, fragmentFrame(macR, p, f)))
+			write(vxlanOf(hostB, hostA, vniRed, fragmentFrame(macR, p, f)))
 		}
 		frags := threeFragments(7)
 		before, fragDrops, sgDrops := delivered(), dropCount(t, d, "fragment"), dropCount(t, d, "sg_ingress")

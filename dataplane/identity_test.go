@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // identityState is a host with the named ENIs (interfaces if-NAME, fake
@@ -55,9 +56,7 @@ func indexes(t *testing.T, d *Datapath, names ...string) map[string]uint32 {
 // index. A restart over pins of a daemon that kept no record (an
 // upgrade) adopts the indexes the enis map holds.
 func TestENIIndexStableAcrossRestart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load eBPF programs")
-	}
+	testkit.NeedRoot(t, "loads eBPF programs")
 	dir := fmt.Sprintf("/sys/fs/bpf/vpcd-test-%d-%s", os.Getpid(), sanitize(t.Name()))
 	t.Cleanup(func() { Teardown(dir) })
 

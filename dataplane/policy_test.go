@@ -11,6 +11,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 var (
@@ -21,14 +23,27 @@ var (
 )
 
 // policyLab loads the datapath inside a fresh network namespace with two
-// dummy interfaces standing for ENIs a (10.0.1.10) and b (10.0.2.11, another
-// subnet), and remote ENIs on host B. fn runs on the namespace's thread.
+// veths standing for ENIs a (10.0.1.10) and b (10.0.2.11, another subnet),
+// and remote ENIs on host B. fn runs on the namespace's thread; apply
+// programs a's rules (failing the test on an error) and flushes conntrack.
 func policyLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, apply func(a ENI))) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load eBPF programs")
-	}
-	defer freshNamespace(t)()
+	reloadLab(t, func(d *Datapath, ifA, ifB uint32, reconcile func(a ENI) error) {
+		fn(d, ifA, ifB, func(a ENI) {
+			if err := reconcile(a); err != nil {
+				t.Fatalf("reconcile: %v", err)
+			}
+			d.FlushConntrack()
+		})
+	})
+}
+
+// reloadLab is policyLab with the reconcile left to the test: reconcile
+// programs the datapath with a's rules and returns its error.
+func reloadLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, reconcile func(a ENI) error)) {
+	t.Helper()
+	testkit.NeedRoot(t, "loads eBPF programs")
+	defer testkit.FreshNamespace(t)()
 	idx := map[string]int{}
 	for _, n := range []string{"d-a", "d-b"} {
 		la := netlink.NewLinkAttrs()
@@ -51,7 +66,7 @@ func policyLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, apply func(a 
 	vpc := netip.MustParsePrefix("10.0.0.0/16")
 	b := ENI{Name: "b", Interface: "d-b", VNI: vniRed, IP: ipB2, Gateway: netip.MustParseAddr("10.0.2.1"), VPC: vpc,
 		Subnet: subnetB, MAC: macB2, SourceDestCheck: true, SGIngress: allowAll, SGEgress: allowAll}
-	apply := func(a ENI) {
+	reconcile := func(a ENI) error {
 		a.Name, a.Interface, a.VNI, a.IP, a.Gateway, a.VPC, a.Subnet, a.MAC, a.SourceDestCheck =
 			"a", "d-a", vniRed, ipA, netip.MustParseAddr("10.0.1.1"), vpc, subnetA, macA, true
 		st := &State{UnderlayIP: hostA, ListenPort: 51820, UnderlayMTU: 1500, TunnelIfindex: 4242,
@@ -61,12 +76,9 @@ func policyLab(t *testing.T, fn func(d *Datapath, ifA, ifB uint32, apply func(a 
 		for _, r := range remotes {
 			st.Routes = append(st.Routes, Route{VNI: vniRed, IP: r, MAC: macR, Remote: hostB})
 		}
-		if err := d.Reconcile(st, func(n string) (int, error) { return idx[n], nil }); err != nil {
-			t.Fatalf("reconcile: %v", err)
-		}
-		d.FlushConntrack()
+		return d.Reconcile(st, func(n string) (int, error) { return idx[n], nil })
 	}
-	fn(d, uint32(idx["d-a"]), uint32(idx["d-b"]), apply)
+	fn(d, uint32(idx["d-a"]), uint32(idx["d-b"]), reconcile)
 }
 
 // l4Packet builds a frame for p from the given MAC.

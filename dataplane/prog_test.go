@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // Verdicts of tc programs (linux/pkt_cls.h).
@@ -43,9 +45,7 @@ var (
 // host B.
 func testDatapath(t testing.TB) *Datapath {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to load eBPF programs")
-	}
+	testkit.NeedRoot(t, "loads eBPF programs")
 	dir := fmt.Sprintf("/sys/fs/bpf/vpcd-test-%d-%s", os.Getpid(), sanitize(t.Name()))
 	t.Cleanup(func() { Teardown(dir) })
 	d, err := Open(dir, nil)
