@@ -4,16 +4,15 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // ringDouble hands out queued records the way the datapath's ring does:
@@ -69,22 +68,8 @@ func (r *ringDouble) Close() error { return nil }
 // in order and counted: 150 copies of two sessions cross batch bounds and
 // arrive, as frames on a real veth, exactly as Encap makes them.
 func TestInjectBatches(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace, a veth pair and AF_PACKET sockets")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New() // anonymous: gone with its last socket
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	defer netns.Set(orig)
+	testkit.NeedRoot(t, "creates a network namespace, a veth pair and AF_PACKET sockets")
+	defer testkit.FreshNamespace(t)() // anonymous: gone with its last socket
 
 	va := netlink.NewLinkAttrs()
 	va.Name = "inj"
