@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // ipfixMessage is a decoded IPFIX message.
@@ -253,7 +255,7 @@ func TestIPFIXCollectorDown(t *testing.T) {
 		if s.Write(recs) != nil {
 			errs++
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // paces the writes: each error comes back between two
 	}
 	if d := time.Since(begin); d > 2*time.Second {
 		t.Errorf("5 writes to a closed port took %v", d)
@@ -288,6 +290,10 @@ func TestIPFIXNfdump(t *testing.T) {
 	}
 	dir := t.TempDir()
 	addr, stopNfcapd := startNfcapd(t, dir)
+	port, err := strconv.Atoi(addr[strings.LastIndexByte(addr, ':')+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := NewIPFIXSink(addr, 77, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +306,9 @@ func TestIPFIXNfdump(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	time.Sleep(200 * time.Millisecond) // let nfcapd read its socket before it stops
+	testkit.WaitFor(t, 5*time.Second, "nfcapd to read every datagram off its socket", func() bool {
+		return udpQueued(t, port) == 0
+	})
 	if log := strings.Join(stopNfcapd(), "\n"); !strings.Contains(log, "Flows: 60,") || !strings.Contains(log, "Sequence Errors: 0,") {
 		t.Errorf("nfcapd's log does not say 60 flows and no sequence errors:\n%s", log)
 	}
@@ -402,4 +410,29 @@ func startNfcapd(t *testing.T, dir string) (addr string, stop func() []string) {
 		t.Fatal("nfcapd did not start within 10 s")
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), stop
+}
+
+// udpQueued is the bytes waiting in the receive queue of the IPv4 UDP
+// socket bound to 127.0.0.1:port, from /proc/net/udp.
+func udpQueued(t *testing.T, port int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[1] != local {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":") // tx_queue:rx_queue, hex
+		n, err := strconv.ParseUint(rx, 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/udp: %q: %v", line, err)
+		}
+		return n
+	}
+	t.Fatalf("no UDP socket on 127.0.0.1:%d in /proc/net/udp", port)
+	return 0
 }
