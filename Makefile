@@ -16,9 +16,10 @@ generate:
 
 # The committed objects must be exactly what the sources produce.
 check-generated:
-	@tmp=$$(mktemp -d); cp bpf/*_bpfel.go bpf/*_bpfel.o "$$tmp"/; \
+	@tmp=$$(mktemp -d); gen="bpf/*_bpfel.go bpf/*_bpfel.o bpf/limits/limits.go"; \
+	for f in $$gen; do mkdir -p "$$tmp/$$(dirname $$f)"; cp "$$f" "$$tmp/$$f"; done; \
 	$(GO) generate ./bpf/... >/dev/null; stale=0; \
-	for f in "$$tmp"/*; do cmp -s "$$f" "bpf/$$(basename "$$f")" || { echo "stale: bpf/$$(basename "$$f")"; stale=1; }; done; \
+	for f in $$gen; do cmp -s "$$tmp/$$f" "$$f" || { echo "stale: $$f"; stale=1; }; done; \
 	rm -rf "$$tmp"; [ $$stale = 0 ] || { echo "generated eBPF code is stale: run make generate and commit"; exit 1; }
 
 lint:

@@ -289,6 +289,18 @@ type EniUnderlayAllowKey struct {
 	Port     uint16
 }
 
+type EniUsageSlot uint32
+
+const (
+	EniUsageSlotUSAGE_CT_MADE    EniUsageSlot = 0
+	EniUsageSlotUSAGE_CT_GONE    EniUsageSlot = 1
+	EniUsageSlotUSAGE_CT_REFUSED EniUsageSlot = 2
+	EniUsageSlotUSAGE_FLOW_MADE  EniUsageSlot = 3
+	EniUsageSlotUSAGE_FLOW_GONE  EniUsageSlot = 4
+	EniUsageSlotUSAGE_FLOW_SHARE EniUsageSlot = 5
+	EniUsageSlotUSAGE_MAX        EniUsageSlot = 6
+)
+
 type EniVpcdConfig struct {
 	_          structs.HostLayout
 	TunIfindex uint32
@@ -333,6 +345,8 @@ const (
 	EniVarDropEventBtf   = "__drop_event_btf"
 	EniVarDropReasonBtf  = "__drop_reason_btf"
 	EniVarEventHookBtf   = "__event_hook_btf"
+	EniVarUsageSlotBtf   = "__usage_slot_btf"
+	EniVarVpcdLimitBtf   = "__vpcd_limit_btf"
 )
 
 // LoadEni returns the embedded CollectionSpec for Eni.
@@ -417,6 +431,8 @@ type EniVariableSpecs struct {
 	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.VariableSpec `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.VariableSpec `ebpf:"__vpcd_limit_btf"`
 }
 
 // EniObjects contains all objects after they have been loaded into the kernel.
@@ -499,6 +515,8 @@ type EniVariables struct {
 	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.Variable `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.Variable `ebpf:"__vpcd_limit_btf"`
 }
 
 // EniPrograms contains all programs after they have been loaded into the kernel.

@@ -284,6 +284,8 @@ const (
 	EniXdpVarDropEventBtf   = "__drop_event_btf"
 	EniXdpVarDropReasonBtf  = "__drop_reason_btf"
 	EniXdpVarEventHookBtf   = "__event_hook_btf"
+	EniXdpVarUsageSlotBtf   = "__usage_slot_btf"
+	EniXdpVarVpcdLimitBtf   = "__vpcd_limit_btf"
 )
 
 // LoadEniXdp returns the embedded CollectionSpec for EniXdp.
@@ -367,6 +369,8 @@ type EniXdpVariableSpecs struct {
 	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.VariableSpec `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.VariableSpec `ebpf:"__vpcd_limit_btf"`
 }
 
 // EniXdpObjects contains all objects after they have been loaded into the kernel.
@@ -449,6 +453,8 @@ type EniXdpVariables struct {
 	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.Variable `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.Variable `ebpf:"__vpcd_limit_btf"`
 }
 
 // EniXdpPrograms contains all programs after they have been loaded into the kernel.

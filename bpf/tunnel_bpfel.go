@@ -284,6 +284,8 @@ const (
 	TunnelVarDropEventBtf   = "__drop_event_btf"
 	TunnelVarDropReasonBtf  = "__drop_reason_btf"
 	TunnelVarEventHookBtf   = "__event_hook_btf"
+	TunnelVarUsageSlotBtf   = "__usage_slot_btf"
+	TunnelVarVpcdLimitBtf   = "__vpcd_limit_btf"
 )
 
 // LoadTunnel returns the embedded CollectionSpec for Tunnel.
@@ -367,6 +369,8 @@ type TunnelVariableSpecs struct {
 	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.VariableSpec `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.VariableSpec `ebpf:"__vpcd_limit_btf"`
 }
 
 // TunnelObjects contains all objects after they have been loaded into the kernel.
@@ -449,6 +453,8 @@ type TunnelVariables struct {
 	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`
+	UsageSlotBtf  *ebpf.Variable `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf  *ebpf.Variable `ebpf:"__vpcd_limit_btf"`
 }
 
 // TunnelPrograms contains all programs after they have been loaded into the kernel.

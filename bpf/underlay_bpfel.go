@@ -285,6 +285,8 @@ const (
 	UnderlayVarDropEventBtf       = "__drop_event_btf"
 	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
 	UnderlayVarEventHookBtf       = "__event_hook_btf"
+	UnderlayVarUsageSlotBtf       = "__usage_slot_btf"
+	UnderlayVarVpcdLimitBtf       = "__vpcd_limit_btf"
 	UnderlayVarLastInvalidation   = "last_invalidation"
 )
 
@@ -370,6 +372,8 @@ type UnderlayVariableSpecs struct {
 	DropEventBtf     *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
+	UsageSlotBtf     *ebpf.VariableSpec `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf     *ebpf.VariableSpec `ebpf:"__vpcd_limit_btf"`
 	LastInvalidation *ebpf.VariableSpec `ebpf:"last_invalidation"`
 }
 
@@ -453,6 +457,8 @@ type UnderlayVariables struct {
 	DropEventBtf     *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.Variable `ebpf:"__event_hook_btf"`
+	UsageSlotBtf     *ebpf.Variable `ebpf:"__usage_slot_btf"`
+	VpcdLimitBtf     *ebpf.Variable `ebpf:"__vpcd_limit_btf"`
 	LastInvalidation *ebpf.Variable `ebpf:"last_invalidation"`
 }
 

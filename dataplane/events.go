@@ -82,11 +82,11 @@ func (e *EventReader) Read() (DropEvent, error) {
 		Reason:    DropReasonName(DropReason(raw.Reason)),
 		Direction: Direction(raw.Dir),
 		Len:       int(raw.Len),
-		Hook:      [...]string{"eni", "tunnel", "underlay"}[raw.Hook%3],
+		Hook:      hookName(bpf.EniEventHook(raw.Hook)),
 	}
 	head := raw.Head[:min(int(raw.Captured), len(raw.Head))]
-	switch raw.Hook {
-	case 1: // outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
+	switch bpf.EniEventHook(raw.Hook) {
+	case bpf.EniEventHookHOOK_TUNNEL: // outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
 		if len(head) >= 36 {
 			ev.VNI = binary.BigEndian.Uint32(head[32:]) >> 8
 		}
@@ -99,6 +99,20 @@ func (e *EventReader) Read() (DropEvent, error) {
 		}
 	}
 	return ev, nil
+}
+
+// hookName names a program's place (enum event_hook) as DropEvent.Hook
+// does; "" for a value this version does not know.
+func hookName(h bpf.EniEventHook) string {
+	switch h {
+	case bpf.EniEventHookHOOK_ENI:
+		return "eni"
+	case bpf.EniEventHookHOOK_TUNNEL:
+		return "tunnel"
+	case bpf.EniEventHookHOOK_UNDERLAY:
+		return "underlay"
+	}
+	return ""
 }
 
 func decodeIPv4(ev *DropEvent, b []byte) {

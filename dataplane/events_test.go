@@ -1,6 +1,19 @@
 package dataplane
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/vpcd/vpcd/bpf"
+)
+
+// TestHookNames: every place a program reports drops from has a name.
+func TestHookNames(t *testing.T) {
+	for h := bpf.EniEventHookHOOK_ENI; h <= bpf.EniEventHookHOOK_UNDERLAY; h++ {
+		if hookName(h) == "" {
+			t.Errorf("event hook %d has no name", h)
+		}
+	}
+}
 
 // FuzzDecodeIPv4: the monitor's decoder of captured packet heads takes any
 // bytes without panicking.

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
 // Stable ENI identity (SPEC §10). An ENI's index keys its conntrack, flow,
@@ -24,8 +25,8 @@ import (
 // is given to another ENI only once nothing uses it any more (no record,
 // no entry in the enis map) and after every entry it keys was flushed.
 
-// maxENIs is MAX_ENIS of bpf/lib/common.h: ENI indexes stay below it.
-const maxENIs = 4096
+// maxENIs bounds ENI indexes (MAX_ENIS, bpf/lib/limits.h).
+const maxENIs = limits.MaxENIs
 
 // eniIDNameLen is the size of an eni_ids key: the ENI's name, or for a
 // longer name "sha256:" and its hash.

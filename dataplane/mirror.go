@@ -15,17 +15,18 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
-// Limits of the mirror datapath (bpf/lib/common.h).
+// Limits of the mirror datapath (bpf/lib/limits.h).
 const (
 	// MirrorRules is how many filter rules the sessions of one ENI and
 	// direction may have together.
-	MirrorRules = 32
+	MirrorRules = limits.MirrorRules
 	// MaxMirrorSessions bounds the sessions of one host.
-	MaxMirrorSessions = 1024
+	MaxMirrorSessions = limits.MaxMirrorSessions
 	// MirrorSnapMax is the most bytes of a frame a copy holds.
-	MirrorSnapMax = 2048
+	MirrorSnapMax = limits.MirrorSnapMax
 	// MirrorCopyOverhead is what the mirror's VXLAN wrapping adds to a
 	// copy: outer IPv4 (20), UDP (8) and VXLAN (8).
 	MirrorCopyOverhead = 36

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
 // Rule is one security-group or network-ACL rule, compiled to what the
@@ -33,7 +34,7 @@ const ProtoAll = -1
 // MaxRules is the most rules one set (an ENI's groups in one direction, or
 // a network ACL's rules in one direction) can hold: the bits of the
 // datapath's rule bitmaps.
-const MaxRules = 16 * 64
+const MaxRules = limits.PolicyRules
 
 // RulePort is the value a packet's rule port takes: see Rule.
 func RulePort(proto uint8, dport uint16, icmpType, icmpCode uint8) uint16 {

@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
 // Fair share of the host-wide tables (SPEC §10): each ENI may hold at most
@@ -36,21 +37,20 @@ import (
 // size (the default), the per-ENI limits are what stop an ENI, not the
 // table's LRU: the LRU evicts only when limits are set above that sum.
 
-// Slots of eni_usage per ENI (enum usage_slot, USAGE_SLOTS in
-// bpf/lib/maps.h).
+// Slots of eni_usage per ENI (enum usage_slot in bpf/lib/maps.h).
 const (
-	usageSlots     = 8
-	usageCTMade    = 0
-	usageCTGone    = 1
-	usageCTRefused = 2
-	usageFlowMade  = 3
-	usageFlowGone  = 4
-	usageFlowShare = 5
+	usageSlots     = limits.UsageSlots
+	usageCTMade    = uint32(bpf.EniUsageSlotUSAGE_CT_MADE)
+	usageCTGone    = uint32(bpf.EniUsageSlotUSAGE_CT_GONE)
+	usageCTRefused = uint32(bpf.EniUsageSlotUSAGE_CT_REFUSED)
+	usageFlowMade  = uint32(bpf.EniUsageSlotUSAGE_FLOW_MADE)
+	usageFlowGone  = uint32(bpf.EniUsageSlotUSAGE_FLOW_GONE)
+	usageFlowShare = uint32(bpf.EniUsageSlotUSAGE_FLOW_SHARE)
 )
 
 // MinDefaultConnections is the least max_connections an ENI gets by
 // default, however many ENIs share the host.
-const MinDefaultConnections = 1024
+const MinDefaultConnections = limits.MinDefaultConnections
 
 // minFlowShare is the least share of the flow table an ENI gets.
 const minFlowShare = 256

@@ -19,7 +19,9 @@ type field struct {
 	value   valueFunc
 }
 
-// lookupField returns the field called name (as in ${name}).
+// lookupField returns the field called name (as in ${name}). Which fields
+// exist is topology's to say (topology.FlowLogFields, what formats are
+// validated against); this says how each one prints.
 func lookupField(name string) (field, bool) {
 	switch name {
 	case "version":

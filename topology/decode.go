@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
 // Defaults of optional fields.
@@ -26,12 +28,12 @@ const (
 )
 
 // ConntrackTableSize is how many connections a host's datapath tracks in
-// all (the conntrack map in bpf/lib/maps.h): no ENI may track more.
-const ConntrackTableSize = 262144
+// all (MAX_CONNECTIONS, bpf/lib/limits.h): no ENI may track more.
+const ConntrackTableSize = limits.MaxConnections
 
 // MinDefaultConnections is the least max_connections an ENI gets by
 // default, however many ENIs share its host.
-const MinDefaultConnections = 1024
+const MinDefaultConnections = limits.MinDefaultConnections
 
 // topology decodes the document's root mapping.
 func (d *decoder) topology(root *yaml.Node) *Topology {

@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,23 +19,27 @@ const (
 	DestIPFIX  = "ipfix+udp"  // ipfix+udp://HOST:PORT: IPFIX (RFC 7011) export
 )
 
-// defaultFields are the fields of the AWS version 2 default format.
-func defaultFields() []string {
-	return []string{"version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport",
-		"dstport", "protocol", "packets", "bytes", "start", "end", "action", "log-status"}
+// flowLogFields is the one list of the fields a flow-log format may name:
+// the validator checks formats against it and package flowlogs prints each
+// of them (a test there checks that it knows every one). The first
+// defaultFieldCount make the AWS version 2 default format, in its order.
+var flowLogFields = [...]string{
+	"version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
+	"protocol", "packets", "bytes", "start", "end", "action", "log-status",
+	"vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr",
+	"flow-direction", "traffic-path", "encryption-status", "vni",
 }
 
+const defaultFieldCount = 14
+
+// FlowLogFields returns every field a flow-log format may name.
+func FlowLogFields() []string { return slices.Clone(flowLogFields[:]) }
+
+// defaultFields are the fields of the AWS version 2 default format.
+func defaultFields() []string { return slices.Clone(flowLogFields[:defaultFieldCount]) }
+
 // isFlowLogField reports whether name is a field a custom format may use.
-func isFlowLogField(name string) bool {
-	switch name {
-	case "version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
-		"protocol", "packets", "bytes", "start", "end", "action", "log-status",
-		"vpc-id", "subnet-id", "instance-id", "tcp-flags", "type", "pkt-srcaddr", "pkt-dstaddr",
-		"flow-direction", "traffic-path", "encryption-status", "vni":
-		return true
-	}
-	return false
-}
+func isFlowLogField(name string) bool { return slices.Contains(flowLogFields[:], name) }
 
 // FormatFields returns the field names (without "${" and "}") of a flow-log
 // format: "default" gives the AWS version 2 fields; any other format must be

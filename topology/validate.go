@@ -2,6 +2,8 @@ package topology
 
 import (
 	"net/netip"
+
+	"github.com/vpcd/vpcd/bpf/limits"
 )
 
 // checker validates what no single value can: names, references between
@@ -338,8 +340,8 @@ type sessionKey struct {
 
 // MaxMirrorRulesPerENI is how many mirror filter rules the sessions of one
 // source ENI may have together in one direction: what the datapath holds
-// per ENI and direction (MIRROR_RULES in bpf/lib/common.h).
-const MaxMirrorRulesPerENI = 32
+// per ENI and direction (MIRROR_RULES in bpf/lib/limits.h).
+const MaxMirrorRulesPerENI = limits.MirrorRules
 
 func (c *checker) checkMirrorSessions() {
 	numbers := make(map[sessionKey]int)

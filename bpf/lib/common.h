@@ -6,6 +6,7 @@
 
 #include <linux/bpf.h>
 #include <linux/types.h>
+#include "limits.h"
 
 #define ETH_ALEN 6
 #define ETH_HLEN 14
@@ -32,10 +33,6 @@
 /* Outer headers plus the inner Ethernet header. */
 #define VXLAN_ENCAP_LEN (VXLAN_OUTER_LEN + ETH_HLEN)
 
-#define MAX_ENIS 4096
-#define MAX_ROUTES 65536
-#define MAX_PEERS 1024
-
 /* Direction as seen by the workload. */
 enum direction {
 	DIR_INGRESS = 0, /* into the workload */
@@ -55,8 +52,6 @@ struct vpcd_config {
 				 * an older generation are ignored */
 	__u32 monitor;          /* 1 while `vpcd monitor` listens: drops become events */
 };
-
-#define EVENT_HEAD 96
 
 enum event_hook {
 	HOOK_ENI = 0,      /* the frame from the workload, Ethernet first */
@@ -111,11 +106,6 @@ struct eni_info {
 /* Traffic mirroring (lib/mirror.h). Each ENI and direction with sessions
  * has a mirror_set: the rules of its sessions' filters, sessions in
  * session_number order and each session's rules in rule_number order. */
-#define MIRROR_RULES 32
-#define MAX_MIRROR_SESSIONS 1024
-#define MIRROR_SNAP_MAX 2048 /* bytes of a frame a copy can hold; a power of 2 */
-#define MIRROR_SNAP_SMALL 256 /* a power of 2 */
-
 #define MIRROR_RULE_ACCEPT 1
 #define MIRROR_RULE_ANY_PROTO 2
 #define MIRROR_RULE_PORTS 4 /* the rule names port ranges: TCP/UDP only */
@@ -177,9 +167,6 @@ struct mirror_record {
 #define MIRROR_INJECT_MAC1 0x6d
 
 /* Rule bitmaps: one bit per rule of a set, up to POLICY_RULES rules. */
-#define POLICY_WORDS 16
-#define POLICY_RULES (POLICY_WORDS * 64)
-
 struct rule_bits {
 	__u64 w[POLICY_WORDS];
 };
@@ -313,8 +300,6 @@ struct flow_val {
 /* IP fragments: the first fragment of a datagram that passed, so that its
  * later fragments (no transport header) follow its verdict and carry its
  * ports in flow logs and mirror filters (lib/frag.h). */
-#define MAX_FRAGS 8192
-
 struct frag_key {
 	__u32 vni;
 	__u32 saddr;

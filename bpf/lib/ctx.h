@@ -9,6 +9,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "limits.h"
 
 #if defined(VPCD_HOOK_XDP)
 
@@ -107,15 +108,15 @@ static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex) { 
 
 #if defined(VPCD_HOOK_XDP) || defined(VPCD_HOOK_TC)
 /* ctx_head copies the first bytes of the packet into to (room for at
- * least 96), returning how many: 96, or for a shorter packet as many of its
+ * least EVENT_HEAD), returning how many: EVENT_HEAD, or for a shorter packet as many of its
  * Ethernet, IPv4 and transport headers as it has. Constant sizes only: the
  * verifier rejects what clang makes of a variable one here. */
 static __always_inline __u32 ctx_head(struct ctx_buff *ctx, __u8 *to)
 {
 	__u32 len = ctx_len(ctx);
 
-	if (len >= 96)
-		return ctx_load_bytes(ctx, 0, to, 96) < 0 ? 0 : 96;
+	if (len >= EVENT_HEAD)
+		return ctx_load_bytes(ctx, 0, to, EVENT_HEAD) < 0 ? 0 : EVENT_HEAD;
 	if (len >= 54)
 		return ctx_load_bytes(ctx, 0, to, 54) < 0 ? 0 : 54;
 	if (len >= 34)

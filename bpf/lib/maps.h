@@ -8,10 +8,6 @@
 #include <bpf/bpf_helpers.h>
 #include "common.h"
 
-/* __DROP_MAX * __DIR_MAX slots; sized generously so that adding a reason
- * does not change the map's shape. */
-#define DROP_SLOTS 128
-
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -39,7 +35,7 @@ struct {
 /* Host, underlay and link-local prefixes a workload must never reach. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, MAX_SUBSTRATE);
 	__type(key, struct lpm_v4_key);
 	__type(value, __u8);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -57,7 +53,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
+	__uint(max_entries, MAX_UNDERLAY_ALLOW);
 	__type(key, struct underlay_allow_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -82,7 +78,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MAX_POLICY_CIDRS);
 	__type(key, struct policy_cidr_key);
 	__type(value, struct rule_bits);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -91,7 +87,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MAX_POLICY_PORTS);
 	__type(key, struct policy_port_key);
 	__type(value, struct rule_bits);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -100,7 +96,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, MAX_POLICY_SETS);
 	__type(key, __u32);
 	__type(value, struct policy_set);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -109,7 +105,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MAX_CONNECTIONS);
 	__type(key, struct ct_key);
 	__type(value, struct ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -141,7 +137,8 @@ enum usage_slot {
 	__USAGE_MAX,
 };
 
-#define USAGE_SLOTS 8 /* >= __USAGE_MAX: room to add slots without a new map shape */
+/* Keeps enum usage_slot in the BTF for bpf2go: Go names the slots too. */
+const enum usage_slot *__usage_slot_btf __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -184,7 +181,7 @@ static __always_inline void usage_add(__u32 eni_id, enum usage_slot slot)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, MAX_FAST_ENTRIES);
 	__type(key, struct fast_key);
 	__type(value, struct fast_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -197,8 +194,6 @@ struct {
 	__type(value, struct frag_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } frags SEC(".maps");
-
-#define MAX_FLOWS 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -219,7 +214,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_RING_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } events SEC(".maps");
 
@@ -247,8 +242,6 @@ struct {
 	__type(value, struct mirror_counter);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mirror_stats SEC(".maps");
-
-#define MIRROR_RING_SIZE (4 << 20)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
