@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -37,9 +39,27 @@ func TestMemTrimmerDue(t *testing.T) {
 	}
 }
 
-// heapHeld reads the runtime's metrics: it is never zero in a live process.
+// heapHeld follows what the heap holds: 64 MiB more while a 64 MiB
+// object lives; after it dies and the pages go back to the system, at
+// least 48 MiB of that is gone again. A metric name the runtime does not
+// know reads as nothing, and fails the first check.
 func TestHeapHeld(t *testing.T) {
-	if heapHeld() == 0 {
-		t.Fatal("heapHeld() = 0")
+	const size = 64 << 20
+	runtime.GC()
+	debug.FreeOSMemory()
+	base := heapHeld()
+	buf := make([]byte, size)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	held := heapHeld()
+	if held < base+size {
+		t.Fatalf("heapHeld() = %d with a %d-byte object live, up from %d: want at least %d more", held, size, base, size)
+	}
+	runtime.KeepAlive(buf) // dead from here on
+	runtime.GC()
+	debug.FreeOSMemory()
+	if after := heapHeld(); after > held-48<<20 {
+		t.Fatalf("heapHeld() = %d after the object died and memory went back, %d with it live: want at least 48 MiB less", after, held)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // privateRunEnv marks the copy of the test binary that runs inside a
@@ -108,8 +110,8 @@ func upDownClean(t *testing.T, name, topo string, between func()) {
 // then makes /run/netns a bind mount of itself) must not leave the lab's
 // namespaces behind, and the same lab comes up again.
 func TestDownAfterIPNetnsAdd(t *testing.T) {
-	needRoot(t)
-	needIP(t)
+	testkit.NeedRoot(t, "builds network namespaces")
+	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
@@ -132,8 +134,8 @@ func TestDownAfterIPNetnsAdd(t *testing.T) {
 
 // TestDownIPNetnsAddFirst: `ip netns add` before the lab's first namespace.
 func TestDownIPNetnsAddFirst(t *testing.T) {
-	needRoot(t)
-	needIP(t)
+	testkit.NeedRoot(t, "builds network namespaces")
+	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
@@ -151,8 +153,8 @@ func TestDownIPNetnsAddFirst(t *testing.T) {
 // mount point (by an older vpcd) stay removable after the lab makes it one,
 // and `ip netns add` afterwards hides nothing.
 func TestShareNetnsDirAdoptsOldPins(t *testing.T) {
-	needRoot(t)
-	needIP(t)
+	testkit.NeedRoot(t, "builds network namespaces")
+	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
@@ -183,14 +185,5 @@ func TestShareNetnsDirAdoptsOldPins(t *testing.T) {
 	}
 	if nsExists(old) || len(netnsMounts(t, old)) > 0 {
 		t.Errorf("netns %s left behind: %v", old, netnsMounts(t, old))
-	}
-}
-
-// needIP fails the test when iproute2's ip is missing: these tests are
-// about its behaviour.
-func needIP(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("ip (iproute2) is needed: %v", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
 )
@@ -134,13 +135,6 @@ func TestReadPeersSocket(t *testing.T) {
 
 // --- root-only tests ------------------------------------------------------
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-}
-
 // testLab returns a lab name and host names unique to this test process,
 // and registers Down for every path out of the test.
 func testLab(t *testing.T, suffix string) (name, hostA, hostB string) {
@@ -159,6 +153,21 @@ func testLab(t *testing.T, suffix string) (name, hostA, hostB string) {
 // topoYAML is a two-host, one-VPC, two-ENI topology; extra is appended to
 // the enis list.
 func topoYAML(hostA, hostB, extraENIs string) string {
+	return topoHead(hostA, hostB) + fmt.Sprintf(`enis:
+  - name: e1
+    host: %s
+    subnet: blue-1
+    ip: 10.0.1.10
+  - name: e2
+    host: %s
+    subnet: blue-2
+    ip: 10.0.2.20
+    mac: 02:aa:00:00:00:02
+%s`, hostA, hostB, extraENIs)
+}
+
+// topoHead is topoYAML up to its ENIs: the hosts and the VPC.
+func topoHead(hostA, hostB string) string {
 	return fmt.Sprintf(`version: 1
 hosts:
   - name: %s
@@ -175,17 +184,7 @@ vpcs:
         cidr: 10.0.1.0/24
       - name: blue-2
         cidr: 10.0.2.0/25
-enis:
-  - name: e1
-    host: %s
-    subnet: blue-1
-    ip: 10.0.1.10
-  - name: e2
-    host: %s
-    subnet: blue-2
-    ip: 10.0.2.20
-    mac: 02:aa:00:00:00:02
-%s`, hostA, hostB, hostA, hostB, extraENIs)
+`, hostA, hostB)
 }
 
 // outputsYAML adds a flow log and a mirror session with relative paths.
@@ -256,7 +255,7 @@ func assertGone(t *testing.T, name string) {
 }
 
 func TestUpNoDaemons(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	name, ha, hb := testLab(t, "nd")
 	topo := writeFile(t, "topo.yaml", "tunnel: {preshared_key_file: secret/psk}\n"+topoYAML(ha, hb, "")+outputsYAML)
 	var out bytes.Buffer
@@ -487,7 +486,7 @@ func TestUpNoDaemons(t *testing.T) {
 }
 
 func TestUpRefusesStrayNamespace(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	name, ha, hb := testLab(t, "stray")
 	if err := createNS(name + "-e-leftover"); err != nil {
 		t.Fatal(err)
@@ -512,7 +511,7 @@ func TestUpRefusesStrayNamespace(t *testing.T) {
 }
 
 func TestUpInvalidTopologyChangesNothing(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	name, ha, hb := testLab(t, "inv")
 	topo := writeFile(t, "topo.yaml", topoYAML(ha, hb, "  - name: e3\n    host: nowhere\n    subnet: blue-1\n    ip: 10.0.1.99\n"))
 	if _, err := Up(context.Background(), Options{Name: name, TopologyPath: topo, NoDaemons: true}); err == nil {
@@ -522,7 +521,7 @@ func TestUpInvalidTopologyChangesNothing(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	name, ha, hb := testLab(t, "apply")
 	topo := writeFile(t, "topo.yaml", topoYAML(ha, hb, ""))
 	l, err := Up(context.Background(), Options{Name: name, TopologyPath: topo, NoDaemons: true})
@@ -546,23 +545,7 @@ func TestApply(t *testing.T) {
 	}
 
 	// Remove e1, add e3, move e2 to another address.
-	next := fmt.Sprintf(`version: 1
-hosts:
-  - name: %s
-    underlay_ip: 198.18.0.11
-  - name: %s
-    underlay_ip: 198.18.0.12
-    mtu: 1400
-vpcs:
-  - name: blue
-    vni: 1001
-    cidr: 10.0.0.0/16
-    subnets:
-      - name: blue-1
-        cidr: 10.0.1.0/24
-      - name: blue-2
-        cidr: 10.0.2.0/25
-enis:
+	next := topoHead(ha, hb) + fmt.Sprintf(`enis:
   - name: e2
     host: %s
     subnet: blue-2
@@ -571,7 +554,7 @@ enis:
     host: %s
     subnet: blue-1
     ip: 10.0.1.30
-`, ha, hb, hb, ha)
+`, hb, ha)
 	if err := l.Apply(context.Background(), writeFile(t, "next.yaml", next)); err != nil {
 		t.Fatal(err)
 	}
@@ -607,7 +590,7 @@ enis:
 }
 
 func TestUpDaemonExitTearsDown(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	bin, err := exec.LookPath("false")
 	if err != nil {
 		t.Skip("no false(1)")
@@ -624,7 +607,7 @@ func TestUpDaemonExitTearsDown(t *testing.T) {
 // TestDaemons drives the daemon life cycle with the test binary standing in
 // for `vpcd run` (fakeDaemon).
 func TestDaemons(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, "builds network namespaces")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -692,7 +675,7 @@ func TestDaemons(t *testing.T) {
 	if !nsExists(l.ENINS("e3")) {
 		t.Error("no namespace for the new ENI")
 	}
-	waitFor(t, 5*time.Second, func() bool { return strings.Contains(readFile(t, l.LogPath(hb)), "fake vpcd: reload 3") })
+	testkit.WaitFor(t, 5*time.Second, "host B's daemon to reload with 3 ENIs", func() bool { return strings.Contains(readFile(t, l.LogPath(hb)), "fake vpcd: reload 3") })
 
 	// Stop; Down then stops the rest.
 	pidB := l.DaemonPID(hb)
@@ -746,17 +729,6 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // fakeDaemon stands in for `vpcd run`: it serves the host's WireGuard UAPI

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/tunnel"
 )
 
@@ -142,9 +143,7 @@ func TestValidateUnparsableYAML(t *testing.T) {
 }
 
 func TestRunRefusesBadTopologyAndAttachesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a run that got past validation would attach programs")
-	}
+	testkit.NeedRoot(t, "a run that got past validation would attach programs")
 	p := writeFile(t, brokenTopology)
 	bpffs := filepath.Join("/sys/fs/bpf", "vpcd-cli-test")
 	os.RemoveAll(bpffs)
