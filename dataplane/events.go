@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/encap"
 )
 
 // DropEvent is one dropped packet as `vpcd monitor` shows it.
@@ -87,15 +88,15 @@ func (e *EventReader) Read() (DropEvent, error) {
 	head := raw.Head[:min(int(raw.Captured), len(raw.Head))]
 	switch bpf.EniEventHook(raw.Hook) {
 	case bpf.EniEventHookHOOK_TUNNEL: // outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
-		if len(head) >= 36 {
-			ev.VNI = binary.BigEndian.Uint32(head[32:]) >> 8
+		if len(head) >= encap.InnerEthAt {
+			ev.VNI = binary.BigEndian.Uint32(head[encap.VXLANAt+4:]) >> 8
 		}
-		if len(head) > 50 {
-			decodeIPv4(&ev, head[50:])
+		if len(head) > encap.InnerIPAt {
+			decodeIPv4(&ev, head[encap.InnerIPAt:])
 		}
 	default:
-		if len(head) > 14 && binary.BigEndian.Uint16(head[12:]) == 0x0800 {
-			decodeIPv4(&ev, head[14:])
+		if len(head) > encap.EthLen && binary.BigEndian.Uint16(head[12:]) == encap.EtherTypeIPv4 {
+			decodeIPv4(&ev, head[encap.EthLen:])
 		}
 	}
 	return ev, nil

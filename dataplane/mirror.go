@@ -16,6 +16,7 @@ import (
 
 	"github.com/vpcd/vpcd/bpf"
 	"github.com/vpcd/vpcd/bpf/limits"
+	"github.com/vpcd/vpcd/encap"
 )
 
 // Limits of the mirror datapath (bpf/lib/limits.h).
@@ -29,7 +30,7 @@ const (
 	MirrorSnapMax = limits.MirrorSnapMax
 	// MirrorCopyOverhead is what the mirror's VXLAN wrapping adds to a
 	// copy: outer IPv4 (20), UDP (8) and VXLAN (8).
-	MirrorCopyOverhead = 36
+	MirrorCopyOverhead = encap.OuterLen
 )
 
 // MirrorRule is one rule of a mirror filter in one direction.

@@ -12,11 +12,12 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/encap"
 )
 
 // GatewayMAC is the fixed MAC of the VPC router that answers every ARP of a
-// workload ("vpc" in its middle bytes, locally administered).
-var GatewayMAC = net.HardwareAddr{0x02, 0x76, 0x70, 0x63, 0x00, 0x01}
+// workload: encap.GatewayMAC, given to the datapath in its configuration.
+var GatewayMAC = encap.GatewayMAC
 
 // WireGuardOverhead is what WireGuard over IPv4 adds to a packet: IPv4 (20),
 // UDP (8), the message header (16) and the authentication tag (16).
@@ -24,7 +25,7 @@ const WireGuardOverhead = 60
 
 // VXLANOverhead is what the VPC header adds inside the tunnel: IPv4 (20),
 // UDP (8), VXLAN (8) and the inner Ethernet header (14).
-const VXLANOverhead = 50
+const VXLANOverhead = encap.EncapLen
 
 // TunnelMTU is the MTU of the tunnel device for an underlay MTU.
 func TunnelMTU(underlayMTU int) int { return underlayMTU - WireGuardOverhead }

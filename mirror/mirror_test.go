@@ -2,6 +2,7 @@ package mirror
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 // The injected frame decodes, with gopacket's independent decoders, as
@@ -57,10 +60,17 @@ func TestEncapDecodes(t *testing.T) {
 	}
 	// Recomputing the header checksum gives the same value.
 	h := append([]byte(nil), frame[14:34]...)
-	want := h[10:12]
-	got := ipChecksum(append(h[:10:10], append([]byte{0, 0}, h[12:]...)...))
-	if got != uint16(want[0])<<8|uint16(want[1]) {
-		t.Errorf("IPv4 checksum %#04x, recomputed %#04x", uint16(want[0])<<8|uint16(want[1]), got)
+	want := binary.BigEndian.Uint16(h[10:])
+	h[10], h[11] = 0, 0
+	if got := encap.Checksum(h); got != want {
+		t.Errorf("IPv4 checksum %#04x, recomputed %#04x", want, got)
+	}
+	// Copies of one session share a source port; SourcePort stays the
+	// formula it always was.
+	for _, s := range []uint32{0, 1, 7, 1023} {
+		if got, want := SourcePort(s), uint16(49152+s*2654435761%16384); got != want {
+			t.Errorf("session %d: source port %d, want %d", s, got, want)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/encap"
 	"github.com/vpcd/vpcd/internal/testkit"
 )
 
@@ -151,7 +152,7 @@ func TestInjectBatches(t *testing.T) {
 		if got := binary.BigEndian.Uint32(frame[8:12]); got != want.Session {
 			t.Fatalf("copy %d: source MAC names session %d, want %d", i, got, want.Session)
 		}
-		vni := binary.BigEndian.Uint32(frame[ethLen+ipLen+udpLen+4:]) >> 8
+		vni := binary.BigEndian.Uint32(frame[encap.EthLen+encap.VXLANAt+4:]) >> 8
 		if wantVNI := map[uint32]uint32{3: 4242, 5: 4343}[want.Session]; vni != wantVNI {
 			t.Fatalf("copy %d: VNI %d, want %d", i, vni, wantVNI)
 		}

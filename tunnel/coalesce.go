@@ -3,6 +3,8 @@ package tunnel
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 // Receive-side coalescing (GRO) for VXLAN-wrapped TCP. wireguard-go hands
@@ -12,10 +14,7 @@ import (
 // workload's TCP stack each run once per batch instead of once per segment.
 
 const (
-	outerLen  = 20 + 8 + 8     // outer IPv4 (no options) + UDP + VXLAN
-	innerIPAt = outerLen + 14  // inner IPv4 header
-	innerL4At = innerIPAt + 20 // inner TCP header (inner IPv4 without options)
-	maxGSOLen = 65535 - 64     // room for the outer headers' length fields
+	maxGSOLen = 65535 - 64 // room for the outer headers' length fields
 
 	tcpFlagACK = 0x10
 	tcpFlagRST = 0x04
@@ -37,19 +36,19 @@ type groPacket struct {
 // be coalesced: no IP options or fragments, only ACK and PSH set, payload.
 func parseGRO(pkt []byte) (groPacket, bool) {
 	g := groPacket{pkt: pkt}
-	if at, ok := innerTCP(pkt); !ok || at != innerL4At || pkt[28]&0x08 == 0 {
+	if at, ok := innerTCP(pkt); !ok || at != encap.InnerL4At || pkt[encap.VXLANAt]&encap.FlagVNI == 0 {
 		return g, false
 	}
-	tcp := pkt[innerL4At:]
+	tcp := pkt[encap.InnerL4At:]
 	g.tcpLen = int(tcp[12]>>4) * 4
 	g.flags = tcp[13]
-	if g.tcpLen < 20 || innerL4At+g.tcpLen > len(pkt) {
+	if g.tcpLen < 20 || encap.InnerL4At+g.tcpLen > len(pkt) {
 		return g, false
 	}
 	if g.flags&^(tcpFlagACK|tcpFlagPSH) != 0 || g.flags&tcpFlagACK == 0 {
 		return g, false
 	}
-	g.payload = len(pkt) - innerL4At - g.tcpLen
+	g.payload = len(pkt) - encap.InnerL4At - g.tcpLen
 	if g.payload == 0 {
 		return g, false
 	}
@@ -69,15 +68,16 @@ func canFollow(head, p groPacket, next uint32, gsoSize, total int) bool {
 	}
 	h, q := head.pkt, p.pkt
 	// Same outer addresses and ports, VNI, inner Ethernet and addresses.
-	if !bytes.Equal(h[12:20], q[12:20]) || !bytes.Equal(h[20:24], q[20:24]) ||
-		!bytes.Equal(h[32:36], q[32:36]) || !bytes.Equal(h[outerLen:outerLen+14], q[outerLen:outerLen+14]) {
+	const ports, vni, eth = encap.OuterUDPAt, encap.VXLANAt + 4, encap.InnerEthAt
+	if !bytes.Equal(h[12:20], q[12:20]) || !bytes.Equal(h[ports:ports+4], q[ports:ports+4]) ||
+		!bytes.Equal(h[vni:vni+4], q[vni:vni+4]) || !bytes.Equal(h[eth:eth+encap.EthLen], q[eth:eth+encap.EthLen]) {
 		return false
 	}
-	hi, qi := h[innerIPAt:], q[innerIPAt:]
+	hi, qi := h[encap.InnerIPAt:], q[encap.InnerIPAt:]
 	if hi[1] != qi[1] || hi[8] != qi[8] || !bytes.Equal(hi[12:20], qi[12:20]) {
 		return false
 	}
-	ht, qt := h[innerL4At:], q[innerL4At:]
+	ht, qt := h[encap.InnerL4At:], q[encap.InnerL4At:]
 	// Ports, ack number, window and options (timestamps) equal.
 	return bytes.Equal(ht[0:4], qt[0:4]) && bytes.Equal(ht[8:12], qt[8:12]) &&
 		bytes.Equal(ht[14:16], qt[14:16]) && bytes.Equal(ht[20:head.tcpLen], qt[20:p.tcpLen])

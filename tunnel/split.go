@@ -3,6 +3,8 @@ package tunnel
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 const (
@@ -31,9 +33,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 	}
 	oIHL := int(pkt[0]&0x0f) * 4
 	oUDP := oIHL
-	iEth := oUDP + 8 + 8
-	iIP := iEth + 14
-	if len(pkt) < iIP+20 || pkt[9] != 17 || binary.BigEndian.Uint16(pkt[iEth+12:]) != 0x0800 || pkt[iIP]>>4 != 4 {
+	iEth := oUDP + encap.UDPLen + encap.HeaderLen
+	iIP := iEth + encap.EthLen
+	if len(pkt) < iIP+20 || pkt[9] != encap.ProtoUDP || binary.BigEndian.Uint16(pkt[iEth+12:]) != encap.EtherTypeIPv4 || pkt[iIP]>>4 != 4 {
 		return 0, errMalformed
 	}
 	iIHL := int(pkt[iIP]&0x0f) * 4
@@ -70,9 +72,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 	if inner == vnetGSOTCPv4 {
 		seq = binary.BigEndian.Uint32(pkt[iL4+4:])
 	}
-	oBase := ipv4BaseSum(pkt[:oIHL])
-	iBase := ipv4BaseSum(pkt[iIP:iL4])
-	pBase := pseudoBase(pkt[iIP+12:iIP+16], pkt[iIP+16:iIP+20], pkt[iIP+9])
+	oBase := encap.IPv4BaseSum(pkt[:oIHL])
+	iBase := encap.IPv4BaseSum(pkt[iIP:iL4])
+	pBase := encap.PseudoBase(pkt[iIP+12:iIP+16], pkt[iIP+16:iIP+20], pkt[iIP+9])
 	for i := 0; i < segs; i++ {
 		chunk := payload[i*mss : min((i+1)*mss, len(payload))]
 		total := hdrLen + len(chunk)
@@ -87,7 +89,7 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 		// Outer IPv4 and UDP.
 		binary.BigEndian.PutUint16(out[2:], uint16(total))
 		binary.BigEndian.PutUint16(out[4:], oID+uint16(i))
-		binary.BigEndian.PutUint16(out[10:], ipv4Checksum(oBase, uint16(total), oID+uint16(i)))
+		binary.BigEndian.PutUint16(out[10:], encap.IPv4Checksum(oBase, uint16(total), oID+uint16(i)))
 		binary.BigEndian.PutUint16(out[oUDP+4:], uint16(total-oUDP))
 		out[oUDP+6], out[oUDP+7] = 0, 0
 
@@ -95,7 +97,7 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 		iTotal := total - iIP
 		binary.BigEndian.PutUint16(out[iIP+2:], uint16(iTotal))
 		binary.BigEndian.PutUint16(out[iIP+4:], iID+uint16(i))
-		binary.BigEndian.PutUint16(out[iIP+10:], ipv4Checksum(iBase, uint16(iTotal), iID+uint16(i)))
+		binary.BigEndian.PutUint16(out[iIP+10:], encap.IPv4Checksum(iBase, uint16(iTotal), iID+uint16(i)))
 
 		// Inner transport header and checksum.
 		var csumAt int
@@ -116,26 +118,26 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 			csumAt = iL4 + 6
 		}
 		out[csumAt], out[csumAt+1] = 0, 0
-		if proto == 6 && !fullCsum {
+		if proto == encap.ProtoTCP && !fullCsum {
 			// TCP keeps the pseudo-header sum, as a CHECKSUM_PARTIAL
 			// packet does: WireGuard authenticates every byte, and the
 			// receiving vpcd hands every TCP packet to its kernel as
 			// CHECKSUM_PARTIAL (Write), which completes the sum only if
 			// the packet leaves a host again. Summing 64 KiB per
 			// super-packet here would be wasted.
-			binary.BigEndian.PutUint16(out[csumAt:], pseudoPartial(pBase, total-iL4))
+			binary.BigEndian.PutUint16(out[csumAt:], encap.PseudoPartial(pBase, total-iL4))
 		} else {
-			sum := pseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
-			c := csumFold(csumAdd(sum, out[iL4:]))
-			if proto == 17 && c == 0 {
+			sum := encap.PseudoHeaderSum(out[iIP+12:iIP+16], out[iIP+16:iIP+20], proto, total-iL4)
+			c := encap.Fold(encap.Sum(sum, out[iL4:]))
+			if proto == encap.ProtoUDP && c == 0 {
 				c = 0xffff
 			}
 			binary.BigEndian.PutUint16(out[csumAt:], c)
 		}
 
 		if outerCsum {
-			osum := pseudoHeaderSum(out[12:16], out[16:20], 17, total-oUDP)
-			c := csumFold(csumAdd(osum, out[oUDP:]))
+			osum := encap.PseudoHeaderSum(out[12:16], out[16:20], encap.ProtoUDP, total-oUDP)
+			c := encap.Fold(encap.Sum(osum, out[oUDP:]))
 			if c == 0 {
 				c = 0xffff
 			}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 const testMSS = 1338
@@ -19,28 +22,22 @@ const testMSS = 1338
 // header sum, as the kernel hands CHECKSUM_PARTIAL packets over).
 func vxlanTCP(payload []byte, seq uint32, flags uint8, partial bool) []byte {
 	const tcpLen = 32
-	total := innerL4At + tcpLen + len(payload)
+	total := encap.InnerL4At + tcpLen + len(payload)
 	p := make([]byte, total)
-	p[0], p[8], p[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(p[2:], uint16(total))
-	binary.BigEndian.PutUint16(p[4:], 100)
-	copy(p[12:], []byte{198, 18, 0, 11, 198, 18, 0, 12})
-	binary.BigEndian.PutUint16(p[10:], checksum(p[:20]))
-	binary.BigEndian.PutUint16(p[20:], 50000)
-	binary.BigEndian.PutUint16(p[22:], 4789)
-	binary.BigEndian.PutUint16(p[24:], uint16(total-20))
-	p[28] = 0x08
-	binary.BigEndian.PutUint32(p[32:], 1001<<8)
-	copy(p[outerLen:], []byte{2, 0, 10, 0, 1, 12, 2, 0, 10, 0, 1, 10})
-	binary.BigEndian.PutUint16(p[outerLen+12:], 0x0800)
-	ip := p[innerIPAt:]
+	outer := encap.Outer{Src: netip.MustParseAddr("198.18.0.11"), Dst: netip.MustParseAddr("198.18.0.12"), ID: 100, SrcPort: 50000, VNI: 1001}
+	if err := encap.PutOuter(p, outer, total-encap.OuterLen); err != nil {
+		panic(err)
+	}
+	copy(p[encap.InnerEthAt:], []byte{2, 0, 10, 0, 1, 12, 2, 0, 10, 0, 1, 10})
+	binary.BigEndian.PutUint16(p[encap.InnerEthAt+12:], encap.EtherTypeIPv4)
+	ip := p[encap.InnerIPAt:]
 	ip[0], ip[8], ip[9] = 0x45, 64, 6
-	binary.BigEndian.PutUint16(ip[2:], uint16(total-innerIPAt))
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
 	binary.BigEndian.PutUint16(ip[4:], 7)
 	binary.BigEndian.PutUint16(ip[6:], 0x4000)
 	copy(ip[12:], []byte{10, 0, 1, 10, 10, 0, 1, 12})
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip[:20]))
-	tcp := p[innerL4At:]
+	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	tcp := p[encap.InnerL4At:]
 	binary.BigEndian.PutUint16(tcp[0:], 40000)
 	binary.BigEndian.PutUint16(tcp[2:], 5201)
 	binary.BigEndian.PutUint32(tcp[4:], seq)
@@ -50,11 +47,11 @@ func vxlanTCP(payload []byte, seq uint32, flags uint8, partial bool) []byte {
 	binary.BigEndian.PutUint16(tcp[14:], 500)
 	copy(tcp[20:], []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2})
 	copy(tcp[tcpLen:], payload)
-	ps := pseudoHeaderSum(ip[12:16], ip[16:20], 6, total-innerL4At)
+	ps := encap.PseudoHeaderSum(ip[12:16], ip[16:20], 6, total-encap.InnerL4At)
 	if partial {
-		binary.BigEndian.PutUint16(tcp[16:], ^csumFold(ps))
+		binary.BigEndian.PutUint16(tcp[16:], ^encap.Fold(ps))
 	} else {
-		binary.BigEndian.PutUint16(tcp[16:], csumFold(csumAdd(ps, tcp)))
+		binary.BigEndian.PutUint16(tcp[16:], encap.Fold(encap.Sum(ps, tcp)))
 	}
 	return p
 }
@@ -62,22 +59,22 @@ func vxlanTCP(payload []byte, seq uint32, flags uint8, partial bool) []byte {
 // checkTCPSegment verifies every checksum and length of a VXLAN TCP packet.
 func checkTCPSegment(t *testing.T, p []byte) (seq uint32, flags uint8, payload []byte) {
 	t.Helper()
-	if refChecksum(p[:20]) != 0 {
+	if encap.Checksum(p[:20]) != 0 {
 		t.Fatal("outer IPv4 checksum wrong")
 	}
 	if int(binary.BigEndian.Uint16(p[2:])) != len(p) || int(binary.BigEndian.Uint16(p[24:])) != len(p)-20 {
 		t.Fatal("outer lengths wrong")
 	}
-	ip := p[innerIPAt:]
-	if refChecksum(ip[:20]) != 0 || int(binary.BigEndian.Uint16(ip[2:])) != len(p)-innerIPAt {
+	ip := p[encap.InnerIPAt:]
+	if encap.Checksum(ip[:20]) != 0 || int(binary.BigEndian.Uint16(ip[2:])) != len(p)-encap.InnerIPAt {
 		t.Fatal("inner IPv4 header wrong")
 	}
-	tcp := p[innerL4At:]
+	tcp := p[encap.InnerL4At:]
 	var ph [12]byte
 	copy(ph[:8], ip[12:20])
 	ph[9] = 6
 	binary.BigEndian.PutUint16(ph[10:], uint16(len(tcp)))
-	if refChecksum(append(ph[:], tcp...)) != 0 {
+	if encap.Checksum(append(ph[:], tcp...)) != 0 {
 		t.Fatal("inner TCP checksum wrong")
 	}
 	return binary.BigEndian.Uint32(tcp[4:]), tcp[13], tcp[int(tcp[12]>>4)*4:]
@@ -90,7 +87,7 @@ func TestSplitVXLAN(t *testing.T) {
 	}
 	super := vxlanTCP(payload, 1000, tcpFlagACK|tcpFlagPSH|tcpFlagFIN, true)
 	h := vnetHdr{flags: vnetFlagNeedsCsum, gsoType: vnetGSOTunnelV4 | vnetGSOTCPv4, gsoSize: testMSS,
-		hdrLen: innerL4At + 32, csumStart: innerL4At, csumOffset: 16}
+		hdrLen: encap.InnerL4At + 32, csumStart: encap.InnerL4At, csumOffset: 16}
 	bufs := make([][]byte, 8)
 	for i := range bufs {
 		bufs[i] = make([]byte, 16+2000)
@@ -143,7 +140,7 @@ func pipeTUN(t *testing.T) (*vxlanTUN, *os.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &vxlanTUN{raw: sc, tunnelGSO: true, gsoHdr: make([]byte, vnetHdrLen+innerL4At+60)}, r
+	return &vxlanTUN{raw: sc, tunnelGSO: true, gsoHdr: make([]byte, vnetHdrLen+encap.InnerL4At+60)}, r
 }
 
 func TestWriteCoalescesOneFlow(t *testing.T) {
@@ -168,33 +165,33 @@ func TestWriteCoalescesOneFlow(t *testing.T) {
 	if w != 1 {
 		t.Fatalf("%d writes for one flow's 5 segments, want 1", w)
 	}
-	want := vnetHdrLen + innerL4At + 32 + len(payload)
+	want := vnetHdrLen + encap.InnerL4At + 32 + len(payload)
 	frame := make([]byte, want)
 	if _, err := io.ReadFull(r, frame); err != nil {
 		t.Fatal(err)
 	}
 	var h vnetHdr
 	h.decode(frame)
-	if h.gsoType != vnetGSOTCPv4 || h.gsoSize != testMSS || h.csumStart != innerL4At || h.csumOffset != 16 ||
-		h.flags != vnetFlagNeedsCsum || int(h.hdrLen) != innerL4At+32 {
+	if h.gsoType != vnetGSOTCPv4 || h.gsoSize != testMSS || h.csumStart != encap.InnerL4At || h.csumOffset != 16 ||
+		h.flags != vnetFlagNeedsCsum || int(h.hdrLen) != encap.InnerL4At+32 {
 		t.Fatalf("virtio-net header %+v", h)
 	}
 	pkt := frame[vnetHdrLen:]
-	if refChecksum(pkt[:20]) != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
+	if encap.Checksum(pkt[:20]) != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) {
 		t.Fatal("outer header of the coalesced packet wrong")
 	}
-	ip := pkt[innerIPAt:]
-	if refChecksum(ip[:20]) != 0 || int(binary.BigEndian.Uint16(ip[2:])) != len(pkt)-innerIPAt {
+	ip := pkt[encap.InnerIPAt:]
+	if encap.Checksum(ip[:20]) != 0 || int(binary.BigEndian.Uint16(ip[2:])) != len(pkt)-encap.InnerIPAt {
 		t.Fatal("inner IPv4 header of the coalesced packet wrong")
 	}
-	tcp := pkt[innerL4At:]
+	tcp := pkt[encap.InnerL4At:]
 	if tcp[13]&tcpFlagPSH == 0 {
 		t.Error("PSH of the last segment lost")
 	}
 	// CHECKSUM_PARTIAL: completing the sum over the segment gives a valid
 	// checksum.
-	if err := finishChecksum(pkt, innerL4At, 16); err != nil {
-		t.Fatal(err)
+	if !encap.CompletePartial(pkt, encap.InnerL4At, 16) {
+		t.Fatal("checksum field outside the packet")
 	}
 	checkTCPSegment(t, pkt)
 	if !bytes.Equal(tcp[32:], payload) {
@@ -302,8 +299,8 @@ func FuzzParseGRO(f *testing.F) {
 		if !ok {
 			return
 		}
-		if g.payload <= 0 || innerL4At+g.tcpLen+g.payload != len(pkt) {
-			t.Fatalf("accepted %d bytes as %d+%d+%d", len(pkt), innerL4At, g.tcpLen, g.payload)
+		if g.payload <= 0 || encap.InnerL4At+g.tcpLen+g.payload != len(pkt) {
+			t.Fatalf("accepted %d bytes as %d+%d+%d", len(pkt), encap.InnerL4At, g.tcpLen, g.payload)
 		}
 	})
 }
@@ -325,7 +322,7 @@ func TestSplitVXLANPartialChecksum(t *testing.T) {
 	}
 	super := vxlanTCP(payload, 77, tcpFlagACK|tcpFlagPSH, false)
 	h := vnetHdr{flags: vnetFlagNeedsCsum, gsoType: vnetGSOTunnelV4 | vnetGSOTCPv4, gsoSize: testMSS,
-		hdrLen: innerL4At + 32, csumStart: innerL4At, csumOffset: 16}
+		hdrLen: encap.InnerL4At + 32, csumStart: encap.InnerL4At, csumOffset: 16}
 	mk := func() ([][]byte, []int) {
 		bufs := make([][]byte, 8)
 		for i := range bufs {
@@ -351,8 +348,8 @@ func TestSplitVXLANPartialChecksum(t *testing.T) {
 		if bytes.Equal(f, p) {
 			t.Fatalf("segment %d: partial split summed the payload", i)
 		}
-		if err := finishChecksum(p, at, 16); err != nil {
-			t.Fatal(err)
+		if !encap.CompletePartial(p, at, 16) {
+			t.Fatal("checksum field outside the packet")
 		}
 		if !bytes.Equal(f, p) {
 			t.Fatalf("segment %d: completed partial checksum differs from the full one", i)

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/vpcd/vpcd/encap"
 )
 
 // The TUN's virtio-net header: struct virtio_net_hdr_v1_hash_tunnel of
@@ -125,7 +127,7 @@ func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
 		return fail(fmt.Errorf("tunnel device %s: virtio-net header size: %w", name, err))
 	}
-	t := &vxlanTUN{name: name, mtu: mtu, events: make(chan tun.Event, 4), rbuf: make([]byte, vnetHdrLen+65536), gsoHdr: make([]byte, vnetHdrLen+innerL4At+60)}
+	t := &vxlanTUN{name: name, mtu: mtu, events: make(chan tun.Event, 4), rbuf: make([]byte, vnetHdrLen+65536), gsoHdr: make([]byte, vnetHdrLen+encap.InnerL4At+60)}
 	base := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
 		t.tunnelGSO = true
@@ -263,8 +265,8 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 			// An inner TCP checksum stays partial, as the split leaves
 			// it (the receiver completes it); anything else is summed.
 			if at, ok := innerTCP(pkt); !ok || int(h.csumStart) != at || h.csumOffset != 16 {
-				if err := finishChecksum(pkt, int(h.csumStart), int(h.csumOffset)); err != nil {
-					return 0, err
+				if !encap.CompletePartial(pkt, int(h.csumStart), int(h.csumOffset)) {
+					return 0, errMalformed
 				}
 			}
 		}
@@ -278,22 +280,6 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
-}
-
-// finishChecksum completes a CHECKSUM_PARTIAL packet: the field at
-// start+off holds the pseudo-header sum.
-func finishChecksum(pkt []byte, start, off int) error {
-	at := start + off
-	if start >= len(pkt) || at+2 > len(pkt) {
-		return errMalformed
-	}
-	initial := binary.BigEndian.Uint16(pkt[at:])
-	pkt[at], pkt[at+1] = 0, 0
-	var seed [2]byte
-	binary.BigEndian.PutUint16(seed[:], initial)
-	sum := csumAdd(csumAdd(0, seed[:]), pkt[start:])
-	binary.BigEndian.PutUint16(pkt[at:], csumFold(sum))
-	return nil
 }
 
 // Write hands decrypted packets to the kernel. Runs of segments of one
@@ -379,8 +365,8 @@ func (t *vxlanTUN) writev(iov [][]byte) error {
 func (t *vxlanTUN) writeOne(pkt []byte) error {
 	var hdr [vnetHdrLen]byte
 	if at, ok := innerTCP(pkt); ok {
-		ip := pkt[innerIPAt:]
-		binary.BigEndian.PutUint16(pkt[at+16:], pseudoPartial(pseudoBase(ip[12:16], ip[16:20], 6), len(pkt)-at))
+		ip := pkt[encap.InnerIPAt:]
+		binary.BigEndian.PutUint16(pkt[at+16:], encap.PseudoPartial(encap.PseudoBase(ip[12:16], ip[16:20], encap.ProtoTCP), len(pkt)-at))
 		hdr[0] = vnetFlagNeedsCsum
 		binary.LittleEndian.PutUint16(hdr[6:], uint16(at))
 		binary.LittleEndian.PutUint16(hdr[8:], 16)
@@ -394,18 +380,19 @@ func (t *vxlanTUN) writeOne(pkt []byte) error {
 // IPv4 TCP packet starts, with its header wholly in pkt and lengths that
 // agree with pkt's.
 func innerTCP(pkt []byte) (int, bool) {
-	if len(pkt) < innerIPAt+20 || pkt[0] != 0x45 || pkt[9] != 17 ||
+	if len(pkt) < encap.InnerL4At || pkt[0] != 0x45 || pkt[9] != encap.ProtoUDP ||
 		binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) ||
-		binary.BigEndian.Uint16(pkt[22:]) != 4789 || binary.BigEndian.Uint16(pkt[outerLen+12:]) != 0x0800 {
+		binary.BigEndian.Uint16(pkt[encap.OuterUDPAt+2:]) != encap.VXLANPort ||
+		binary.BigEndian.Uint16(pkt[encap.InnerEthAt+12:]) != encap.EtherTypeIPv4 {
 		return 0, false
 	}
-	ip := pkt[innerIPAt:]
+	ip := pkt[encap.InnerIPAt:]
 	ihl := int(ip[0]&0x0f) * 4
-	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != 6 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 ||
-		innerIPAt+int(binary.BigEndian.Uint16(ip[2:])) != len(pkt) {
+	if ip[0]>>4 != 4 || ihl < 20 || ip[9] != encap.ProtoTCP || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 ||
+		encap.InnerIPAt+int(binary.BigEndian.Uint16(ip[2:])) != len(pkt) {
 		return 0, false
 	}
-	at := innerIPAt + ihl
+	at := encap.InnerIPAt + ihl
 	if at+20 > len(pkt) {
 		return 0, false
 	}
@@ -416,7 +403,7 @@ func innerTCP(pkt []byte) (int, bool) {
 // the first packet's headers, fixed up for the total length, then every
 // segment's payload straight from wireguard-go's buffers.
 func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, total int, psh uint8) error {
-	hl := innerL4At + head.tcpLen
+	hl := encap.InnerL4At + head.tcpLen
 	hdr := t.gsoHdr[:vnetHdrLen+hl]
 	v, h := hdr[:vnetHdrLen], hdr[vnetHdrLen:]
 	clear(v)
@@ -424,16 +411,16 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 
 	binary.BigEndian.PutUint16(h[2:], uint16(total))
 	h[10], h[11] = 0, 0
-	binary.BigEndian.PutUint16(h[10:], checksum(h[:20]))
-	binary.BigEndian.PutUint16(h[24:], uint16(total-20))
-	ip := h[innerIPAt:]
-	binary.BigEndian.PutUint16(ip[2:], uint16(total-innerIPAt))
+	binary.BigEndian.PutUint16(h[10:], encap.Checksum(h[:20]))
+	binary.BigEndian.PutUint16(h[encap.OuterUDPAt+4:], uint16(total-encap.OuterUDPAt))
+	ip := h[encap.InnerIPAt:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip[:20]))
-	tcp := h[innerL4At:]
+	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	tcp := h[encap.InnerL4At:]
 	tcp[13] |= psh
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum.
-	binary.BigEndian.PutUint16(tcp[16:], pseudoPartial(pseudoBase(ip[12:16], ip[16:20], 6), total-innerL4At))
+	binary.BigEndian.PutUint16(tcp[16:], encap.PseudoPartial(encap.PseudoBase(ip[12:16], ip[16:20], encap.ProtoTCP), total-encap.InnerL4At))
 
 	// Plain TCPv4 GSO whose transport header (csum_start) is the inner
 	// TCP header. The kernel takes it as is up to the tunnel program, whose
@@ -443,15 +430,15 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 	v[1] = vnetGSOTCPv4
 	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
 	binary.LittleEndian.PutUint16(v[4:], uint16(gsoSize))
-	binary.LittleEndian.PutUint16(v[6:], innerL4At)
+	binary.LittleEndian.PutUint16(v[6:], encap.InnerL4At)
 	binary.LittleEndian.PutUint16(v[8:], 16)
 
 	iov := t.iov[:0]
 	iov = append(iov, hdr)
 	for _, b := range bufs {
 		p := b[offset:]
-		tl := int(p[innerL4At+12]>>4) * 4
-		iov = append(iov, p[innerL4At+tl:])
+		tl := int(p[encap.InnerL4At+12]>>4) * 4
+		iov = append(iov, p[encap.InnerL4At+tl:])
 	}
 	t.iov = iov
 	return t.writev(iov)
