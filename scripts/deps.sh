@@ -3,8 +3,8 @@
 # when any is missing, and mounts bpffs when it is absent. Idempotent.
 set -euo pipefail
 
-packages=(iproute2 iputils-ping iperf3 tcpdump tshark wireguard-tools nfdump clang llvm libbpf-dev bpftool)
-tools=(ip ping iperf3 tcpdump tshark wg nfcapd nfdump clang llvm-strip bpftool)
+packages=(iproute2 iputils-ping iperf3 tcpdump tshark wireguard-tools nfdump clang llvm libbpf-dev bpftool etcd-server etcd-client)
+tools=(ip ping iperf3 tcpdump tshark wg nfcapd nfdump clang llvm-strip bpftool etcd etcdctl)
 
 missing=0
 for t in "${tools[@]}"; do

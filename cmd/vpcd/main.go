@@ -1,5 +1,5 @@
 // Command vpcd is the VPC dataplane daemon and its tools: run, status,
-// keygen, validate, teardown, lab and demo (SPEC §1).
+// keygen, validate, teardown, lab and demo (SPEC §1), apply and get (§11).
 package main
 
 import (
@@ -24,6 +24,8 @@ func commands() []command {
 		{"monitor", "stream drops and flows from a running daemon", cmdMonitor},
 		{"keygen", "print a new WireGuard private key and its public key", cmdKeygen},
 		{"validate", "check a topology file", cmdValidate},
+		{"apply", "write a topology file's objects to etcd", cmdApply},
+		{"get", "list what etcd holds: hosts, vpcs, enis...", cmdGet},
 		{"teardown", "remove everything vpcd left on this host", cmdTeardown},
 		{"lab", "build and drive a whole topology in network namespaces", cmdLab},
 		{"demo", "build a built-in lab, send traffic, report, tear down", cmdDemo},
