@@ -201,11 +201,11 @@ func keyHex(b64 string) string {
 
 // missingHandshakes returns why host's tunnel is not yet complete, or "".
 func missingHandshakes(t *topology.Topology, hs *hostState) string {
-	peers, err := ReadPeers(hs.UAPI)
+	peers, err := tunnel.ReadPeers(hs.UAPI)
 	if err != nil {
 		return fmt.Sprintf("%s: %v", hs.Name, err)
 	}
-	byKey := map[string]PeerState{}
+	byKey := map[string]tunnel.UAPIPeer{}
 	for _, p := range peers {
 		byKey[p.PublicKeyHex] = p
 	}

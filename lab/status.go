@@ -6,6 +6,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/vpcd/vpcd/tunnel"
 )
 
 // summary prints what Up made.
@@ -118,7 +120,7 @@ func (l *Lab) Status(w io.Writer) error {
 	now := time.Now()
 	for i := range st.Hosts {
 		hs := &st.Hosts[i]
-		peers, err := ReadPeers(hs.UAPI)
+		peers, err := tunnel.ReadPeers(hs.UAPI)
 		if err != nil {
 			fmt.Fprintf(tw, "%s\t(tunnel %s unreadable: %s)\t\t\t\t\n", hs.Name, hs.Device, shortErr(err))
 			continue

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -302,14 +301,6 @@ func FuzzParseGRO(f *testing.F) {
 		if g.payload <= 0 || encap.InnerL4At+g.tcpLen+g.payload != len(pkt) {
 			t.Fatalf("accepted %d bytes as %d+%d+%d", len(pkt), encap.InnerL4At, g.tcpLen, g.payload)
 		}
-	})
-}
-
-// FuzzParsePeers: a UAPI answer of any shape parses without panicking.
-func FuzzParsePeers(f *testing.F) {
-	f.Add("public_key=" + strings.Repeat("01", 32) + "\nendpoint=198.18.0.12:51820\nlast_handshake_time_sec=5\nrx_bytes=1\n")
-	f.Fuzz(func(t *testing.T, s string) {
-		parsePeers(s, func(Key) string { return "" })
 	})
 }
 

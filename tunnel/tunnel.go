@@ -6,7 +6,6 @@
 package tunnel
 
 import (
-	"bufio"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -329,70 +326,6 @@ type PeerStatus struct {
 	LastHandshake time.Time `json:"last_handshake"`
 	RxBytes       uint64    `json:"rx_bytes"`
 	TxBytes       uint64    `json:"tx_bytes"`
-}
-
-// Peers reads the peers' state from the device.
-func (t *Tunnel) Peers() ([]PeerStatus, error) {
-	s, err := t.dev.IpcGet()
-	if err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	names := t.peers
-	t.mu.Unlock()
-	return parsePeers(s, func(pub Key) string { return names[pub] }), nil
-}
-
-// parsePeers reads the peer sections of a UAPI "get" answer. Private and
-// preshared keys in it are skipped.
-func parsePeers(s string, name func(Key) string) []PeerStatus {
-	var out []PeerStatus
-	var cur *PeerStatus
-	var sec, nsec int64
-	flush := func() {
-		if cur != nil {
-			if sec > 0 || nsec > 0 {
-				cur.LastHandshake = time.Unix(sec, nsec)
-			}
-			out = append(out, *cur)
-		}
-	}
-	sc := bufio.NewScanner(strings.NewReader(s))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "public_key":
-			flush()
-			var pub Key
-			if b, err := hex.DecodeString(v); err == nil && len(b) == 32 {
-				copy(pub[:], b)
-			}
-			cur = &PeerStatus{PublicKey: pub.String(), Name: name(pub)}
-			sec, nsec = 0, 0
-		case "endpoint":
-			if cur != nil {
-				cur.Endpoint = v
-			}
-		case "last_handshake_time_sec":
-			sec, _ = strconv.ParseInt(v, 10, 64)
-		case "last_handshake_time_nsec":
-			nsec, _ = strconv.ParseInt(v, 10, 64)
-		case "rx_bytes":
-			if cur != nil {
-				cur.RxBytes, _ = strconv.ParseUint(v, 10, 64)
-			}
-		case "tx_bytes":
-			if cur != nil {
-				cur.TxBytes, _ = strconv.ParseUint(v, 10, 64)
-			}
-		}
-	}
-	flush()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }
 
 // DeviceCounters reports the tunnel device's batching: system calls and

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestKeyRoundTrip(t *testing.T) {
@@ -46,29 +45,6 @@ func TestLoadOrCreateKeyMode(t *testing.T) {
 	os.Chmod(filepath.Join(dir, PrivateKeyFile), 0o644)
 	if _, err := LoadOrCreateKey(dir); err == nil || !strings.Contains(err.Error(), "0600") {
 		t.Fatalf("world-readable key accepted: %v", err)
-	}
-}
-
-func TestParsePeers(t *testing.T) {
-	var pub Key
-	pub[0] = 1
-	get := "private_key=aa\nlisten_port=51820\npublic_key=" + hexKey(pub) +
-		"\npreshared_key=bb\nendpoint=198.18.0.12:51820\nlast_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\nrx_bytes=10\ntx_bytes=20\nerrno=0\n"
-	ps := parsePeers(get, func(k Key) string {
-		if k == pub {
-			return "host-b"
-		}
-		return ""
-	})
-	if len(ps) != 1 {
-		t.Fatalf("got %d peers", len(ps))
-	}
-	p := ps[0]
-	if p.Name != "host-b" || p.Endpoint != "198.18.0.12:51820" || p.RxBytes != 10 || p.TxBytes != 20 {
-		t.Fatalf("peer %+v", p)
-	}
-	if !p.LastHandshake.Equal(time.Unix(1700000000, 5)) {
-		t.Fatalf("handshake %v", p.LastHandshake)
 	}
 }
 

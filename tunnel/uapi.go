@@ -1,21 +1,27 @@
-package lab
+package tunnel
 
 import (
 	"bufio"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// uapiTimeout bounds one UAPI exchange.
+// The WireGuard cross-platform UAPI "get" reply, read from a device's UAPI
+// socket (the lab, for any host's daemon) or from the device itself
+// (Tunnel.Peers): one parser for both.
+
+// uapiTimeout bounds one UAPI exchange over a socket.
 const uapiTimeout = 2 * time.Second
 
-// PeerState is what a WireGuard device reports about one of its peers.
-type PeerState struct {
+// UAPIPeer is what a WireGuard device reports about one of its peers.
+type UAPIPeer struct {
 	PublicKeyHex  string    // the peer's public key, hex as in the UAPI
 	LastHandshake time.Time // zero when the peer never completed a handshake
 	RxBytes       uint64
@@ -24,7 +30,7 @@ type PeerState struct {
 }
 
 // HasHandshake reports whether the peer has completed a handshake.
-func (p PeerState) HasHandshake() bool { return !p.LastHandshake.IsZero() }
+func (p UAPIPeer) HasHandshake() bool { return !p.LastHandshake.IsZero() }
 
 // ReadPeers asks the WireGuard device listening on the UAPI socket sock
 // (e.g. /var/run/wireguard/wg-host-a.sock) for its peers. The socket is a
@@ -32,7 +38,7 @@ func (p PeerState) HasHandshake() bool { return !p.LastHandshake.IsZero() }
 //
 // The device's own private key, which the reply also carries, is skipped and
 // never appears in a returned value or error.
-func ReadPeers(sock string) ([]PeerState, error) {
+func ReadPeers(sock string) ([]UAPIPeer, error) {
 	c, err := net.DialTimeout("unix", sock, uapiTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("wireguard uapi %s: %w", sock, err)
@@ -44,25 +50,30 @@ func ReadPeers(sock string) ([]PeerState, error) {
 	if _, err := io.WriteString(c, "get=1\n\n"); err != nil {
 		return nil, fmt.Errorf("wireguard uapi %s: %w", sock, err)
 	}
-	peers, err := parsePeers(c)
+	peers, err := ParsePeers(c)
 	if err != nil {
 		return nil, fmt.Errorf("wireguard uapi %s: %w", sock, err)
 	}
 	return peers, nil
 }
 
-// parsePeers reads a UAPI "get" reply up to its terminating empty line.
-func parsePeers(r io.Reader) ([]PeerState, error) {
+// ParsePeers reads a UAPI "get" reply up to its terminating empty line and
+// returns its peers in the reply's order. Device keys (private_key,
+// listen_port, ...) and peer keys it does not report are skipped; a line
+// without '=', a bad number, a peer key before any public_key, errno other
+// than 0 or a reply that ends before its empty line are errors, none of
+// which quotes a line of the reply (it could be a key).
+func ParsePeers(r io.Reader) ([]UAPIPeer, error) {
 	var (
-		peers     []PeerState
-		cur       *PeerState
+		peers     []UAPIPeer
+		cur       *UAPIPeer
 		sec, nsec int64
 	)
 	finish := func() {
 		if cur == nil {
 			return
 		}
-		if sec > 0 {
+		if sec > 0 || nsec > 0 {
 			cur.LastHandshake = time.Unix(sec, nsec)
 		}
 		peers = append(peers, *cur)
@@ -77,14 +88,13 @@ func parsePeers(r io.Reader) ([]PeerState, error) {
 		}
 		key, val, ok := strings.Cut(line, "=")
 		if !ok {
-			// Never quote the line: it could be a key.
 			return nil, errors.New("malformed reply line (no '=')")
 		}
 		var err error
 		switch key {
 		case "public_key":
 			finish()
-			cur = &PeerState{PublicKeyHex: val}
+			cur = &UAPIPeer{PublicKeyHex: val}
 		case "errno":
 			if val != "0" {
 				return nil, fmt.Errorf("device returned errno=%s", val)
@@ -114,4 +124,38 @@ func parsePeers(r io.Reader) ([]PeerState, error) {
 		return nil, err
 	}
 	return nil, errors.New("reply ended before its empty line")
+}
+
+// Peers reads the peers' state from the device, sorted by name.
+func (t *Tunnel) Peers() ([]PeerStatus, error) {
+	s, err := t.dev.IpcGet()
+	if err != nil {
+		return nil, err
+	}
+	// IpcGet gives the reply without the empty line that ends it on a
+	// socket.
+	ps, err := ParsePeers(strings.NewReader(s + "\n"))
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	names := t.peers
+	t.mu.Unlock()
+	return peerStatus(ps, func(pub Key) string { return names[pub] }), nil
+}
+
+// peerStatus turns a device's peers into what `vpcd status` shows, named
+// by name and sorted by name.
+func peerStatus(ps []UAPIPeer, name func(Key) string) []PeerStatus {
+	var out []PeerStatus
+	for _, p := range ps {
+		var pub Key
+		if b, err := hex.DecodeString(p.PublicKeyHex); err == nil && len(b) == len(pub) {
+			copy(pub[:], b)
+		}
+		out = append(out, PeerStatus{Name: name(pub), PublicKey: pub.String(), Endpoint: p.Endpoint,
+			LastHandshake: p.LastHandshake, RxBytes: p.RxBytes, TxBytes: p.TxBytes})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
