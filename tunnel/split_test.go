@@ -222,27 +222,35 @@ func TestWriteDoesNotCoalesceAcrossGaps(t *testing.T) {
 	}
 }
 
-// TestReadDrainsQueuedFrames: one Read returns every frame already queued
-// (ACKs arrive one frame each), not one frame per call.
-func TestReadDrainsQueuedFrames(t *testing.T) {
+// seqpacketTUN is a draining vxlanTUN with the given MTU that reads its
+// frames (virtio-net header first) from a socket pair, as from a TUN's
+// queue; kernel is the other end, for the test to write frames to.
+func seqpacketTUN(t *testing.T, mtu int) (vt *vxlanTUN, kernel int) {
+	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fds[1])
+	t.Cleanup(func() { unix.Close(fds[1]) })
 	unix.SetNonblock(fds[0], true)
 	f := os.NewFile(uintptr(fds[0]), "seqpacket")
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
 	sc, err := f.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	vt := &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, rbuf: make([]byte, vnetHdrLen+65536)}
+	return &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, mtu: mtu, rbuf: make([]byte, vnetHdrLen+65536)}, fds[1]
+}
+
+// TestReadDrainsQueuedFrames: one Read returns every frame already queued
+// (ACKs arrive one frame each), not one frame per call.
+func TestReadDrainsQueuedFrames(t *testing.T) {
+	vt, kernel := seqpacketTUN(t, 0)
 	var want [][]byte
 	for i := 0; i < 3; i++ {
 		pkt := vxlanTCP(nil, uint32(i), tcpFlagACK, false)
 		want = append(want, pkt)
-		if _, err := unix.Write(fds[1], append(make([]byte, vnetHdrLen), pkt...)); err != nil {
+		if _, err := unix.Write(kernel, append(make([]byte, vnetHdrLen), pkt...)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"bytes"
-	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -12,20 +11,8 @@ import (
 // its place in the queue, so wireguard-go never puts it into one UDP GSO
 // send with others (the kernel would refuse the whole send).
 func TestReadOversizeAlone(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fds[1])
-	unix.SetNonblock(fds[0], true)
-	f := os.NewFile(uintptr(fds[0]), "seqpacket")
-	defer f.Close()
-	sc, err := f.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const mtu = 1440
-	vt := &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, mtu: mtu, rbuf: make([]byte, vnetHdrLen+65536)}
+	vt, kernel := seqpacketTUN(t, mtu)
 	small := func(i int) []byte { return vxlanTCP(make([]byte, 100), uint32(i), tcpFlagACK, false) }
 	big := func(i int) []byte { return vxlanTCP(make([]byte, 1500), uint32(i), tcpFlagACK, false) }
 	if n := len(big(0)); n <= mtu {
@@ -33,7 +20,7 @@ func TestReadOversizeAlone(t *testing.T) {
 	}
 	queue := [][]byte{small(0), small(1), big(2), small(3), big(4), big(5)}
 	for _, pkt := range queue {
-		if _, err := unix.Write(fds[1], append(make([]byte, vnetHdrLen), pkt...)); err != nil {
+		if _, err := unix.Write(kernel, append(make([]byte, vnetHdrLen), pkt...)); err != nil {
 			t.Fatal(err)
 		}
 	}
