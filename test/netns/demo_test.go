@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // TestDemo runs `vpcd demo` as a user would and checks that it reports
 // every expectation met and leaves nothing behind: no namespace, pin, lab
 // directory or daemon.
 func TestDemo(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, labNeeds)
 	start := time.Now()
 	var out bytes.Buffer
 	cmd := exec.Command(vpcdBinary, "demo", "--mib", "16")

@@ -2,6 +2,7 @@ package netns
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -55,6 +57,27 @@ func readFlowLogs(t *testing.T, dir string, hosts ...string) []flowRec {
 	return out
 }
 
+// awaitFlowLogIntervals waits until each host's daemon has ended two
+// intervals of flow log "all" since the call: the one in progress and the
+// next, so every packet sent before the call is in a record handed to the
+// destination. Each interval hands over a record per ENI at least (NODATA
+// when idle), so the records counter moves at every one.
+func awaitFlowLogIntervals(t *testing.T, l *lab.Lab, hosts ...string) {
+	t.Helper()
+	const series = `vpcd_flowlog_records_total{flow_log="all"}`
+	for _, h := range hosts {
+		last := metricValue(t, l, h, series)
+		for i := range 2 {
+			testkit.WaitFor(t, 10*time.Second, fmt.Sprintf("interval %d of %s's flow log to end", i+1, h), func() bool {
+				v := metricValue(t, l, h, series)
+				moved := v != last
+				last = v
+				return moved
+			})
+		}
+	}
+}
+
 // sum adds up the records that match, ORing tcp-flags.
 func sum(recs []flowRec, match func(flowRec) bool) (packets, bytes uint64, flags int, n int) {
 	for _, r := range recs {
@@ -71,8 +94,8 @@ func sum(recs []flowRec, match func(flowRec) bool) (packets, bytes uint64, flags
 
 // TestFlowLogs checks flow-log records with exact expectations.
 func TestFlowLogs(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vf", "flowlogs.yaml")
 	listen(t, l, "f2", "10.7.1.20:80")
 	listen(t, l, "f2", "10.7.1.20:81") // a listener the group does not let through
@@ -90,7 +113,7 @@ func TestFlowLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	time.Sleep(3500 * time.Millisecond) // two 1 s intervals end and are written
+	awaitFlowLogIntervals(t, l, "p", "q")
 	recs := readFlowLogs(t, l.Dir(), "p", "q")
 
 	t.Run("10 pings of 100 bytes: 10 packets, 1280 bytes at each ENI each way", func(t *testing.T) {
@@ -168,8 +191,8 @@ func TestFlowLogs(t *testing.T) {
 // within one drain: the loss must show as SKIPDATA records and a non-zero
 // lost counter, and the host must go on forwarding and answering.
 func TestFlowLogCapacity(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vc", "flowlogs.yaml")
 	// 60,000 UDP packets from f1 to f3, both on host p, each to its own
 	// port: every one is a flow at f1 (egress) and at f3 (ingress), so
@@ -191,14 +214,14 @@ func TestFlowLogCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	var lost string
-	ok := eventually(10*time.Second, func() bool {
+	ok := testkit.Eventually(10*time.Second, func() bool {
 		lost = metricValue(t, l, "p", `vpcd_flowlog_records_lost_total{flow_log="all"}`)
 		return lost != "" && lost != "0"
 	})
 	if !ok {
 		t.Fatalf("vpcd_flowlog_records_lost_total is %q after overflowing the flow table", lost)
 	}
-	time.Sleep(2500 * time.Millisecond)
+	awaitFlowLogIntervals(t, l, "p")
 	recs := readFlowLogs(t, l.Dir(), "p")
 	if _, _, _, n := sum(recs, func(r flowRec) bool { return r.status == "SKIPDATA" }); n == 0 {
 		t.Error("no SKIPDATA record although flows were lost")
@@ -215,8 +238,8 @@ func TestFlowLogCapacity(t *testing.T) {
 // TestFlowLogIPFIX exports flow logs over IPFIX to nfdump's collector,
 // nfcapd, running in a host's namespace, and reads them back with nfdump.
 func TestFlowLogIPFIX(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping", "nfcapd", "nfdump")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping", "nfcapd", "nfdump")
 	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -226,11 +249,11 @@ func TestFlowLogIPFIX(t *testing.T) {
 	l := upLab(t, "vi", topo)
 	dir := t.TempDir()
 	collector := startIn(t, l, lab.Host, "p", "nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "9995", "-t", "60")
-	if !eventually(5*time.Second, func() bool { return strings.Contains(collector.out.String(), "Startup") }) {
+	if !testkit.Eventually(5*time.Second, func() bool { return strings.Contains(collector.out.String(), "Startup") }) {
 		t.Fatalf("nfcapd did not start: %s", collector.out.String())
 	}
 	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "5", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
-	time.Sleep(3 * time.Second)                               // the intervals end and are exported
+	awaitFlowLogIntervals(t, l, "p")
 	t.Logf("nfcapd: %s", collector.stopWith(syscall.SIGTERM)) // SIGTERM writes the file out
 	out, err := exec.Command("nfdump", "-R", dir, "-q", "-N", "-o", "fmt:%sa %da %pr %pkt %byt").CombinedOutput()
 	if err != nil {
@@ -255,8 +278,8 @@ func TestFlowLogIPFIX(t *testing.T) {
 // TestFlowLogFlushOnStop: SIGTERM flushes the interval in progress, so a
 // daemon stopped mid-interval loses no records.
 func TestFlowLogFlushOnStop(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +288,10 @@ func TestFlowLogFlushOnStop(t *testing.T) {
 	os.WriteFile(topo, []byte(strings.Replace(string(src), "aggregation_interval: 1s", "aggregation_interval: 600s", 1)), 0o600)
 	l := upLab(t, "vt2", topo)
 	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "4", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
-	time.Sleep(1500 * time.Millisecond) // one drain takes the counters
+	// Not a wait for a result: lets a periodic drain (every second) take
+	// the counters from the datapath, so that the flush on stop must
+	// carry what the aggregator holds, not only what its last drain reads.
+	time.Sleep(1500 * time.Millisecond)
 	if err := l.Stop("p"); err != nil {
 		t.Fatal(err)
 	}
@@ -285,8 +311,8 @@ func TestFlowLogFlushOnStop(t *testing.T) {
 // flood carries on, the other ENI of the host still opens connections, and
 // the table's LRU never has to evict anything.
 func TestConntrackFull(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "h5ct", "flowlogs.yaml")
 	const limit = 262144 / 2
 	running := pingLoss(t, l, "f1", "10.7.1.20", 40, 200*time.Millisecond)
@@ -312,7 +338,7 @@ func TestConntrackFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	var refused, entries, most string
-	ok := eventually(10*time.Second, func() bool {
+	ok := testkit.Eventually(10*time.Second, func() bool {
 		refused = metricValue(t, l, "p", `vpcd_eni_conntrack_allowance_drops_total{eni="f1"}`)
 		entries = metricValue(t, l, "p", `vpcd_eni_conntrack_entries{eni="f1"}`)
 		most = metricValue(t, l, "p", `vpcd_eni_max_connections{eni="f1"}`)

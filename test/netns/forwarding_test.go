@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -20,8 +21,8 @@ import (
 // and two VPCs that both use 10.0.0.0/16 (testdata/three-hosts.yaml), with
 // a capture on the rack bridge for the whole run.
 func TestVPC(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping", "iperf3", "tcpdump", "tshark", "wg")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping", "iperf3", "tcpdump", "tshark", "wg")
 	l := upLab(t, "vt", "three-hosts.yaml")
 	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
 
@@ -72,7 +73,7 @@ func TestVPC(t *testing.T) {
 	t.Run("iperf3 TCP at MTU 1500 across hosts", func(t *testing.T) {
 		before := eniCounters(t, l, "h1", "b1")
 		srv := startIn(t, l, lab.ENI, "b3", "iperf3", "-s", "-1")
-		time.Sleep(300 * time.Millisecond)
+		awaitListening(t, l, "b3", 5201)
 		out := mustRun(t, l, lab.ENI, "b1", "iperf3", "-c", "10.0.1.12", "-n", "50M")
 		srv.stop()
 		if !strings.Contains(out, "receiver") {
@@ -83,8 +84,11 @@ func TestVPC(t *testing.T) {
 		// super-packets would give some 40 times fewer packets). iperf3
 		// may close before the last of its 50 MiB leave, so the bound on
 		// bytes is looser.
-		time.Sleep(500 * time.Millisecond)
-		after := eniCounters(t, l, "h1", "b1")
+		var after [2]uint64
+		testkit.Eventually(5*time.Second, func() bool {
+			after = eniCounters(t, l, "h1", "b1")
+			return after[1]-before[1] >= 45<<20
+		})
 		pkts, bytes := after[0]-before[0], after[1]-before[1]
 		if bytes < 45<<20 || pkts*1390 < bytes {
 			t.Errorf("b1 egress counted %d packets, %d bytes: want >= 45 MiB in packets of at most 1390 bytes", pkts, bytes)
@@ -92,7 +96,7 @@ func TestVPC(t *testing.T) {
 	})
 	t.Run("iperf3 TCP on one host", func(t *testing.T) {
 		srv := startIn(t, l, lab.ENI, "b2", "iperf3", "-s", "-1")
-		time.Sleep(300 * time.Millisecond)
+		awaitListening(t, l, "b2", 5201)
 		mustRun(t, l, lab.ENI, "b1", "iperf3", "-c", "10.0.1.11", "-n", "200M")
 		srv.stop()
 	})
@@ -138,7 +142,7 @@ func TestVPC(t *testing.T) {
 		before := drops(t, l, "h1")["source_check"]
 		sendRaw(t, l, "b1", net.HardwareAddr{0x02, 0, 0x0a, 0, 1, 0x0a}, netip.MustParseAddr("10.0.1.99"), netip.MustParseAddr("10.0.1.12"))
 		sendRaw(t, l, "b1", net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}, netip.MustParseAddr("10.0.1.10"), netip.MustParseAddr("10.0.1.12"))
-		if !eventually(3*time.Second, func() bool { return drops(t, l, "h1")["source_check"] >= before+2 }) {
+		if !testkit.Eventually(3*time.Second, func() bool { return drops(t, l, "h1")["source_check"] >= before+2 }) {
 			t.Fatalf("source_check drops %d, want %d", drops(t, l, "h1")["source_check"], before+2)
 		}
 	})
@@ -183,7 +187,7 @@ func TestVPC(t *testing.T) {
 		if err := l.Start(t.Context(), "h2"); err != nil {
 			t.Fatal(err)
 		}
-		if !eventually(10*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
 			t.Fatal("cross-host traffic did not come back after the daemon restarted")
 		}
 	})
@@ -233,6 +237,14 @@ func sendRaw(t *testing.T, l *lab.Lab, eni string, srcMAC net.HardwareAddr, src,
 	icmp := frame[34:]
 	icmp[0] = 8
 	binary.BigEndian.PutUint16(icmp[2:], inetChecksum(icmp))
+	sendFrames(t, l, eni, 0, frame, 1)
+}
+
+// sendFrames sends frame n times from an ENI's eth0 through a packet
+// socket; proto is the link-layer protocol of the address, in network
+// byte order.
+func sendFrames(t *testing.T, l *lab.Lab, eni string, proto uint16, frame []byte, n int) {
+	t.Helper()
 	err := l.Do(lab.ENI, eni, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
@@ -243,10 +255,16 @@ func sendRaw(t *testing.T, l *lab.Lab, eni string, srcMAC net.HardwareAddr, src,
 			return err
 		}
 		defer unix.Close(fd)
-		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6})
+		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: proto, Halen: 6}
+		for range n {
+			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		t.Fatalf("send raw frame from %s: %v", eni, err)
+		t.Fatalf("send raw frames from %s: %v", eni, err)
 	}
 }
 

@@ -10,11 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -43,22 +45,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: builds network namespaces and loads eBPF programs")
-	}
-}
-
-// needTools fails (not skips) when a tool .ci/run installs is missing.
-func needTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (apt-get install it, as .ci/run does)", tool)
-		}
-	}
-}
+// labNeeds is why the tests here need root.
+const labNeeds = "builds network namespaces and loads eBPF programs"
 
 // upLab brings up a lab from a topology file under testdata and tears it
 // down when the test ends, on every path.
@@ -70,7 +58,7 @@ func upLab(t testing.TB, name, topo string) *lab.Lab {
 // upLabWith is upLab with extra flags for every daemon.
 func upLabWith(t testing.TB, name, topo string, daemonFlags ...string) *lab.Lab {
 	t.Helper()
-	needRoot(t)
+	testkit.NeedRoot(t, labNeeds)
 	lab.Down(name) // a lab a killed earlier run left behind
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -167,7 +155,9 @@ func (b *background) stopWith(sig syscall.Signal) string {
 	if b.cmd.Process == nil || b.cmd.ProcessState != nil {
 		return b.out.String()
 	}
-	// Let the last packets reach a capture before it stops.
+	// A grace for the last packets to reach a capture before it stops: a
+	// capture says what it got only once it has stopped, so there is
+	// nothing to poll, and callers do not know what to expect of it.
 	time.Sleep(300 * time.Millisecond)
 	b.cmd.Process.Signal(sig)
 	done := make(chan struct{})
@@ -189,12 +179,8 @@ func capture(t testing.TB, l *lab.Lab, kind lab.Kind, target, iface string) (*ba
 	// overflow the capture, or exact counts would be wrong.
 	b := startIn(t, l, kind, target, "tcpdump", "-i", iface, "-B", "32768", "--immediate-mode", "-U", "-n", "-w", path)
 	// tcpdump prints "listening on" once its socket is bound.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(b.out.String(), "listening on") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpdump on %s %s did not start: %s", target, iface, b.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Eventually(5*time.Second, func() bool { return strings.Contains(b.out.String(), "listening on") }) {
+		t.Fatalf("tcpdump on %s %s did not start: %s", target, iface, b.out.String())
 	}
 	return b, path
 }
@@ -227,16 +213,48 @@ func drops(t testing.TB, l *lab.Lab, host string) map[string]uint64 {
 	return st.Drops
 }
 
-// eventually retries cond until it holds or timeout passes.
-func eventually(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return true
+// awaitListening waits until a TCP socket listens on port in an ENI's
+// namespace: a server started in the background is ready for clients.
+func awaitListening(t testing.TB, l *lab.Lab, eni string, port int) {
+	t.Helper()
+	suffix := fmt.Sprintf(":%04X", port) // local_address is ADDR:PORT in hex
+	testkit.WaitFor(t, 5*time.Second, fmt.Sprintf("a listener on port %d in %s", port, eni), func() bool {
+		found := false
+		err := l.Do(lab.ENI, eni, func() error {
+			for _, table := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+				b, err := os.ReadFile(table)
+				if err != nil {
+					return err
+				}
+				for _, line := range strings.Split(string(b), "\n")[1:] {
+					f := strings.Fields(line)
+					if len(f) > 3 && strings.HasSuffix(f[1], suffix) && f[3] == "0A" { // 0A: LISTEN
+						found = true
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("sockets of %s: %v", eni, err)
 		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
+		return found
+	})
+}
+
+// pauseDaemon stops a host's daemon with SIGSTOP; resume lets it go on,
+// and runs when the test ends if the test has not called it.
+func pauseDaemon(t testing.TB, l *lab.Lab, host string) (resume func()) {
+	t.Helper()
+	pid := l.DaemonPID(host)
+	if pid <= 0 {
+		t.Fatalf("no daemon PID for host %s", host)
 	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	resume = func() { once.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }
+	t.Cleanup(resume)
+	return resume
 }

@@ -10,8 +10,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
-	"golang.org/x/sys/unix"
 )
 
 // udpListener receives datagrams inside an ENI's namespace; got returns
@@ -176,27 +176,8 @@ func TestVLANTaggedDropped(t *testing.T) {
 	before := drops(t, l, "fa")["unsupported"]
 	rxBefore := rxPackets(t, l, "f-a2", "eth0")
 	const n = 5
-	if err := l.Do(lab.ENI, "f-a1", func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Protocol: 0x0081} // ETH_P_8021Q, network order
-		for i := 0; i < n; i++ {
-			if err := unix.Sendto(fd, frame, 0, sa); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("send tagged frames from f-a1: %v", err)
-	}
-	if !eventually(10*time.Second, func() bool { return drops(t, l, "fa")["unsupported"]-before >= n }) {
+	sendFrames(t, l, "f-a1", 0x0081, frame, n) // ETH_P_8021Q, network order
+	if !testkit.Eventually(10*time.Second, func() bool { return drops(t, l, "fa")["unsupported"]-before >= n }) {
 		t.Errorf("host fa counted %d unsupported drops for %d tagged frames", drops(t, l, "fa")["unsupported"]-before, n)
 	}
 	if got := rxPackets(t, l, "f-a2", "eth0") - rxBefore; got >= n {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -37,7 +38,7 @@ func connsOf(t *testing.T, l *lab.Lab, host string) []string {
 // sorts first, and the daemon restarts. Every connection stays listed
 // under the ENI it belonged to, and the connections still carry data.
 func TestENIIdentityAcrossReloadAndRestart(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, labNeeds)
 	l := upLab(t, "h3id", "identity.yaml")
 	listen(t, l, "c", "10.31.1.12:7000")
 	listen(t, l, "b", "10.31.1.11:7001")
@@ -64,7 +65,7 @@ func TestENIIdentityAcrossReloadAndRestart(t *testing.T) {
 	if err := l.Apply(ctx, "testdata/identity-abc.yaml"); err != nil {
 		t.Fatalf("lab apply: %v", err)
 	}
-	if !eventually(10*time.Second, func() bool {
+	if !testkit.Eventually(10*time.Second, func() bool {
 		st, err := agent.QueryStatus(l.SocketPath("h"))
 		if err != nil {
 			return false

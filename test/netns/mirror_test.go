@@ -8,9 +8,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -19,8 +22,8 @@ import (
 // ENI "col" on m2 receives web's mirrored packets as VXLAN; p1's session
 // writes a pcap file.
 func TestMirror(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping", "tcpdump", "tshark")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping", "tcpdump", "tshark")
 	l := upLab(t, "mi", "mirror.yaml")
 	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
 
@@ -38,12 +41,14 @@ func TestMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { udp.Close() })
+	var received atomic.Uint64 // copies the collector took
 	go func() {
 		buf := make([]byte, 65536)
 		for {
 			if _, _, err := udp.ReadFrom(buf); err != nil {
 				return
 			}
+			received.Add(1)
 		}
 	}()
 
@@ -97,7 +102,26 @@ func TestMirror(t *testing.T) {
 	if !pingNone(t, l, "cl", "10.7.1.30", 1) {
 		t.Fatal("cl pinged the collector, whose group allows only UDP 4789")
 	}
-	time.Sleep(500 * time.Millisecond) // copies are polled every 20 ms
+	// The daemons read copies every 20 ms: wait until every copy the
+	// sessions sent to col has arrived there.
+	sentToCol := func() (n uint64) {
+		for _, h := range []string{"m1", "m2"} {
+			st, err := agent.QueryStatus(l.SocketPath(h))
+			if err != nil {
+				t.Fatalf("status of %s: %v", h, err)
+			}
+			for _, m := range st.Mirrors {
+				if m.Target == "eni:col" {
+					n += m.Packets
+				}
+			}
+		}
+		return n
+	}
+	testkit.WaitFor(t, 5*time.Second, "col to receive every mirror copy sent to it", func() bool {
+		sent := sentToCol()
+		return sent > 0 && received.Load() == sent
+	})
 	for _, c := range []*background{src, col} {
 		if out := c.stop(); !strings.Contains(out, "\n0 packets dropped by kernel") {
 			t.Fatalf("a capture lost packets; counts would be wrong:\n%s", out)
@@ -238,7 +262,7 @@ func TestMirror(t *testing.T) {
 	t.Run("mirror traffic never appears in flow logs", func(t *testing.T) {
 		path := filepath.Join(l.Dir(), "flows", "m2-col.log")
 		var log string
-		if !eventually(5*time.Second, func() bool {
+		if !testkit.Eventually(5*time.Second, func() bool {
 			b, _ := os.ReadFile(path)
 			log = string(b)
 			return strings.Contains(log, "10.7.1.20 10.7.1.30 0 0 1 REJECT")
@@ -265,7 +289,7 @@ func TestMirror(t *testing.T) {
 	})
 	t.Run("a pcap target holds both directions of ICMP and no ARP", func(t *testing.T) {
 		path := filepath.Join(l.Dir(), "mirror", "p1.pcap")
-		if !eventually(3*time.Second, func() bool {
+		if !testkit.Eventually(3*time.Second, func() bool {
 			return len(tshark(t, path, "icmp.type == 0 && ip.src == 10.7.1.11")) >= 3
 		}) {
 			t.Fatalf("pcap %s lacks the echo replies after 3 s", path)

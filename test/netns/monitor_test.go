@@ -9,14 +9,15 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // TestMonitor streams a daemon's events with `vpcd monitor --json` while
 // a connection is refused and pings pass: a drop with its reason and ENI,
 // and flow events, must appear; filters must hold.
 func TestMonitor(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vm", "flowlogs.yaml")
 	listen(t, l, "f2", "10.7.1.20:81")
 
@@ -42,15 +43,17 @@ func TestMonitor(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(500 * time.Millisecond) // the monitor subscribes
-	canConnect(l, "f1", "10.7.1.20:81")
-	ping(t, l, "f1", "10.7.1.20", 2)
-
+	// The monitor subscribes at some point after it starts: what happens
+	// before is not streamed. Traffic goes on until both kinds of event
+	// come through.
 	var drop, flow bool
-	ok := eventually(5*time.Second, func() bool {
+	seen := 0
+	ok := testkit.Eventually(15*time.Second, func() bool {
 		mu.Lock()
-		defer mu.Unlock()
-		for _, ev := range events {
+		fresh := events[seen:]
+		seen = len(events)
+		mu.Unlock()
+		for _, ev := range fresh {
 			if ev.ENI != "f2" {
 				t.Errorf("the --eni f2 filter let through %+v", ev)
 			}
@@ -61,7 +64,12 @@ func TestMonitor(t *testing.T) {
 				flow = true
 			}
 		}
-		return drop && flow
+		if drop && flow {
+			return true
+		}
+		canConnect(l, "f1", "10.7.1.20:81")
+		ping(t, l, "f1", "10.7.1.20", 2)
+		return false
 	})
 	if !ok {
 		mu.Lock()

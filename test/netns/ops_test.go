@@ -9,18 +9,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
 // TestOperations covers the tunnel's keys, the metrics endpoint, and
 // reloads through `lab apply` and through a broken file.
 func TestOperations(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping", "wg")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping", "wg")
 	l := upLab(t, "vo", "two-hosts.yaml")
 
 	t.Run("preshared key and private keys", func(t *testing.T) {
@@ -88,10 +88,10 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("detach by hand: %v", err)
 		}
 		start := time.Now()
-		if !eventually(5*time.Second, func() bool { return integrityFailures(t, l, "a", "detached") > 0 }) {
+		if !testkit.Eventually(5*time.Second, func() bool { return integrityFailures(t, l, "a", "detached") > 0 }) {
 			t.Fatal("the detached ENI program was not noticed within 5 s")
 		}
-		if !eventually(5*time.Second-time.Since(start), func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
+		if !testkit.Eventually(5*time.Second-time.Since(start), func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
 			t.Fatal("traffic did not come back within 5 s of the detach")
 		}
 		t.Logf("repaired and forwarding %.1fs after the detach", time.Since(start).Seconds())
@@ -111,7 +111,7 @@ func TestOperations(t *testing.T) {
 		if err := l.Apply(t.Context(), p); err != nil {
 			t.Fatalf("apply: %v", err)
 		}
-		if !eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.21", 1) }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.21", 1) }) {
 			t.Fatal("the applied ENI is not reachable within 10 s")
 		}
 		t.Logf("new ENI reachable %.1fs after apply", time.Since(start).Seconds())
@@ -130,7 +130,7 @@ func TestOperations(t *testing.T) {
 		good, _ := os.ReadFile(l.TopologyPath())
 		os.WriteFile(l.TopologyPath(), []byte("version: 1\nhosts: [\n"), 0o600)
 		defer os.WriteFile(l.TopologyPath(), good, 0o600)
-		if !eventually(10*time.Second, func() bool { return reloadErrors(t, l, "a") > before }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return reloadErrors(t, l, "a") > before }) {
 			t.Fatal("a broken topology file was not counted as a failed reload")
 		}
 		if !ping(t, l, "g-a1", "10.3.1.20", 2) || !ping(t, l, "g-a1", "10.3.1.21", 1) {
@@ -140,32 +140,19 @@ func TestOperations(t *testing.T) {
 	t.Run("a daemon that falls behind: tunnel queue drops are counted, traffic resumes", func(t *testing.T) {
 		var before float64
 		fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_dropped_total{direction="egress"}`), &before)
-		pid := l.DaemonPID("a")
-		if pid <= 0 {
-			t.Fatal("no daemon PID for host a")
-		}
 		// Stopped, the daemon reads nothing from the tunnel device, whose
 		// queue holds 500 packets: the rest of 1,500 is dropped there.
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		stopped := true
-		defer func() {
-			if stopped {
-				syscall.Kill(pid, syscall.SIGCONT)
-			}
-		}()
+		resume := pauseDaemon(t, l, "a")
 		run(t, l, lab.ENI, "g-a1", "ping", "-q", "-c", "1500", "-i", "0.0005", "-W", "1", "10.3.1.20")
-		syscall.Kill(pid, syscall.SIGCONT)
-		stopped = false
+		resume()
 		var after float64
-		if !eventually(10*time.Second, func() bool {
+		if !testkit.Eventually(10*time.Second, func() bool {
 			fmt.Sscan(metricValue(t, l, "a", `vpcd_tunnel_device_dropped_total{direction="egress"}`), &after)
 			return after-before >= 500
 		}) {
 			t.Fatalf("tunnel queue drops went from %v to %v while the daemon was stopped; want 500 or more", before, after)
 		}
-		if !eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
+		if !testkit.Eventually(10*time.Second, func() bool { return ping(t, l, "g-a1", "10.3.1.20", 1) }) {
 			t.Fatal("traffic did not resume after the daemon went on")
 		}
 		t.Logf("%v packets dropped at the tunnel device while the daemon was stopped", after-before)

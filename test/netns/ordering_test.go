@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 	"github.com/vpcd/vpcd/topology"
 )
@@ -67,16 +67,16 @@ func firstIs(progs []tcxProgram, name string) bool {
 // TestOrderingAndRemoval covers SPEC §10's "Ordering", "Removal fails
 // closed" and "Integrity repair restores first place" on one host.
 func TestOrderingAndRemoval(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping", "ip")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping", "ip")
 	l := upLab(t, "h2o", "ordering.yaml")
 	if !ping(t, l, "o-x1", "10.4.1.11", 2) {
 		t.Fatal("no traffic between the ENIs after lab up")
 	}
 
 	t.Run("a foreign tcx program put first is moved behind vpcd's and counted until then", func(t *testing.T) {
-		t.Run("ENI", func(t *testing.T) { foreignFirst(t, l, "vpc-o-x1", "eni_ingress") })
-		t.Run("tunnel", func(t *testing.T) { foreignFirst(t, l, "wg-a", "tunnel_ingress") })
+		t.Run("ENI", func(t *testing.T) { foreignFirst(t, l, "vpc-o-x1", "from_workload") })
+		t.Run("tunnel", func(t *testing.T) { foreignFirst(t, l, "wg-a", "from_tunnel") })
 	})
 
 	t.Run("a new ENI's interface carries nothing until its program is attached", func(t *testing.T) {
@@ -92,19 +92,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 		}
 		// With the daemon stopped, the lab builds the new ENI and
 		// nobody attaches its program yet.
-		pid := l.DaemonPID("a")
-		if pid <= 0 {
-			t.Fatal("no daemon PID for host a")
-		}
-		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		stopped := true
-		defer func() {
-			if stopped {
-				syscall.Kill(pid, syscall.SIGCONT)
-			}
-		}()
+		resume := pauseDaemon(t, l, "a")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := l.Apply(ctx, p); err != nil {
@@ -117,18 +105,17 @@ func TestOrderingAndRemoval(t *testing.T) {
 		if !pingNone(t, l, "o-x3", "10.4.1.10", 2) {
 			t.Fatal("the new ENI reached o-x1 with no program on its interface")
 		}
-		syscall.Kill(pid, syscall.SIGCONT)
-		stopped = false
-		if !eventually(10*time.Second, func() bool {
+		resume()
+		if !testkit.Eventually(10*time.Second, func() bool {
 			progs, up = tcxIngress(t, l, "a", "vpc-o-x3")
 			return up
 		}) {
 			t.Fatal("the daemon did not bring vpc-o-x3 up within 10 s")
 		}
-		if !firstIs(progs, "eni_ingress") {
+		if !firstIs(progs, "from_workload") {
 			t.Fatalf("vpc-o-x3 is up without vpcd's program first: %v", progs)
 		}
-		if !eventually(5*time.Second, func() bool { return ping(t, l, "o-x3", "10.4.1.10", 1) }) {
+		if !testkit.Eventually(5*time.Second, func() bool { return ping(t, l, "o-x3", "10.4.1.10", 1) }) {
 			t.Fatal("the new ENI does not reach o-x1")
 		}
 	})
@@ -152,7 +139,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 		if _, err := os.Stat(pin); err != nil {
 			t.Errorf("the removed ENI's link is gone while its interface exists: %v", err)
 		}
-		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x2"); !firstIs(progs, "eni_ingress") {
+		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x2"); !firstIs(progs, "from_workload") {
 			t.Errorf("the removed ENI's interface runs %v, want vpcd's program", progs)
 		}
 		// Give the host's stack every chance to answer: the workload's
@@ -167,7 +154,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 			t.Fatal("a removed ENI still reaches o-x1")
 		}
 		var after uint64
-		if !eventually(5*time.Second, func() bool {
+		if !testkit.Eventually(5*time.Second, func() bool {
 			after = drops(t, l, "a")["unknown_eni"]
 			return after >= before+3
 		}) {
@@ -182,7 +169,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 		if err := l.Restart(ctx, "a"); err != nil {
 			t.Fatalf("restart the daemon: %v", err)
 		}
-		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x2"); !firstIs(progs, "eni_ingress") {
+		if progs, _ := tcxIngress(t, l, "a", "vpc-o-x2"); !firstIs(progs, "from_workload") {
 			t.Errorf("after a restart the removed ENI's interface runs %v, want vpcd's program", progs)
 		}
 		mustRun(t, l, lab.ENI, "o-x2", "ip", "neigh", "flush", "dev", "eth0")
@@ -194,7 +181,7 @@ func TestOrderingAndRemoval(t *testing.T) {
 		// counted as an integrity fault.
 		faults := integrityFailures(t, l, "a", "interface")
 		mustRun(t, l, lab.Host, "a", "ip", "link", "del", "vpc-o-x2")
-		if !eventually(5*time.Second, func() bool {
+		if !testkit.Eventually(5*time.Second, func() bool {
 			_, err := os.Stat(pin)
 			return os.IsNotExist(err)
 		}) {
@@ -247,7 +234,7 @@ func foreignFirst(t *testing.T, l *lab.Lab, ifname, ours string) {
 	}
 	start := time.Now()
 	var progs []tcxProgram
-	if !eventually(5*time.Second, func() bool {
+	if !testkit.Eventually(5*time.Second, func() bool {
 		progs, _ = tcxIngress(t, l, "a", ifname)
 		return firstIs(progs, ours)
 	}) {
@@ -267,7 +254,7 @@ func foreignFirst(t *testing.T, l *lab.Lab, ifname, ours string) {
 		if n := integrityFailures(t, l, "a", "not_first"); n != counted {
 			t.Fatalf("not_first went from %v to %v after the repair: the repair did not hold", counted, n)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // paces the checks of a steady state
 	}
 	if n := integrityFailures(t, l, "a", "repair_failed"); n != 0 {
 		t.Errorf("%v failed repairs counted", n)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // TestReloadRefusesRuleSetThatDoesNotFit (SPEC §10, atomic policy): a
@@ -16,7 +18,7 @@ import (
 // failed, the log names each ENI, and the ENIs keep their previous rules
 // (b still connects to c, which the new rules would not allow).
 func TestReloadRefusesRuleSetThatDoesNotFit(t *testing.T) {
-	needRoot(t)
+	testkit.NeedRoot(t, labNeeds)
 	l := upLab(t, "h3rf", "identity.yaml")
 	listen(t, l, "c", "10.31.1.12:7000")
 	if !canConnect(l, "b", "10.31.1.12:7000") {
@@ -47,7 +49,7 @@ func TestReloadRefusesRuleSetThatDoesNotFit(t *testing.T) {
 	if err := l.Apply(ctx, path); err != nil {
 		t.Fatalf("lab apply: %v", err)
 	}
-	if !eventually(10*time.Second, func() bool { return reloadErrors(t, l, "h") != before }) {
+	if !testkit.Eventually(10*time.Second, func() bool { return reloadErrors(t, l, "h") != before }) {
 		t.Fatalf("the reload was not counted as failed (vpcd_config_reloads_total{result=\"error\"} stays %s)", before)
 	}
 	log, _ := os.ReadFile(l.LogPath("h"))

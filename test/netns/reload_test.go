@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // reloadNow asks a daemon to reload its topology file over its socket.
@@ -27,8 +29,8 @@ func reloadNow(t *testing.T, socket string) {
 // broken topology: each is refused with its YAML path in the log, counted
 // as a failed reload, and changes nothing.
 func TestReloadRefusesBrokenTopologies(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vb", "two-hosts.yaml")
 	good, err := os.ReadFile(l.TopologyPath())
 	if err != nil {

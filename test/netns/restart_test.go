@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -36,14 +37,14 @@ func pingLoss(t *testing.T, l *lab.Lab, eni, dst string, count int, interval tim
 // and a crash: same-host traffic runs on the pinned datapath throughout,
 // cross-host traffic resumes quickly.
 func TestRestartAndCrash(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vr", "three-hosts.yaml")
 
 	t.Run("restart: 400 pings at 20 ms", func(t *testing.T) {
 		same := pingLoss(t, l, "b1", "10.0.1.11", 400, 20*time.Millisecond)
 		cross := pingLoss(t, l, "b1", "10.0.1.12", 400, 20*time.Millisecond)
-		time.Sleep(2 * time.Second)
+		time.Sleep(2 * time.Second) // paces the scenario: the restart comes mid-stream
 		if err := l.Restart(t.Context(), "h1"); err != nil {
 			t.Fatal(err)
 		}
@@ -55,11 +56,11 @@ func TestRestartAndCrash(t *testing.T) {
 	})
 	t.Run("kill: one host keeps forwarding; start brings the tunnel back", func(t *testing.T) {
 		same := pingLoss(t, l, "b1", "10.0.1.11", 150, 20*time.Millisecond)
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // paces the scenario: the kill comes mid-stream
 		if err := l.Kill("h1"); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(1500 * time.Millisecond) // the host forwards without its daemon this long
 		lost := same()
 		t.Logf("lost while the daemon was dead: %d of 150 on one host", lost)
 		if lost > 1 {
@@ -69,7 +70,7 @@ func TestRestartAndCrash(t *testing.T) {
 		if err := l.Start(t.Context(), "h1"); err != nil {
 			t.Fatal(err)
 		}
-		if !eventually(3*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
+		if !testkit.Eventually(3*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
 			t.Fatal("cross-host traffic not back within 3 s of start")
 		}
 		t.Logf("cross-host traffic back %.2fs after lab start", time.Since(start).Seconds())
@@ -79,8 +80,8 @@ func TestRestartAndCrash(t *testing.T) {
 // TestTeardown: SIGTERM leaves the datapath forwarding; vpcd teardown then
 // removes every pin and detaches every program.
 func TestTeardown(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vd", "three-hosts.yaml")
 	if err := l.Stop("h1"); err != nil {
 		t.Fatal(err)
@@ -121,8 +122,8 @@ func TestTeardown(t *testing.T) {
 // and counted as no_tunnel (nothing leaves in the clear: the rack capture
 // of TestVPC covers kill/start), and it flows again once the peer is back.
 func TestPeerDown(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vp", "three-hosts.yaml")
 	if !ping(t, l, "b1", "10.0.1.12", 1) {
 		t.Fatal("no traffic to h2 to begin with")
@@ -141,7 +142,7 @@ func TestPeerDown(t *testing.T) {
 	if err := l.Start(t.Context(), "h2"); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(5*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
+	if !testkit.Eventually(5*time.Second, func() bool { return ping(t, l, "b1", "10.0.1.12", 1) }) {
 		t.Fatal("traffic did not come back after the peer's daemon returned")
 	}
 	t.Logf("peer down: %d packets counted as no_tunnel; back %.2fs after start",

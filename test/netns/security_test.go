@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
 
@@ -77,8 +78,8 @@ func echo(c net.Conn, line string) error {
 // TestSecurity checks security groups, network ACLs and connection tracking
 // with real traffic across two hosts (testdata/security.yaml).
 func TestSecurity(t *testing.T) {
-	needRoot(t)
-	needTools(t, "ping")
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, "ping")
 	l := upLab(t, "vs", "security.yaml")
 	for _, p := range []string{"10.5.1.20:80", "10.5.1.20:81", "10.5.1.20:443"} {
 		listen(t, l, "srv", p)
@@ -187,7 +188,7 @@ func TestSecurity(t *testing.T) {
 		if err := l.Apply(t.Context(), p); err != nil {
 			t.Fatal(err)
 		}
-		if !eventually(5*time.Second, func() bool { return !canConnect(l, "o1", "10.5.1.20:80") }) {
+		if !testkit.Eventually(5*time.Second, func() bool { return !canConnect(l, "o1", "10.5.1.20:80") }) {
 			t.Fatal("new connections to port 80 still open after the rule was removed")
 		}
 		if err := echo(c, "after"); err != nil {
