@@ -3,46 +3,18 @@ package tunnel
 import (
 	"errors"
 	"net"
-	"os"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-)
 
-// inFreshNetns runs fn on a locked thread inside a new network namespace,
-// which goes away with its last reference once fn returns.
-func inFreshNetns(t *testing.T, fn func()) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and a TUN device")
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		t.Fatalf("new netns: %v", err)
-	}
-	defer ns.Close()
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic("cannot return to the test's network namespace: " + err.Error())
-		}
-	}()
-	fn()
-}
+	"github.com/vpcd/vpcd/internal/testkit"
+)
 
 // TestStartRunsBeforeUpWhileDown shows the order SPEC §10 asks for: the
 // hook that attaches the tunnel program runs while the device exists but
 // is still down, and the device goes up only after it.
 func TestStartRunsBeforeUpWhileDown(t *testing.T) {
-	inFreshNetns(t, func() {
+	testkit.InNewNetns(t, func() {
 		key, err := GeneratePrivateKey()
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +56,7 @@ func TestStartRunsBeforeUpWhileDown(t *testing.T) {
 // TestStartFailsClosedWhenBeforeUpFails: when the program cannot be
 // attached, the device never goes up and does not stay behind.
 func TestStartFailsClosedWhenBeforeUpFails(t *testing.T) {
-	inFreshNetns(t, func() {
+	testkit.InNewNetns(t, func() {
 		key, err := GeneratePrivateKey()
 		if err != nil {
 			t.Fatal(err)
