@@ -26,9 +26,12 @@ const privateRunEnv = "VPCD_LAB_TEST_FRESH_RUN"
 // /run, and reports whether the caller is that child. The child sees
 // /run/netns as a fresh machine does (absent, so not a mount point),
 // whatever `ip netns add` did to the machine's /run/netns before, and
-// nothing it mounts there reaches the machine's namespaces.
+// nothing it mounts there reaches the machine's namespaces. The tests are
+// about iproute2's behaviour: they need root and fail without ip.
 func inFreshRun(t *testing.T) bool {
 	t.Helper()
+	testkit.NeedRoot(t, "builds network namespaces")
+	testkit.NeedTools(t, "ip")
 	if os.Getenv(privateRunEnv) == "1" {
 		if err := unix.Mount("tmpfs", "/run", "tmpfs", 0, "mode=0755"); err != nil {
 			t.Fatalf("mount tmpfs on /run in the private mount namespace: %v", err)
@@ -110,8 +113,6 @@ func upDownClean(t *testing.T, name, topo string, between func()) {
 // then makes /run/netns a bind mount of itself) must not leave the lab's
 // namespaces behind, and the same lab comes up again.
 func TestDownAfterIPNetnsAdd(t *testing.T) {
-	testkit.NeedRoot(t, "builds network namespaces")
-	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
@@ -134,8 +135,6 @@ func TestDownAfterIPNetnsAdd(t *testing.T) {
 
 // TestDownIPNetnsAddFirst: `ip netns add` before the lab's first namespace.
 func TestDownIPNetnsAddFirst(t *testing.T) {
-	testkit.NeedRoot(t, "builds network namespaces")
-	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
@@ -153,8 +152,6 @@ func TestDownIPNetnsAddFirst(t *testing.T) {
 // mount point (by an older vpcd) stay removable after the lab makes it one,
 // and `ip netns add` afterwards hides nothing.
 func TestShareNetnsDirAdoptsOldPins(t *testing.T) {
-	testkit.NeedRoot(t, "builds network namespaces")
-	testkit.NeedTools(t, "ip")
 	if !inFreshRun(t) {
 		return
 	}
