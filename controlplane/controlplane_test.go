@@ -16,6 +16,7 @@ import (
 
 	"github.com/vpcd/vpcd/controlplane"
 	"github.com/vpcd/vpcd/controlplane/etcdtest"
+	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/source"
 	"github.com/vpcd/vpcd/topology"
 )
@@ -350,16 +351,16 @@ func TestWatchResumesAfterRestart(t *testing.T) {
 	m := controlplane.NewMetrics()
 	snaps := startSource(t, cli, m)
 	next(t, snaps, 10*time.Second, equals(t, canonical(t, a)))
-	waitFor(t, "connected", func() bool { return m.Stats().Connected })
+	testkit.WaitFor(t, 20*time.Second, "connected", func() bool { return m.Stats().Connected })
 	srv.Stop()
-	waitFor(t, "disconnected", func() bool { return !m.Stats().Connected })
+	testkit.WaitFor(t, 20*time.Second, "disconnected", func() bool { return !m.Stats().Connected })
 	srv.Restart()
 	apply(t, cli, b, true)
 	next(t, snaps, 20*time.Second, equals(t, canonical(t, b)))
 	if st := m.Stats(); st.FullReads != 1 {
 		t.Errorf("full reads = %d after a restart, want 1 (resumed watch)", st.FullReads)
 	}
-	waitFor(t, "connected again", func() bool { return m.Stats().Connected })
+	testkit.WaitFor(t, 20*time.Second, "connected again", func() bool { return m.Stats().Connected })
 }
 
 // TestRereadAfterCompaction: a Source cut off while etcd compacts past
@@ -502,16 +503,5 @@ func TestTLS(t *testing.T) {
 	}
 	if _, err := os.Stat(srv.TLS.CAKey); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within 20 s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
