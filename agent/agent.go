@@ -1,7 +1,12 @@
 // Package agent is the vpcd daemon of one host: it loads and attaches the
 // eBPF datapath, runs the WireGuard tunnel to every peer host, keeps the
-// maps in line with the topology file (reloading on SIGHUP or a change of
-// the file), and serves metrics and a local control socket.
+// maps in line with the topology its source sends (the file, reloaded on
+// SIGHUP or a change of it, or the etcd control plane), and serves metrics
+// and the local control socket (package control).
+//
+// A topology goes source (package source) → plan.ForHost (package plan,
+// pure) → the datapath's Reconcile, the tunnel's peers, the flow logs and
+// the mirror sessions. Only cmd/vpcd imports this package.
 package agent
 
 import (
@@ -13,9 +18,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"path/filepath"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"time"
 
@@ -23,15 +26,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/dataplane"
 	"github.com/vpcd/vpcd/flowlogs"
 	"github.com/vpcd/vpcd/mirror"
-	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/plan"
+	"github.com/vpcd/vpcd/source"
 	"github.com/vpcd/vpcd/tunnel"
 )
 
 // Options configure a daemon.
 type Options struct {
+	// Source sends the topology; nil = the file at ConfigPath
+	// (source.File), reloaded on the reload channel given to Run and on
+	// a change of the file (every ReloadPoll).
+	Source       source.Source
 	ConfigPath   string
 	Host         string
 	StateDir     string // private key lives here (0600)
@@ -54,75 +63,87 @@ type Options struct {
 // Defaults for a real host.
 const (
 	DefaultStateDir     = "/var/lib/vpcd"
-	DefaultSocket       = "/run/vpcd/vpcd.sock"
+	DefaultSocket       = control.DefaultSocket
 	DefaultMetricsAddr  = "127.0.0.1:9477"
 	DefaultTunnelDevice = "vpcd0"
 )
 
-// Agent is a running daemon.
+// Agent is a running daemon. Its fields are grouped by what guards them;
+// when two locks are held, state's is taken first.
 type Agent struct {
-	opts Options
-	log  *slog.Logger
-	dp   *dataplane.Datapath
-	tun  *tunnel.Tunnel
-	trim memTrimmer // used by Run's loop only
-	priv tunnel.Key
-	psk  *tunnel.Key
-
-	mu      sync.Mutex // guards topo, enis, retired, fileMod and the datapath's maps
-	topo    *topology.Topology
-	enis    map[string]string // ENI name → attached interface
-	ifENI   map[int]string    // attached interface's index → ENI name
-	retired map[string]string // interface of a removed ENI that still exists → the ENI's former name
-	fileMod time.Time
-
-	// flows turns the datapath's flow counters into flow-log records; the
-	// field is swapped on reload under mu.
-	flows     *flowlogs.Aggregator
-	flowSpecs []flowlogs.LogSpec
-	// sinkErrLogged is when a sink failure was last logged (drain
-	// goroutine only).
-	sinkErrLogged time.Time
-
-	// Conntrack occupancy, sampled by the main loop: the last size and
-	// insert count seen, and the evictions worked out from them.
-	ctEntries   int
-	ctInserts   uint64
-	ctEvictions uint64
-	ctSampled   bool
-
-	// mirror delivers mirror copies; injectUp is whether the injection
-	// interface exists for ENI targets (both under mu).
-	mirror   *mirror.Mirror
-	injectUp bool
-
-	// hub and events serve `vpcd monitor`.
-	hub    *hub
-	events *dataplane.EventReader
-
+	// Set by Run before anything runs concurrently, read-only after.
+	ctx      context.Context // Run's: ends when the daemon stops
+	opts     Options
+	log      *slog.Logger
+	src      source.Source
+	dp       *dataplane.Datapath
+	tun      *tunnel.Tunnel
+	priv     tunnel.Key
+	psk      *tunnel.Key
+	hub      *control.Hub           // serves `vpcd monitor`; nil until startMonitor
+	events   *dataplane.EventReader // the datapath's drop events
+	registry *prometheus.Registry
+	// Counters (safe for concurrent use).
 	reloads   *prometheus.CounterVec
 	integrity *prometheus.CounterVec
-	registry  *prometheus.Registry
-}
 
-// LoadTopology reads and validates the topology for host: the file must be
-// valid and name host, and every peer must have a public key.
-func LoadTopology(path, host string) (*topology.Topology, error) {
-	t, err := topology.Load(path)
-	if err != nil {
-		return nil, err
+	// state is what the daemon programmed. Its mutex also serializes the
+	// datapath's maps and links (a.dp): reconciles, attachments,
+	// integrity repair, and the reads of counters that name ENIs.
+	state struct {
+		sync.Mutex
+		plan    *plan.Host        // the plan last applied
+		enis    map[string]string // ENI name → attached interface
+		ifENI   map[int]string    // attached interface's index → ENI name
+		retired map[string]string // interface of a removed ENI that still exists → the ENI's former name
 	}
-	if t.HostByName(host) == nil {
-		return nil, fmt.Errorf("%s: host %q is not in hosts", path, host)
+
+	// mirrors delivers mirror copies; injectUp is whether the injection
+	// interface exists for ENI targets. Guarded by state's mutex: the
+	// sessions follow the datapath's mirror indexes.
+	mirrors struct {
+		m        *mirror.Mirror
+		injectUp bool
 	}
-	if err := t.RequireKeys(host); err != nil {
-		return nil, err
+
+	// flowLogs turns the datapath's flow counters into flow-log records;
+	// the aggregator and its specs are swapped on reload. The Aggregator
+	// is safe for concurrent use once taken out.
+	flowLogs struct {
+		sync.Mutex
+		agg   *flowlogs.Aggregator
+		specs []flowlogs.LogSpec
+		plans map[string]plan.FlowLog // by name: the destination as written
 	}
-	return t, nil
+	// sinkErrLogged is when a sink failure was last logged (Run's loop
+	// only).
+	sinkErrLogged time.Time
+
+	// conntrack is the occupancy the main loop samples: the last size and
+	// insert count seen, and the evictions worked out from them.
+	conntrack struct {
+		sync.Mutex
+		entries   int
+		inserts   uint64
+		evictions uint64
+		sampled   bool
+	}
+
+	// applied is the revision of the last snapshot applied (or refused),
+	// for Reload to wait on; changed is closed and replaced at each.
+	applied struct {
+		sync.Mutex
+		revision int64
+		changed  chan struct{}
+	}
+
+	trim memTrimmer // Run's loop only
 }
 
 // Run starts the daemon and blocks until ctx ends. The datapath stays
-// pinned and attached when it returns; only the tunnel goes down.
+// pinned and attached when it returns; only the tunnel goes down. reload
+// makes the default file source read the file again (SIGHUP); with
+// another source, a Reloader is asked to.
 func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -131,24 +152,46 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		o.TunnelDevice = DefaultTunnelDevice
 	}
 	if o.ReloadPoll == 0 {
-		o.ReloadPoll = 2 * time.Second
+		o.ReloadPoll = source.DefaultPoll
 	}
-	topo, err := LoadTopology(o.ConfigPath, o.Host)
+	src := o.Source
+	if src == nil {
+		src = &source.File{Path: o.ConfigPath, Host: o.Host, Poll: o.ReloadPoll, Trigger: reload}
+		reload = nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the source
+	snaps := make(chan source.Snapshot)
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- src.Run(ctx, snaps) }()
+	var first source.Snapshot
+	select {
+	case first = <-snaps:
+	case err := <-srcDone:
+		return fmt.Errorf("topology source: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	if first.Err != nil {
+		return first.Err
+	}
+	p, err := plan.ForHost(first.Topology, o.Host)
 	if err != nil {
 		return err
 	}
-	a := &Agent{opts: o, log: o.Logger, topo: topo, enis: map[string]string{}, retired: map[string]string{}}
-	if st, err := os.Stat(o.ConfigPath); err == nil {
-		a.fileMod = st.ModTime()
-	}
+
+	a := &Agent{ctx: ctx, opts: o, log: o.Logger, src: src}
+	a.state.plan = p
+	a.state.enis, a.state.retired = map[string]string{}, map[string]string{}
+	a.applied.changed = make(chan struct{})
 	if a.priv, err = tunnel.LoadOrCreateKey(o.StateDir); err != nil {
 		return err
 	}
-	if mine := topo.HostByName(o.Host).PublicKey; mine != "" && mine != a.priv.PublicKey().String() {
+	if mine := p.PublicKey; mine != "" && mine != a.priv.PublicKey().String() {
 		a.log.Warn("the topology's public key for this host does not match the private key in the state directory; peers will refuse us",
 			"host", o.Host, "state_dir", o.StateDir)
 	}
-	if f := topo.Tunnel.PresharedKeyFile; f != "" {
+	if f := p.PresharedKeyFile; f != "" {
 		k, err := tunnel.ReadKeyFile(f)
 		if err != nil {
 			return fmt.Errorf("tunnel.preshared_key_file: %w", err)
@@ -161,20 +204,13 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	}
 	defer a.dp.Close()
 
-	state, err := desiredState(topo, o.Host)
-	if err != nil {
-		return err
-	}
 	// The tunnel starts with no device in the maps: remote traffic drops
 	// (counted) until the encrypted path exists. Never a cleartext one.
-	if err := a.dp.Reconcile(state, ifindexByName); err != nil {
+	if err := a.dp.Reconcile(p.Datapath, ifindexByName); err != nil {
 		a.log.Warn("reconcile", "err", err)
 	}
 
-	tcfg, err := tunnelConfig(topo, o.Host, o.TunnelDevice, a.priv, a.psk)
-	if err != nil {
-		return err
-	}
+	tcfg := p.Tunnel.Config(o.TunnelDevice, a.priv, a.psk)
 	// The tunnel program is attached while the device is still down: a
 	// decrypted packet never reaches the host's stack, which could answer
 	// it with an ICMP error quoting VPC addresses on the underlay.
@@ -191,15 +227,14 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		"listen_port", tcfg.ListenPort, "peers", len(tcfg.Peers), "mtu", tcfg.MTU,
 		"public_key", a.priv.PublicKey().String())
 
-	if err := a.apply(topo); err != nil {
+	if err := a.apply(p); err != nil {
 		a.log.Warn("apply topology", "err", err)
 	}
-	h := topo.HostByName(o.Host)
-	hook, err := a.dp.AttachUnderlay(h.UnderlayInterface, o.UnderlayHook)
+	hook, err := a.dp.AttachUnderlay(p.UnderlayInterface, o.UnderlayHook)
 	if err != nil {
 		return err
 	}
-	a.log.Info("attached underlay filter", "interface", h.UnderlayInterface, "hook", hook)
+	a.log.Info("attached underlay filter", "interface", p.UnderlayInterface, "hook", hook)
 
 	a.initMetrics()
 	if o.MetricsAddr != "" {
@@ -214,24 +249,15 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	} else {
 		defer a.events.Close()
 	}
-	if err := a.startFlowLogs(topo); err != nil {
+	if err := a.startFlowLogs(p); err != nil {
 		a.log.Warn("flow logs", "err", err)
 	}
 	defer a.stopFlowLogs()
-	if err := a.startMirror(topo); err != nil {
+	if err := a.startMirror(p); err != nil {
 		a.log.Warn("mirror sessions", "err", err)
 	}
-	defer func() {
-		a.mu.Lock()
-		m := a.mirror
-		a.mirror = nil
-		a.mu.Unlock()
-		if m != nil {
-			if err := m.Close(); err != nil {
-				a.log.Warn("mirror close", "err", err)
-			}
-		}
-	}()
+	defer a.stopMirror()
+	a.markApplied(first.Revision)
 	flowTick := time.NewTicker(time.Second)
 	defer flowTick.Stop()
 
@@ -243,25 +269,33 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	// The control socket opens last: the lab takes it as the sign that
 	// the host is ready.
 	if o.SocketPath != "" {
-		l, err := a.serveControl(o.SocketPath)
+		l, err := control.Listen(o.SocketPath, a)
 		if err != nil {
 			return err
 		}
 		defer func() { l.Close(); os.Remove(o.SocketPath) }()
 	}
 
-	ticker := time.NewTicker(o.ReloadPoll)
-	defer ticker.Stop()
 	// Loading the programs parsed the kernel's BTF (tens of MiB, garbage
 	// now): give it back to the system rather than hold it as resident
 	// memory until the scavenger gets round to it.
 	debug.FreeOSMemory()
-	a.log.Info("vpcd running", "host", o.Host, "enis", len(state.ENIs), "bpffs", o.BPFFS)
+	a.log.Info("vpcd running", "host", o.Host, "enis", len(p.Datapath.ENIs), "bpffs", o.BPFFS, "source", first.Origin)
 	for {
 		select {
 		case <-ctx.Done():
 			a.log.Info("stopping; the datapath stays pinned", "bpffs", o.BPFFS)
 			return nil
+		case err := <-srcDone:
+			if ctx.Err() != nil {
+				continue
+			}
+			if err == nil {
+				err = errors.New("it stopped")
+			}
+			return fmt.Errorf("topology source: %w", err)
+		case s := <-snaps:
+			a.applySnapshot(s)
 		case now := <-flowTick.C:
 			a.drainFlows(now)
 		case now := <-integrity.C:
@@ -269,10 +303,8 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			a.sampleConntrack()
 			a.trimMemory(now)
 		case <-reload:
-			a.Reload("signal")
-		case <-ticker.C:
-			if st, err := os.Stat(o.ConfigPath); err == nil && !st.ModTime().Equal(a.fileMod) {
-				a.Reload("file change")
+			if r, ok := a.src.(source.Reloader); ok {
+				go r.Reload(ctx, "signal")
 			}
 		}
 	}
@@ -282,11 +314,11 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 // them, or no longer first there, logs and counts each, and attaches them
 // again.
 func (a *Agent) checkIntegrity() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.state.Lock()
+	defer a.state.Unlock()
 	// Interfaces of removed ENIs that are gone now lose their links
 	// first, so that their absence is not counted as a fault.
-	for ifname, name := range a.retired {
+	for ifname, name := range a.state.retired {
 		a.retireENI(name, ifname)
 	}
 	for _, p := range a.dp.CheckIntegrity() {
@@ -307,20 +339,20 @@ func (a *Agent) checkIntegrity() {
 // the ENI map the program drops everything the interface sends (reason
 // unknown_eni), so nothing reaches the host's stack. Once the interface is
 // gone its link and pin go too. name is the ENI's former name ("" when a
-// previous daemon left the link). The caller holds a.mu.
+// previous daemon left the link). The caller holds a.state.
 func (a *Agent) retireENI(name, ifname string) {
 	if !a.dp.ENIInterfaceLive(ifname) {
 		if err := a.dp.DetachENI(ifname); err != nil {
 			a.log.Warn("remove the link of a removed ENI", "eni", name, "interface", ifname, "err", err)
 			return
 		}
-		if _, ok := a.retired[ifname]; ok || name != "" {
+		if _, ok := a.state.retired[ifname]; ok || name != "" {
 			a.log.Info("detached removed ENI; its interface is gone", "eni", name, "interface", ifname)
 		}
-		delete(a.retired, ifname)
+		delete(a.state.retired, ifname)
 		return
 	}
-	if _, ok := a.retired[ifname]; ok {
+	if _, ok := a.state.retired[ifname]; ok {
 		return
 	}
 	// A link a previous daemon left may run an older program: ours
@@ -328,7 +360,7 @@ func (a *Agent) retireENI(name, ifname string) {
 	if _, err := a.dp.AttachENI(ifname, a.opts.ENIHook); err != nil {
 		a.log.Warn("keep the program of a removed ENI", "eni", name, "interface", ifname, "err", err)
 	}
-	a.retired[ifname] = name
+	a.state.retired[ifname] = name
 	a.log.Info("ENI removed; its interface still exists, so its program stays and drops all it sends (unknown_eni) until the interface is gone",
 		"eni", name, "interface", ifname)
 }
@@ -361,20 +393,21 @@ func (a *Agent) sampleConntrack() {
 		return
 	}
 	entries, inserts := sw.Entries, sw.Inserts
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.ctSampled {
-		gained := inserts - a.ctInserts
-		grew := entries - a.ctEntries + sw.Deleted
+	ct := &a.conntrack
+	ct.Lock()
+	defer ct.Unlock()
+	if ct.sampled {
+		gained := inserts - ct.inserts
+		grew := entries - ct.entries + sw.Deleted
 		if grew < 0 || uint64(grew) < gained {
 			evicted := gained
 			if grew > 0 {
 				evicted -= uint64(grew)
 			}
-			a.ctEvictions += evicted
+			ct.evictions += evicted
 		}
 	}
-	a.ctEntries, a.ctInserts, a.ctSampled = entries, inserts, true
+	ct.entries, ct.inserts, ct.sampled = entries, inserts, true
 }
 
 func ifindexByName(name string) (int, error) {
@@ -386,17 +419,14 @@ func ifindexByName(name string) (int, error) {
 }
 
 // apply attaches and detaches ENI programs and reconciles every map for
-// topology t. The caller holds no lock.
-func (a *Agent) apply(t *topology.Topology) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	state, err := desiredState(t, a.opts.Host)
-	if err != nil {
-		return err
-	}
+// plan p. The caller holds no lock.
+func (a *Agent) apply(p *plan.Host) error {
+	a.state.Lock()
+	defer a.state.Unlock()
+	state := *p.Datapath
 	state.TunnelIfindex = a.tun.Ifindex()
 	var errs []error
-	if err := a.dp.Reconcile(state, ifindexByName); err != nil {
+	if err := a.dp.Reconcile(&state, ifindexByName); err != nil {
 		errs = append(errs, err)
 	}
 	want := map[string]string{}
@@ -405,6 +435,7 @@ func (a *Agent) apply(t *topology.Topology) error {
 		want[e.Name] = e.Interface
 		wantIf[e.Interface] = true
 	}
+	enis, retired := a.state.enis, a.state.retired
 	// Attach first, then bring the interface up: a new ENI's interface
 	// carries nothing before its program runs on it.
 	for _, e := range state.ENIs {
@@ -413,76 +444,75 @@ func (a *Agent) apply(t *topology.Topology) error {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 			continue
 		}
-		delete(a.retired, e.Interface)
+		delete(retired, e.Interface)
 		if err := bringUp(e.Interface); err != nil {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 		}
-		if _, ok := a.enis[e.Name]; !ok {
+		if _, ok := enis[e.Name]; !ok {
 			a.log.Info("attached ENI", "eni", e.Name, "interface", e.Interface, "hook", hook,
 				"ip", e.IP, "vni", e.VNI)
 		}
-		a.enis[e.Name] = e.Interface
+		enis[e.Name] = e.Interface
 	}
 	// Removed ENIs fail closed: their program stays while their
 	// interface exists (retireENI).
-	for name, ifname := range a.enis {
+	for name, ifname := range enis {
 		if want[name] == ifname {
 			continue
 		}
-		delete(a.enis, name)
+		delete(enis, name)
 		if !wantIf[ifname] {
 			a.retireENI(name, ifname)
 		}
 	}
-	a.ifENI = map[int]string{}
-	for name, ifname := range a.enis {
+	a.state.ifENI = map[int]string{}
+	for name, ifname := range enis {
 		if idx, err := ifindexByName(ifname); err == nil {
-			a.ifENI[idx] = name
+			a.state.ifENI[idx] = name
 		}
 	}
 	// Links a previous daemon left for ENIs that no longer exist: kept
 	// closed while their interface exists, removed once it is gone.
 	attached := map[string]bool{}
-	for _, ifname := range a.enis {
+	for _, ifname := range enis {
 		attached[ifname] = true
 	}
 	for _, ifname := range a.dp.PinnedENILinks() {
 		if !attached[ifname] && !wantIf[ifname] {
-			if _, ok := a.retired[ifname]; !ok {
+			if _, ok := retired[ifname]; !ok {
 				a.retireENI("", ifname)
 			}
 		}
 	}
-	a.topo = t
-	if err := a.applyMirror(t); err != nil {
+	a.state.plan = p
+	if err := a.applyMirror(p); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// Reload re-reads the topology file. An invalid file changes nothing.
-func (a *Agent) Reload(why string) {
-	if st, err := os.Stat(a.opts.ConfigPath); err == nil {
-		a.mu.Lock()
-		a.fileMod = st.ModTime()
-		a.mu.Unlock()
+// applySnapshot brings the daemon to a snapshot from the source. A
+// refused one (invalid, or not plannable for this host) changes nothing.
+func (a *Agent) applySnapshot(s source.Snapshot) {
+	defer a.markApplied(s.Revision)
+	why := s.Cause
+	var p *plan.Host
+	err := s.Err
+	if err == nil {
+		p, err = plan.ForHost(s.Topology, a.opts.Host)
 	}
-	t, err := LoadTopology(a.opts.ConfigPath, a.opts.Host)
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()
-		a.log.Error("reload refused; the running state is unchanged", "why", why, "err", err)
+		a.log.Error("reload refused; the running state is unchanged", "why", why, "origin", s.Origin, "err", err)
 		return
 	}
-	tcfg, err := tunnelConfig(t, a.opts.Host, a.opts.TunnelDevice, a.priv, a.psk)
+	err = a.tun.UpdatePeers(p.Tunnel.Config(a.opts.TunnelDevice, a.priv, a.psk))
 	if err == nil {
-		err = a.tun.UpdatePeers(tcfg)
-	}
-	if err == nil {
-		err = a.apply(t)
+		err = a.apply(p)
 	}
 	if err == nil {
 		a.stopFlowLogs()
-		err = a.startFlowLogs(t)
+		err = a.startFlowLogs(p)
 	}
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()
@@ -490,7 +520,48 @@ func (a *Agent) Reload(why string) {
 		return
 	}
 	a.reloads.WithLabelValues("success").Inc()
-	a.log.Info("reloaded topology", "why", why, "enis", len(t.ENIsOnHost(a.opts.Host)))
+	a.log.Info("reloaded topology", "why", why, "origin", s.Origin, "revision", s.Revision, "enis", len(p.ENIs))
+}
+
+// markApplied records that the snapshot of revision rev is applied (or
+// refused) and wakes Reload.
+func (a *Agent) markApplied(rev int64) {
+	a.applied.Lock()
+	defer a.applied.Unlock()
+	if rev > a.applied.revision {
+		a.applied.revision = rev
+	}
+	close(a.applied.changed)
+	a.applied.changed = make(chan struct{})
+}
+
+// Reload asks the source to read the topology again and waits until the
+// daemon has applied or refused what it read (control.Daemon). A source
+// that is not a source.Reloader sends its changes by itself: nothing to
+// do.
+func (a *Agent) Reload(cause string) {
+	r, ok := a.src.(source.Reloader)
+	if !ok {
+		a.log.Info("reload asked; the topology source sends its changes by itself", "why", cause)
+		return
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 10*time.Second)
+	defer cancel()
+	rev, err := r.Reload(ctx, cause)
+	for err == nil {
+		a.applied.Lock()
+		done, changed := a.applied.revision >= rev, a.applied.changed
+		a.applied.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	a.log.Warn("reload", "why", cause, "err", err)
 }
 
 func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
@@ -508,15 +579,4 @@ func (a *Agent) serveMetrics(addr string) (*http.Server, error) {
 	go srv.Serve(l)
 	a.log.Info("metrics", "addr", l.Addr().String())
 	return srv, nil
-}
-
-// localENIs lists this host's ENIs sorted by name, under a.mu.
-func (a *Agent) localENIs() []*topology.ENI {
-	enis := a.topo.ENIsOnHost(a.opts.Host)
-	sort.Slice(enis, func(i, j int) bool { return enis[i].Name < enis[j].Name })
-	return enis
-}
-
-func ensureDir(path string) error {
-	return os.MkdirAll(filepath.Dir(path), 0o700)
 }

@@ -6,30 +6,14 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/flowlogs"
-	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/plan"
 )
 
-// flowLogSpecs resolves the topology's flow logs for this host, opening
-// their sinks. A log that covers no local ENI is skipped.
-func (a *Agent) flowLogSpecs(t *topology.Topology) ([]flowlogs.LogSpec, error) {
+// flowLogSpecs opens the sinks of the plan's flow logs.
+func (a *Agent) flowLogSpecs(p *plan.Host) ([]flowlogs.LogSpec, error) {
 	var specs []flowlogs.LogSpec
 	var errs []error
-	for i := range t.FlowLogs {
-		f := &t.FlowLogs[i]
-		enis := map[string]flowlogs.ENIMeta{}
-		for _, e := range t.FlowLogENIs(f) {
-			if e.Host != a.opts.Host {
-				continue
-			}
-			sub, vpc := t.SubnetByName(e.Subnet)
-			if sub == nil || vpc == nil {
-				continue
-			}
-			enis[e.Name] = flowlogs.ENIMeta{VPC: vpc.Name, Subnet: sub.Name, Instance: e.Instance, VNI: vpc.VNI}
-		}
-		if len(enis) == 0 {
-			continue
-		}
+	for _, f := range p.FlowLogs {
 		format, err := flowlogs.ParseFormat(f.Format)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("flow log %s: %w", f.Name, err))
@@ -40,29 +24,36 @@ func (a *Agent) flowLogSpecs(t *topology.Topology) ([]flowlogs.LogSpec, error) {
 			errs = append(errs, fmt.Errorf("flow log %s: %w", f.Name, err))
 			continue
 		}
-		specs = append(specs, flowlogs.LogSpec{Name: f.Name, AccountID: t.AccountID, ENIs: enis,
-			TrafficType: f.TrafficType, Interval: f.AggregationInterval, Sink: sink})
+		specs = append(specs, flowlogs.LogSpec{Name: f.Name, AccountID: f.AccountID, ENIs: f.ENIs,
+			TrafficType: f.TrafficType, Interval: f.Interval, Sink: sink})
 	}
 	return specs, errors.Join(errs...)
 }
 
-// startFlowLogs opens the topology's flow logs. The caller holds no lock.
-func (a *Agent) startFlowLogs(t *topology.Topology) error {
-	specs, err := a.flowLogSpecs(t)
-	a.mu.Lock()
-	a.flowSpecs = specs
-	a.flows = flowlogs.NewAggregator(specs, time.Now())
-	a.mu.Unlock()
+// startFlowLogs opens the plan's flow logs. The caller holds no lock.
+func (a *Agent) startFlowLogs(p *plan.Host) error {
+	specs, err := a.flowLogSpecs(p)
+	plans := map[string]plan.FlowLog{}
+	for _, f := range p.FlowLogs {
+		plans[f.Name] = f
+	}
+	fl := &a.flowLogs
+	fl.Lock()
+	fl.specs, fl.plans = specs, plans
+	fl.agg = flowlogs.NewAggregator(specs, time.Now())
+	fl.Unlock()
 	return err
 }
 
 // drainFlows takes the datapath's counters and ends the intervals that are
 // over.
 func (a *Agent) drainFlows(now time.Time) {
-	a.mu.Lock()
+	a.state.Lock()
 	d, err := a.dp.DrainFlows()
-	agg := a.flows
-	a.mu.Unlock()
+	a.state.Unlock()
+	a.flowLogs.Lock()
+	agg := a.flowLogs.agg
+	a.flowLogs.Unlock()
 	if err != nil {
 		a.log.Warn("drain flow counters", "err", err)
 	}
@@ -89,9 +80,9 @@ func (a *Agent) logSinkErrors(errs []error, now time.Time) {
 // stopFlowLogs flushes every flow log (a last drain first) and closes
 // their sinks: at shutdown and before a reload replaces them.
 func (a *Agent) stopFlowLogs() {
-	a.mu.Lock()
-	agg := a.flows
-	a.mu.Unlock()
+	a.flowLogs.Lock()
+	agg := a.flowLogs.agg
+	a.flowLogs.Unlock()
 	if agg == nil {
 		return
 	}
@@ -100,7 +91,7 @@ func (a *Agent) stopFlowLogs() {
 		a.log.Warn("flow log destination at flush", "err", err)
 	}
 	agg.Close()
-	a.mu.Lock()
-	a.flows = nil
-	a.mu.Unlock()
+	a.flowLogs.Lock()
+	a.flowLogs.agg = nil
+	a.flowLogs.Unlock()
 }

@@ -71,9 +71,8 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	a := (*Agent)(c)
-	a.mu.Lock()
-	enis := a.localENIs()
-	for _, e := range enis {
+	a.state.Lock()
+	for _, e := range a.state.plan.ENIs {
 		cnt, err := a.dp.ENICounters(e.Name)
 		if err != nil {
 			continue
@@ -88,15 +87,17 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descENIRefused, prometheus.CounterValue, float64(u.Refused), e.Name)
 		}
 	}
-	flowLogs := a.flowLogStatuses()
 	for _, m := range a.mirrorStatuses() {
 		ch <- prometheus.MustNewConstMetric(descMirrorPackets, prometheus.CounterValue, float64(m.Packets), m.Name)
 		ch <- prometheus.MustNewConstMetric(descMirrorDropped, prometheus.CounterValue, float64(m.Dropped), m.Name)
 	}
-	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.ctEntries))
-	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.ctEvictions))
 	ch <- prometheus.MustNewConstMetric(descFastEvict, prometheus.CounterValue, float64(a.dp.FastPathEvictions()))
-	a.mu.Unlock()
+	a.state.Unlock()
+	a.conntrack.Lock()
+	ch <- prometheus.MustNewConstMetric(descCTEntries, prometheus.GaugeValue, float64(a.conntrack.entries))
+	ch <- prometheus.MustNewConstMetric(descCTEvicted, prometheus.CounterValue, float64(a.conntrack.evictions))
+	a.conntrack.Unlock()
+	flowLogs := a.flowLogStatuses()
 	for _, f := range flowLogs {
 		ch <- prometheus.MustNewConstMetric(descFlowRecs, prometheus.CounterValue, float64(f.Records), f.Name)
 		ch <- prometheus.MustNewConstMetric(descFlowLost, prometheus.CounterValue, float64(f.Lost), f.Name)

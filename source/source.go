@@ -21,7 +21,10 @@ type Snapshot struct {
 	// Origin names where it came from, for logs and status
 	// ("file:/etc/vpcd/topology.yaml", "etcd:https://10.0.0.1:2379").
 	Origin string
-	Err    error
+	// Cause says what prompted the read, for logs ("start", "signal",
+	// "file change", "control socket", "watch"); "" when unknown.
+	Cause string
+	Err   error
 }
 
 // A Source sends the current topology first, then every change, on out
@@ -29,4 +32,11 @@ type Snapshot struct {
 // sends a topology that did not validate.
 type Source interface {
 	Run(ctx context.Context, out chan<- Snapshot) error
+}
+
+// A Reloader is a Source that can be asked to read its origin again at
+// once (`reload` on the control socket). Reload returns the Revision of
+// the snapshot that read produced, once Run has sent it on its channel.
+type Reloader interface {
+	Reload(ctx context.Context, cause string) (int64, error)
 }

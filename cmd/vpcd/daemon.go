@@ -17,7 +17,9 @@ import (
 	"time"
 
 	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/dataplane"
+	"github.com/vpcd/vpcd/source"
 	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
 )
@@ -66,7 +68,7 @@ func cmdRun(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	log.Info("CPU budget", "cpus", runtime.GOMAXPROCS(0), "host_cpus", runtime.NumCPU(), "from", budgetFrom)
-	if _, err := agent.LoadTopology(*config, *host); err != nil {
+	if _, err := source.LoadFile(*config, *host); err != nil {
 		printTopologyErrors(*config, err)
 		return exitError{1}
 	}
@@ -149,15 +151,15 @@ func cmdTeardown(args []string) error {
 
 func cmdStatus(args []string) error {
 	fs := newFlags("status", "status [--socket PATH] [--json] [--conntrack]")
-	socket := fs.String("socket", agent.DefaultSocket, "control socket of the daemon")
+	socket := fs.String("socket", control.DefaultSocket, "control socket of the daemon")
 	asJSON := fs.Bool("json", false, "print JSON")
 	ct := fs.Bool("conntrack", false, "list every tracked connection per ENI, like conntrack -L")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	query := agent.QueryStatus
+	query := control.QueryStatus
 	if *ct {
-		query = agent.QueryConntrack
+		query = control.QueryConntrack
 	}
 	st, err := query(*socket)
 	if err != nil {
@@ -178,7 +180,7 @@ func cmdStatus(args []string) error {
 
 // printConntrack lists tracked connections as conntrack -L does, one line
 // each, grouped by ENI.
-func printConntrack(st *agent.Status) {
+func printConntrack(st *control.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ENI\tPROTO\tLOCAL PORT\tREMOTE\tSTATE\tOPENED BY\tIDLE")
 	for _, c := range st.Conntrack {
@@ -205,7 +207,7 @@ func protoName(p uint8) string {
 	return fmt.Sprint(p)
 }
 
-func printStatus(st *agent.Status) {
+func printStatus(st *control.Status) {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "host %s  bpffs %s\n", st.Host, st.BPFFS)
 	fmt.Fprintf(w, "tunnel %s  port %d  public key %s\n", st.Tunnel.Device, st.Tunnel.ListenPort, st.Tunnel.PublicKey)

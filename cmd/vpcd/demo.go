@@ -20,7 +20,7 @@ import (
 
 	"github.com/google/gopacket/pcapgo"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/lab"
 	"github.com/vpcd/vpcd/probe"
 )
@@ -139,9 +139,9 @@ func (d *demo) startAppliance() error {
 
 // eachStatus calls fn with the status of every host's daemon in topology
 // order; a daemon that does not answer is reported and fails the demo.
-func (d *demo) eachStatus(fn func(host string, st *agent.Status)) {
+func (d *demo) eachStatus(fn func(host string, st *control.Status)) {
 	for _, h := range d.lab.Topology().Hosts {
-		st, err := agent.QueryStatus(d.lab.SocketPath(h.Name))
+		st, err := control.QueryStatus(d.lab.SocketPath(h.Name))
 		if err != nil {
 			fmt.Printf("  %s: %v\n", h.Name, err)
 			d.failed = true
@@ -155,8 +155,8 @@ func (d *demo) eachStatus(fn func(host string, st *agent.Status)) {
 // PostgreSQL traffic to a pcap file, web-1's outbound to the appliance.
 func (d *demo) mirrors() {
 	fmt.Println("\ntraffic mirroring (copies of the TCP transfer above)")
-	sessions := map[string]agent.MirrorStatus{}
-	d.eachStatus(func(_ string, st *agent.Status) {
+	sessions := map[string]control.MirrorStatus{}
+	d.eachStatus(func(_ string, st *control.Status) {
 		for _, m := range st.Mirrors {
 			sessions[m.Name] = m
 		}
@@ -344,7 +344,7 @@ func (d *demo) throughput(ctx context.Context, size int64) {
 
 func (d *demo) tunnels() {
 	fmt.Println("\ntunnels (wireguard-go, one device per host)")
-	d.eachStatus(func(host string, st *agent.Status) {
+	d.eachStatus(func(host string, st *control.Status) {
 		for _, p := range st.Tunnel.Peers {
 			hs := "never"
 			if !p.LastHandshake.IsZero() {
@@ -359,7 +359,7 @@ func (d *demo) tunnels() {
 func (d *demo) drops() {
 	fmt.Println("\ndrops counted by the datapath (vpcd_drops_total)")
 	for _, h := range d.lab.Topology().Hosts {
-		st, err := agent.QueryStatus(d.lab.SocketPath(h.Name))
+		st, err := control.QueryStatus(d.lab.SocketPath(h.Name))
 		if err != nil {
 			continue
 		}

@@ -7,12 +7,12 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 )
 
 func cmdMonitor(args []string) error {
 	fs := newFlags("monitor", "monitor [--socket PATH] [--eni NAME] [--addr IP] [--verdict drop|accept|reject] [--json]")
-	socket := fs.String("socket", agent.DefaultSocket, "control socket of the daemon")
+	socket := fs.String("socket", control.DefaultSocket, "control socket of the daemon")
 	eni := fs.String("eni", "", "only events of this ENI")
 	addr := fs.String("addr", "", "only events with this source or destination address")
 	verdict := fs.String("verdict", "", "only drop, accept or reject events")
@@ -31,7 +31,7 @@ func cmdMonitor(args []string) error {
 		return fmt.Errorf("monitor: --verdict %q: want drop, accept or reject", *verdict)
 	}
 	enc := json.NewEncoder(os.Stdout)
-	return agent.Monitor(*socket, func(ev agent.Event) bool {
+	return control.Monitor(*socket, func(ev control.Event) bool {
 		if *eni != "" && ev.ENI != *eni {
 			return true
 		}
@@ -50,7 +50,7 @@ func cmdMonitor(args []string) error {
 }
 
 // formatEvent renders an event as one line, like cilium monitor.
-func formatEvent(ev agent.Event) string {
+func formatEvent(ev control.Event) string {
 	ports := func(a string, p uint16) string {
 		if p == 0 {
 			return a

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -169,7 +169,7 @@ func TestFlowLogs(t *testing.T) {
 		}
 	})
 	t.Run("status shows the flow log and its counters", func(t *testing.T) {
-		st, err := agent.QueryStatus(l.SocketPath("q"))
+		st, err := control.QueryStatus(l.SocketPath("q"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestFlowLogCapacity(t *testing.T) {
 	if !ping(t, l, "f1", "10.7.1.20", 2) {
 		t.Error("forwarding stopped after the flow table overflowed")
 	}
-	if _, err := agent.QueryStatus(l.SocketPath("p")); err != nil {
+	if _, err := control.QueryStatus(l.SocketPath("p")); err != nil {
 		t.Errorf("daemon does not answer after the overflow: %v", err)
 	}
 	t.Logf("lost %s packets' flows", lost)

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -282,7 +282,7 @@ func inetChecksum(b []byte) uint16 {
 // eniCounters returns an ENI's egress packets and bytes from its host.
 func eniCounters(t *testing.T, l *lab.Lab, host, eni string) [2]uint64 {
 	t.Helper()
-	st, err := agent.QueryStatus(l.SocketPath(host))
+	st, err := control.QueryStatus(l.SocketPath(host))
 	if err != nil {
 		t.Fatal(err)
 	}

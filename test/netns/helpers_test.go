@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -206,7 +206,7 @@ func tshark(t testing.TB, pcap, filter string, extra ...string) []string {
 // drops reads a host daemon's drop counters.
 func drops(t testing.TB, l *lab.Lab, host string) map[string]uint64 {
 	t.Helper()
-	st, err := agent.QueryStatus(l.SocketPath(host))
+	st, err := control.QueryStatus(l.SocketPath(host))
 	if err != nil {
 		t.Fatalf("status of %s: %v", host, err)
 	}

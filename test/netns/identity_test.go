@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -19,7 +19,7 @@ import (
 func connsOf(t *testing.T, l *lab.Lab, host string) []string {
 	t.Helper()
 	out := mustRun(t, l, lab.Host, host, vpcdBinary, "status", "--socket", l.SocketPath(host), "--json", "--conntrack")
-	var st agent.Status
+	var st control.Status
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --conntrack --json: %v\n%s", err, out)
 	}
@@ -66,11 +66,11 @@ func TestENIIdentityAcrossReloadAndRestart(t *testing.T) {
 		t.Fatalf("lab apply: %v", err)
 	}
 	if !testkit.Eventually(10*time.Second, func() bool {
-		st, err := agent.QueryStatus(l.SocketPath("h"))
+		st, err := control.QueryStatus(l.SocketPath("h"))
 		if err != nil {
 			return false
 		}
-		return slices.ContainsFunc(st.ENIs, func(e agent.ENIStatus) bool { return e.Name == "a" })
+		return slices.ContainsFunc(st.ENIs, func(e control.ENIStatus) bool { return e.Name == "a" })
 	}) {
 		t.Fatal("the daemon did not take ENI a within 10 s of the reload")
 	}

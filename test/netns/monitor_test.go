@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 )
 
@@ -31,11 +31,11 @@ func TestMonitor(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	var mu sync.Mutex
-	var events []agent.Event
+	var events []control.Event
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			var ev agent.Event
+			var ev control.Event
 			if json.Unmarshal(sc.Bytes(), &ev) == nil {
 				mu.Lock()
 				events = append(events, ev)

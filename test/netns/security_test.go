@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -150,7 +150,7 @@ func TestSecurity(t *testing.T) {
 		if err := echo(c, "hello"); err != nil {
 			t.Fatal(err)
 		}
-		st, err := agent.QueryConntrack(l.SocketPath("s1"))
+		st, err := control.QueryConntrack(l.SocketPath("s1"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package agent
+package plan
 
 import (
 	"net/netip"
@@ -17,7 +17,7 @@ func TestDesiredStatePeerPorts(t *testing.T) {
 		{Name: "h2", UnderlayIP: h2, ListenPort: 40002, MTU: 1500},
 		{Name: "h3", UnderlayIP: h3, ListenPort: 51820, MTU: 1500},
 	}}
-	s, err := desiredState(top, "h1")
+	s, err := Datapath(top, "h1")
 	if err != nil {
 		t.Fatal(err)
 	}
