@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vpcd/vpcd/agent"
+	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"github.com/vpcd/vpcd/lab"
 )
@@ -106,7 +106,7 @@ func TestMirror(t *testing.T) {
 	// sessions sent to col has arrived there.
 	sentToCol := func() (n uint64) {
 		for _, h := range []string{"m1", "m2"} {
-			st, err := agent.QueryStatus(l.SocketPath(h))
+			st, err := control.QueryStatus(l.SocketPath(h))
 			if err != nil {
 				t.Fatalf("status of %s: %v", h, err)
 			}
