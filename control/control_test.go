@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
 )
 
 // fakeDaemon is a Daemon in memory.
@@ -45,17 +47,6 @@ func serve(t *testing.T, d Daemon) string {
 	}
 	t.Cleanup(func() { l.Close() })
 	return path
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("%s: not within 10 s", what)
 }
 
 func TestStatusAndReload(t *testing.T) {
@@ -117,7 +108,7 @@ func TestMonitor(t *testing.T) {
 			return len(got) < 3
 		})
 	}()
-	waitFor(t, "a monitor client", func() bool { return clients.Load() == 1 && d.hub.Active() })
+	testkit.WaitFor(t, 10*time.Second, "a monitor client", func() bool { return clients.Load() == 1 && d.hub.Active() })
 	for i := range 3 {
 		d.hub.Publish(Event{Kind: "drop", Verdict: "DROP", Reason: "sg_ingress", SrcPort: uint16(i)})
 	}
@@ -125,7 +116,7 @@ func TestMonitor(t *testing.T) {
 	if monErr != nil || len(got) != 3 || got[2].SrcPort != 2 || got[0].Reason != "sg_ingress" {
 		t.Fatalf("monitor: %v %+v", monErr, got)
 	}
-	waitFor(t, "the client's leaving", func() bool { return clients.Load() == 0 && !d.hub.Active() })
+	testkit.WaitFor(t, 10*time.Second, "the client's leaving", func() bool { return clients.Load() == 0 && !d.hub.Active() })
 }
 
 func TestMonitorUnavailable(t *testing.T) {
