@@ -1,7 +1,8 @@
 //go:build ignore
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The ENI program at tcx ingress of an ENI's host-side interface (veths:
- * keeps the workload's GSO super-packets whole). Logic: lib/eni.h. */
+ * keeps the workload's GSO super-packets whole), where the frames the
+ * workload sends arrive. Logic: lib/eni.h. */
 
 #define VPCD_HOOK_TC
 #include "lib/eni.h"
@@ -9,9 +10,9 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 SEC("tc")
-int eni_ingress(struct __sk_buff *skb)
+int from_workload(struct __sk_buff *skb)
 {
-	return eni_egress(skb);
+	return eni_from_workload(skb);
 }
 
 /* mirror_inject runs at tcx ingress of the mirror injection interface,

@@ -340,7 +340,7 @@ const (
 	EniMapRoutes         = "routes"
 	EniMapSubstrate      = "substrate"
 	EniMapUnderlayAllow  = "underlay_allow"
-	EniProgEniIngress    = "eni_ingress"
+	EniProgFromWorkload  = "from_workload"
 	EniProgMirrorInject  = "mirror_inject"
 	EniVarDropEventBtf   = "__drop_event_btf"
 	EniVarDropReasonBtf  = "__drop_reason_btf"
@@ -391,7 +391,7 @@ type EniSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniProgramSpecs struct {
-	EniIngress   *ebpf.ProgramSpec `ebpf:"eni_ingress"`
+	FromWorkload *ebpf.ProgramSpec `ebpf:"from_workload"`
 	MirrorInject *ebpf.ProgramSpec `ebpf:"mirror_inject"`
 }
 
@@ -523,13 +523,13 @@ type EniVariables struct {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniPrograms struct {
-	EniIngress   *ebpf.Program `ebpf:"eni_ingress"`
+	FromWorkload *ebpf.Program `ebpf:"from_workload"`
 	MirrorInject *ebpf.Program `ebpf:"mirror_inject"`
 }
 
 func (p *EniPrograms) Close() error {
 	return _EniClose(
-		p.EniIngress,
+		p.FromWorkload,
 		p.MirrorInject,
 	)
 }

@@ -257,35 +257,35 @@ type EniXdpVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EniXdpMapConfig         = "config"
-	EniXdpMapConntrack      = "conntrack"
-	EniXdpMapCtInserts      = "ct_inserts"
-	EniXdpMapDrops          = "drops"
-	EniXdpMapEniStats       = "eni_stats"
-	EniXdpMapEniUsage       = "eni_usage"
-	EniXdpMapEnis           = "enis"
-	EniXdpMapEvents         = "events"
-	EniXdpMapFastpath       = "fastpath"
-	EniXdpMapFlowLost       = "flow_lost"
-	EniXdpMapFlows          = "flows"
-	EniXdpMapFrags          = "frags"
-	EniXdpMapMirrorRing     = "mirror_ring"
-	EniXdpMapMirrorSessions = "mirror_sessions"
-	EniXdpMapMirrorSets     = "mirror_sets"
-	EniXdpMapMirrorStats    = "mirror_stats"
-	EniXdpMapPeers          = "peers"
-	EniXdpMapPolicyCidr     = "policy_cidr"
-	EniXdpMapPolicyPort     = "policy_port"
-	EniXdpMapPolicySets     = "policy_sets"
-	EniXdpMapRoutes         = "routes"
-	EniXdpMapSubstrate      = "substrate"
-	EniXdpMapUnderlayAllow  = "underlay_allow"
-	EniXdpProgEniXdp        = "eni_xdp"
-	EniXdpVarDropEventBtf   = "__drop_event_btf"
-	EniXdpVarDropReasonBtf  = "__drop_reason_btf"
-	EniXdpVarEventHookBtf   = "__event_hook_btf"
-	EniXdpVarUsageSlotBtf   = "__usage_slot_btf"
-	EniXdpVarVpcdLimitBtf   = "__vpcd_limit_btf"
+	EniXdpMapConfig           = "config"
+	EniXdpMapConntrack        = "conntrack"
+	EniXdpMapCtInserts        = "ct_inserts"
+	EniXdpMapDrops            = "drops"
+	EniXdpMapEniStats         = "eni_stats"
+	EniXdpMapEniUsage         = "eni_usage"
+	EniXdpMapEnis             = "enis"
+	EniXdpMapEvents           = "events"
+	EniXdpMapFastpath         = "fastpath"
+	EniXdpMapFlowLost         = "flow_lost"
+	EniXdpMapFlows            = "flows"
+	EniXdpMapFrags            = "frags"
+	EniXdpMapMirrorRing       = "mirror_ring"
+	EniXdpMapMirrorSessions   = "mirror_sessions"
+	EniXdpMapMirrorSets       = "mirror_sets"
+	EniXdpMapMirrorStats      = "mirror_stats"
+	EniXdpMapPeers            = "peers"
+	EniXdpMapPolicyCidr       = "policy_cidr"
+	EniXdpMapPolicyPort       = "policy_port"
+	EniXdpMapPolicySets       = "policy_sets"
+	EniXdpMapRoutes           = "routes"
+	EniXdpMapSubstrate        = "substrate"
+	EniXdpMapUnderlayAllow    = "underlay_allow"
+	EniXdpProgFromWorkloadXdp = "from_workload_xdp"
+	EniXdpVarDropEventBtf     = "__drop_event_btf"
+	EniXdpVarDropReasonBtf    = "__drop_reason_btf"
+	EniXdpVarEventHookBtf     = "__event_hook_btf"
+	EniXdpVarUsageSlotBtf     = "__usage_slot_btf"
+	EniXdpVarVpcdLimitBtf     = "__vpcd_limit_btf"
 )
 
 // LoadEniXdp returns the embedded CollectionSpec for EniXdp.
@@ -330,7 +330,7 @@ type EniXdpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniXdpProgramSpecs struct {
-	EniXdp *ebpf.ProgramSpec `ebpf:"eni_xdp"`
+	FromWorkloadXdp *ebpf.ProgramSpec `ebpf:"from_workload_xdp"`
 }
 
 // EniXdpMapSpecs contains maps before they are loaded into the kernel.
@@ -461,12 +461,12 @@ type EniXdpVariables struct {
 //
 // It can be passed to LoadEniXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniXdpPrograms struct {
-	EniXdp *ebpf.Program `ebpf:"eni_xdp"`
+	FromWorkloadXdp *ebpf.Program `ebpf:"from_workload_xdp"`
 }
 
 func (p *EniXdpPrograms) Close() error {
 	return _EniXdpClose(
-		p.EniXdp,
+		p.FromWorkloadXdp,
 	)
 }
 

@@ -280,7 +280,7 @@ const (
 	TunnelMapRoutes         = "routes"
 	TunnelMapSubstrate      = "substrate"
 	TunnelMapUnderlayAllow  = "underlay_allow"
-	TunnelProgTunnelIngress = "tunnel_ingress"
+	TunnelProgFromTunnel    = "from_tunnel"
 	TunnelVarDropEventBtf   = "__drop_event_btf"
 	TunnelVarDropReasonBtf  = "__drop_reason_btf"
 	TunnelVarEventHookBtf   = "__event_hook_btf"
@@ -330,7 +330,7 @@ type TunnelSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TunnelProgramSpecs struct {
-	TunnelIngress *ebpf.ProgramSpec `ebpf:"tunnel_ingress"`
+	FromTunnel *ebpf.ProgramSpec `ebpf:"from_tunnel"`
 }
 
 // TunnelMapSpecs contains maps before they are loaded into the kernel.
@@ -461,12 +461,12 @@ type TunnelVariables struct {
 //
 // It can be passed to LoadTunnelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TunnelPrograms struct {
-	TunnelIngress *ebpf.Program `ebpf:"tunnel_ingress"`
+	FromTunnel *ebpf.Program `ebpf:"from_tunnel"`
 }
 
 func (p *TunnelPrograms) Close() error {
 	return _TunnelClose(
-		p.TunnelIngress,
+		p.FromTunnel,
 	)
 }
 

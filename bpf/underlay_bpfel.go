@@ -257,37 +257,36 @@ type UnderlayVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UnderlayMapConfig             = "config"
-	UnderlayMapConntrack          = "conntrack"
-	UnderlayMapCtInserts          = "ct_inserts"
-	UnderlayMapDrops              = "drops"
-	UnderlayMapEniStats           = "eni_stats"
-	UnderlayMapEniUsage           = "eni_usage"
-	UnderlayMapEnis               = "enis"
-	UnderlayMapEvents             = "events"
-	UnderlayMapFastpath           = "fastpath"
-	UnderlayMapFlowLost           = "flow_lost"
-	UnderlayMapFlows              = "flows"
-	UnderlayMapFrags              = "frags"
-	UnderlayMapMirrorRing         = "mirror_ring"
-	UnderlayMapMirrorSessions     = "mirror_sessions"
-	UnderlayMapMirrorSets         = "mirror_sets"
-	UnderlayMapMirrorStats        = "mirror_stats"
-	UnderlayMapPeers              = "peers"
-	UnderlayMapPolicyCidr         = "policy_cidr"
-	UnderlayMapPolicyPort         = "policy_port"
-	UnderlayMapPolicySets         = "policy_sets"
-	UnderlayMapRoutes             = "routes"
-	UnderlayMapSubstrate          = "substrate"
-	UnderlayMapUnderlayAllow      = "underlay_allow"
-	UnderlayProgUnderlayFilterTc  = "underlay_filter_tc"
-	UnderlayProgUnderlayFilterXdp = "underlay_filter_xdp"
-	UnderlayVarDropEventBtf       = "__drop_event_btf"
-	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
-	UnderlayVarEventHookBtf       = "__event_hook_btf"
-	UnderlayVarUsageSlotBtf       = "__usage_slot_btf"
-	UnderlayVarVpcdLimitBtf       = "__vpcd_limit_btf"
-	UnderlayVarLastInvalidation   = "last_invalidation"
+	UnderlayMapConfig           = "config"
+	UnderlayMapConntrack        = "conntrack"
+	UnderlayMapCtInserts        = "ct_inserts"
+	UnderlayMapDrops            = "drops"
+	UnderlayMapEniStats         = "eni_stats"
+	UnderlayMapEniUsage         = "eni_usage"
+	UnderlayMapEnis             = "enis"
+	UnderlayMapEvents           = "events"
+	UnderlayMapFastpath         = "fastpath"
+	UnderlayMapFlowLost         = "flow_lost"
+	UnderlayMapFlows            = "flows"
+	UnderlayMapFrags            = "frags"
+	UnderlayMapMirrorRing       = "mirror_ring"
+	UnderlayMapMirrorSessions   = "mirror_sessions"
+	UnderlayMapMirrorSets       = "mirror_sets"
+	UnderlayMapMirrorStats      = "mirror_stats"
+	UnderlayMapPeers            = "peers"
+	UnderlayMapPolicyCidr       = "policy_cidr"
+	UnderlayMapPolicyPort       = "policy_port"
+	UnderlayMapPolicySets       = "policy_sets"
+	UnderlayMapRoutes           = "routes"
+	UnderlayMapSubstrate        = "substrate"
+	UnderlayMapUnderlayAllow    = "underlay_allow"
+	UnderlayProgFromUnderlay    = "from_underlay"
+	UnderlayVarDropEventBtf     = "__drop_event_btf"
+	UnderlayVarDropReasonBtf    = "__drop_reason_btf"
+	UnderlayVarEventHookBtf     = "__event_hook_btf"
+	UnderlayVarUsageSlotBtf     = "__usage_slot_btf"
+	UnderlayVarVpcdLimitBtf     = "__vpcd_limit_btf"
+	UnderlayVarLastInvalidation = "last_invalidation"
 )
 
 // LoadUnderlay returns the embedded CollectionSpec for Underlay.
@@ -332,8 +331,7 @@ type UnderlaySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayProgramSpecs struct {
-	UnderlayFilterTc  *ebpf.ProgramSpec `ebpf:"underlay_filter_tc"`
-	UnderlayFilterXdp *ebpf.ProgramSpec `ebpf:"underlay_filter_xdp"`
+	FromUnderlay *ebpf.ProgramSpec `ebpf:"from_underlay"`
 }
 
 // UnderlayMapSpecs contains maps before they are loaded into the kernel.
@@ -466,14 +464,12 @@ type UnderlayVariables struct {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayPrograms struct {
-	UnderlayFilterTc  *ebpf.Program `ebpf:"underlay_filter_tc"`
-	UnderlayFilterXdp *ebpf.Program `ebpf:"underlay_filter_xdp"`
+	FromUnderlay *ebpf.Program `ebpf:"from_underlay"`
 }
 
 func (p *UnderlayPrograms) Close() error {
 	return _UnderlayClose(
-		p.UnderlayFilterTc,
-		p.UnderlayFilterXdp,
+		p.FromUnderlay,
 	)
 }
 

@@ -196,9 +196,9 @@ func (d *Datapath) AttachENI(ifname string, hook Hook) (Hook, error) {
 		}
 		hook = h
 	}
-	prog := d.eni.EniIngress
+	prog := d.eni.FromWorkload
 	if hook == HookXDP {
-		prog = d.eniXDP.EniXdp
+		prog = d.eniXDP.FromWorkloadXdp
 		if l, err := netlink.LinkByName(ifname); err == nil && l.Type() == "veth" && d.attached["eni-"+ifname].Hook != string(HookXDP) {
 			// The operator asked for it; say what it costs.
 			d.log.Warn("XDP on a veth: its redirects reach other veths only when they run XDP too, and bulk TCP loses GSO; tcx is the choice for veths",
@@ -270,9 +270,9 @@ func (d *Datapath) AttachUnderlay(ifname string, hook Hook) (Hook, error) {
 		}
 		hook = h
 	}
-	prog, stale := d.underlay.UnderlayFilterXdp, "underlay-tcx"
+	prog, stale := d.underlayXDP.FromUnderlayXdp, "underlay-tcx"
 	if hook == HookTCX {
-		prog, stale = d.underlay.UnderlayFilterTc, "underlay-xdp"
+		prog, stale = d.underlay.FromUnderlay, "underlay-xdp"
 	}
 	if err := d.attachPinned("underlay-"+hookShort(hook), ifname, hook, prog); err != nil {
 		return "", err
@@ -295,7 +295,7 @@ func (d *Datapath) AttachTunnel(ifname string) error {
 	if err != nil {
 		return fmt.Errorf("attach tunnel program to %s: %w", ifname, err)
 	}
-	ifindex, prog := iface.Attrs().Index, d.tunnel.TunnelIngress
+	ifindex, prog := iface.Attrs().Index, d.tunnel.FromTunnel
 	if old := d.tunnelLink; old != nil {
 		// Still attached to this device: update in place (no gap), and
 		// take first place back if a program was put in front.
@@ -358,11 +358,11 @@ func unpinLink(path string) error {
 // benchmarks: the ENI program (tc), the tunnel program (tc) and the underlay
 // filter (XDP).
 func (d *Datapath) Programs() (eni, tunnel, underlay *ebpf.Program) {
-	return d.eni.EniIngress, d.tunnel.TunnelIngress, d.underlay.UnderlayFilterXdp
+	return d.eni.FromWorkload, d.tunnel.FromTunnel, d.underlayXDP.FromUnderlayXdp
 }
 
 // ENIXDP returns the XDP flavour of the ENI program.
-func (d *Datapath) ENIXDP() *ebpf.Program { return d.eniXDP.EniXdp }
+func (d *Datapath) ENIXDP() *ebpf.Program { return d.eniXDP.FromWorkloadXdp }
 
 // UnderlayTC returns the tc flavour of the underlay filter.
-func (d *Datapath) UnderlayTC() *ebpf.Program { return d.underlay.UnderlayFilterTc }
+func (d *Datapath) UnderlayTC() *ebpf.Program { return d.underlay.FromUnderlay }

@@ -238,7 +238,7 @@ func BenchmarkPrograms(b *testing.B) {
 		defer testkit.FreshNamespace(b)()
 		fd, l := openTestTUN(b)
 		defer unix.Close(fd)
-		prog := d.tunnel.TunnelIngress
+		prog := d.tunnel.FromTunnel
 		lk, err := link.AttachTCX(link.TCXOptions{Interface: l.Attrs().Index, Program: prog, Attach: ebpf.AttachTCXIngress})
 		if err != nil {
 			b.Fatal(err)

@@ -26,12 +26,13 @@ const DefaultBPFFS = "/sys/fs/bpf/vpcd"
 // Its methods are not safe for concurrent use except the read-only counter
 // methods (Drops, ENICounters), which only read maps.
 type Datapath struct {
-	dir      string
-	log      *slog.Logger
-	eni      bpf.EniObjects
-	eniXDP   bpf.EniXdpObjects
-	tunnel   bpf.TunnelObjects
-	underlay bpf.UnderlayObjects
+	dir         string
+	log         *slog.Logger
+	eni         bpf.EniObjects
+	eniXDP      bpf.EniXdpObjects
+	tunnel      bpf.TunnelObjects
+	underlay    bpf.UnderlayObjects
+	underlayXDP bpf.UnderlayXdpObjects
 
 	// tunnelLink is not pinned: the tunnel device dies with the daemon.
 	tunnelLink link.Link
@@ -135,6 +136,13 @@ func Open(dir string, log *slog.Logger) (*Datapath, error) {
 		d.tunnel.Close()
 		return nil, fmt.Errorf("load underlay program: %w", err)
 	}
+	if err := loadAdopting(mapDir, log, func() error { return bpf.LoadUnderlayXdpObjects(&d.underlayXDP, opts) }); err != nil {
+		d.eni.Close()
+		d.eniXDP.Close()
+		d.tunnel.Close()
+		d.underlay.Close()
+		return nil, fmt.Errorf("load underlay program (XDP): %w", err)
+	}
 	return d, nil
 }
 
@@ -169,7 +177,7 @@ func (d *Datapath) Close() error {
 	if d.eniIDRecord != nil {
 		d.eniIDRecord.Close()
 	}
-	return errors.Join(d.underlay.Close(), d.tunnel.Close(), d.eniXDP.Close(), d.eni.Close())
+	return errors.Join(d.underlayXDP.Close(), d.underlay.Close(), d.tunnel.Close(), d.eniXDP.Close(), d.eni.Close())
 }
 
 // Teardown removes every pin under dir: links (which detaches their

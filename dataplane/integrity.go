@@ -74,14 +74,14 @@ func checkAttachment(a Attachment) *IntegrityProblem {
 // foreign program put in front of it ends up behind it.
 func (d *Datapath) Repair(p IntegrityProblem) error {
 	a := p.Attachment
-	switch a.Program {
-	case "eni_ingress", "eni_xdp":
+	switch a.Program { // the programs' names in bpf/*.c
+	case "from_workload", "from_workload_xdp":
 		_, err := d.AttachENI(a.Interface, Hook(a.Hook))
 		return err
-	case "underlay_filter_tc", "underlay_filter_xdp":
+	case "from_underlay", "from_underlay_xdp":
 		_, err := d.AttachUnderlay(a.Interface, Hook(a.Hook))
 		return err
-	case "tunnel_ingress":
+	case "from_tunnel":
 		return d.AttachTunnel(a.Interface)
 	case "mirror_inject":
 		_, err := d.EnsureMirrorInject()

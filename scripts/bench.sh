@@ -228,7 +228,7 @@ import json, sys
 tot = {}
 for p in json.load(sys.stdin):
     n = p.get("name", "")
-    if n in ("eni_ingress", "tunnel_ingress", "underlay_filter_tc", "mirror_inject"):
+    if n in ("from_workload", "from_tunnel", "from_underlay", "mirror_inject"):
         t = tot.setdefault(n, [0, 0])
         t[0] += p.get("run_time_ns", 0)
         t[1] += p.get("run_cnt", 0)

@@ -290,13 +290,6 @@ struct flow_val {
 	__u8 _pad[6];
 };
 
-/* The egress fast path: what the slow path decided for one direction of
- * a flow leaving an ENI, so that the next packets of an established flow
- * cost one lookup. Entries are valid for FAST_TTL jiffies after the slow
- * path last confirmed them (at most 2.56 s, well inside every conntrack
- * timeout), only in the generation of the maps they were made in, and
- * never for TCP SYN, FIN or RST: those always take the slow path, which
- * moves the connection's state and removes the entries of a closed one. */
 /* IP fragments: the first fragment of a datagram that passed, so that its
  * later fragments (no transport header) follow its verdict and carry its
  * ports in flow logs and mirror filters (lib/frag.h). */
@@ -318,6 +311,13 @@ struct frag_entry {
 	__u8 _pad;
 };
 
+/* The egress fast path: what the slow path decided for one direction of
+ * a flow leaving an ENI, so that the next packets of an established flow
+ * cost one lookup. Entries are valid for FAST_TTL jiffies after the slow
+ * path last confirmed them (at most 2.56 s, well inside every conntrack
+ * timeout), only in the generation of the maps they were made in, and
+ * never for TCP SYN, FIN or RST: those always take the slow path, which
+ * moves the connection's state and removes the entries of a closed one. */
 #define FAST_TTL 256
 
 struct fast_key {

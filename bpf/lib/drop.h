@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* The one list of reasons a vpcd program drops a packet, and the one helper
- * that counts a drop. bpf2go turns enum drop_reason into a Go type; the Go
- * side names each value (dataplane/drops.go) and a test checks that every
- * value has a name. */
+ * every program drops with (drop_packet). bpf2go turns enum drop_reason into
+ * a Go type; the Go side names each value (dataplane/drops.go) and a test
+ * checks that every value has a name. DROP_UNSPEC is no reason: a helper
+ * that returns a reason returns it for "not dropped". */
 #ifndef VPCD_DROP_H
 #define VPCD_DROP_H
 
+#include "ctx.h"
 #include "common.h"
 #include "maps.h"
+#include "monitor.h"
 
 enum drop_reason {
 	DROP_UNSPEC = 0,
@@ -52,6 +55,20 @@ static __always_inline void count_drop(enum drop_reason reason, enum direction d
 
 	if (v)
 		*v += 1;
+}
+
+/* drop_packet drops the packet in ctx: it counts it under its reason and
+ * the workload's direction, reports it to `vpcd monitor` as seen at hook,
+ * and returns the verdict that drops it. Drops at the underlay are counted
+ * but not reported: whatever reaches a host's underlay would flood the
+ * monitor. */
+static __always_inline int drop_packet(struct ctx_buff *ctx, enum drop_reason reason, enum direction dir,
+				       enum event_hook hook)
+{
+	count_drop(reason, dir);
+	if (hook != HOOK_UNDERLAY)
+		emit_drop(ctx, reason, dir, hook);
+	return CTX_DROP;
 }
 
 /* Keep enum event_hook and struct drop_event in the BTF for bpf2go. */

@@ -76,4 +76,21 @@ static __always_inline int vxlan_push(struct ctx_buff *ctx, const struct vxlan_e
 #endif
 }
 
+#if defined(VPCD_HOOK_TC)
+/* vxlan_pop removes the outer headers and the inner Ethernet header in
+ * front of the inner IPv4 packet of a VXLAN packet that starts with its
+ * outer IPv4 header (as the layer-3 tunnel device hands it over), and
+ * makes room for an Ethernet header in front of it: the caller fills it
+ * in after parsing the packet afresh. */
+static __always_inline int vxlan_pop(struct __sk_buff *ctx)
+{
+	/* FIXED_GSO: a coalesced super-packet keeps the inner MSS.
+	 * NO_CSUM_RESET: the tunnel device marked the payload as verified. */
+	if (bpf_skb_adjust_room(ctx, -(__s32)VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET) < 0)
+		return -1;
+	return bpf_skb_change_head(ctx, ETH_HLEN, 0);
+}
+#endif
+
 #endif

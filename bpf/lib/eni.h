@@ -22,21 +22,11 @@
 #include "mirror.h"
 #include "frag.h"
 
-static __always_inline int eni_drop(struct ctx_buff *ctx, enum drop_reason reason)
+/* policy_dir is the direction a policy drop happened in: the target's
+ * ingress rules or the source's egress rules. */
+static __always_inline enum direction policy_dir(enum drop_reason reason)
 {
-	count_drop(reason, DIR_EGRESS);
-	emit_drop(ctx, reason, DIR_EGRESS, HOOK_ENI);
-	return CTX_DROP;
-}
-
-/* eni_drop_dir counts a policy drop in the direction it happened. */
-static __always_inline int eni_drop_dir(struct ctx_buff *ctx, enum drop_reason reason)
-{
-	__u8 dir = reason == DROP_SG_INGRESS || reason == DROP_NACL_INGRESS ? DIR_INGRESS : DIR_EGRESS;
-
-	count_drop(reason, dir);
-	emit_drop(ctx, reason, dir, HOOK_ENI);
-	return CTX_DROP;
+	return reason == DROP_SG_INGRESS || reason == DROP_NACL_INGRESS ? DIR_INGRESS : DIR_EGRESS;
 }
 
 static __always_inline int handle_arp(struct ctx_buff *ctx, struct cursor *c, struct ethhdr *eth,
@@ -45,13 +35,13 @@ static __always_inline int handle_arp(struct ctx_buff *ctx, struct cursor *c, st
 	struct arp_eth_ipv4 *arp = parse_arp(c);
 
 	if (!arp)
-		return eni_drop(ctx, DROP_MALFORMED);
+		return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	if (eni->source_dest_check && !mac_equal(arp->sha, eni->mac))
-		return eni_drop(ctx, DROP_SOURCE_CHECK);
+		return drop_packet(ctx, DROP_SOURCE_CHECK, DIR_EGRESS, HOOK_ENI);
 	if (arp->op != bpf_htons(ARP_OP_REQUEST))
 		return CTX_DROP; /* replies and announcements: nobody to tell */
 	if (!arp_answerable(eni, arp->tpa, arp->spa))
-		return eni_drop(ctx, DROP_ARP);
+		return drop_packet(ctx, DROP_ARP, DIR_EGRESS, HOOK_ENI);
 	arp_reply_in_place(eth, arp, cfg->gw_mac);
 	return ctx_redirect_back(ctx);
 }
@@ -90,11 +80,11 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 	__u32 len;
 
 	if (!cfg->tun_ifindex)
-		return eni_drop(ctx, DROP_NO_TUNNEL);
+		return drop_packet(ctx, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
 
 	if (syn_doff && cfg->inner_mtu > 40) {
 		if (clamp_mss(ctx, l4_off, syn_doff, cfg->inner_mtu - 40) < 0)
-			return eni_drop(ctx, DROP_MALFORMED);
+			return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	}
 
 	len = ctx_len(ctx);
@@ -104,7 +94,7 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 		struct iphdr *ip = data + ETH_HLEN;
 
 		if ((void *)(ip + 1) > end)
-			return eni_drop(ctx, DROP_MALFORMED);
+			return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 		if (ip->frag_off & bpf_htons(IP_DF)) {
 			count_drop(DROP_FRAG_NEEDED, DIR_EGRESS);
 			if (reply_frag_needed(ctx, eni, cfg->gw_mac, cfg->inner_mtu) < 0)
@@ -116,7 +106,7 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, eni->vni, len, hash, rt->mac, eni->mac);
 	if (vxlan_push(ctx, &h) < 0)
-		return eni_drop(ctx, DROP_ENCAP_FAILED);
+		return drop_packet(ctx, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
 }
 
@@ -223,7 +213,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
 		   fe->dst_mac, fe->src_mac);
 	if (vxlan_push(ctx, &h) < 0)
-		return eni_drop(ctx, DROP_ENCAP_FAILED);
+		return drop_packet(ctx, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
 }
 
@@ -269,7 +259,9 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 	bpf_map_update_elem(&fastpath, &fk, &fe, BPF_NOEXIST);
 }
 
-static __always_inline int eni_egress(struct ctx_buff *ctx)
+/* eni_from_workload handles a frame the workload sent, at the host side of
+ * its ENI's interface. */
+static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 {
 	struct cursor c = { .pos = ctx_data(ctx), .end = ctx_data_end(ctx) };
 	__u32 ifindex = ctx_ifindex(ctx);
@@ -287,13 +279,13 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 
 	cfg = get_config();
 	if (!cfg)
-		return eni_drop(ctx, DROP_UNKNOWN_ENI);
+		return drop_packet(ctx, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	eth = parse_eth(&c);
 	if (!eth)
-		return eni_drop(ctx, DROP_MALFORMED);
+		return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	/* A VLAN tag (in the frame it is an unknown ethertype, below). */
 	if (ctx_vlan_tagged(ctx))
-		return eni_drop(ctx, DROP_UNSUPPORTED);
+		return drop_packet(ctx, DROP_UNSUPPORTED, DIR_EGRESS, HOOK_ENI);
 
 	/* The fast path: an established flow's packet, one lookup. */
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -311,36 +303,36 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			c.end = ctx_data_end(ctx);
 			eth = parse_eth(&c);
 			if (!eth)
-				return eni_drop(ctx, DROP_MALFORMED);
+				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 		}
 	}
 
 	eni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!eni)
-		return eni_drop(ctx, DROP_UNKNOWN_ENI);
+		return drop_packet(ctx, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	if (eni->source_dest_check && !mac_equal(eth->h_source, eni->mac))
-		return eni_drop(ctx, DROP_SOURCE_CHECK);
+		return drop_packet(ctx, DROP_SOURCE_CHECK, DIR_EGRESS, HOOK_ENI);
 
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return handle_arp(ctx, &c, eth, eni, cfg);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return eni_drop(ctx, DROP_UNSUPPORTED);
+		return drop_packet(ctx, DROP_UNSUPPORTED, DIR_EGRESS, HOOK_ENI);
 
 	ip = parse_ipv4(&c);
 	if (!ip)
-		return eni_drop(ctx, DROP_MALFORMED);
+		return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	/* A packet shorter than its IPv4 header says is truncated: never
 	 * forwarded (padding after it is allowed). */
 	if (bpf_ntohs(ip->tot_len) > ctx_len(ctx) - ETH_HLEN)
-		return eni_drop(ctx, DROP_MALFORMED);
+		return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	if (eni->source_dest_check && ip->saddr != eni->ip)
-		return eni_drop(ctx, DROP_SOURCE_CHECK);
+		return drop_packet(ctx, DROP_SOURCE_CHECK, DIR_EGRESS, HOOK_ENI);
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	if (pkt_info_fill(&pi, ip, &c) < 0) /* a first fragment too short is a fragment attack */
-		return eni_drop(ctx, ip_first_fragment(ip) ? DROP_FRAGMENT : DROP_MALFORMED);
+		return drop_packet(ctx, ip_first_fragment(ip) ? DROP_FRAGMENT : DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	why = frag_check(eni->vni, ip, &pi);
 	if (why)
-		return eni_drop(ctx, why);
+		return drop_packet(ctx, why, DIR_EGRESS, HOOK_ENI);
 	later = ip_later_fragment(ip);
 	if (later) {
 		if (pi.proto == IPPROTO_TCP_ || pi.proto == IPPROTO_UDP_)
@@ -350,7 +342,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			struct tcphdr *tcp = parse_tcp(&c);
 
 			if (!tcp)
-				return eni_drop(ctx, DROP_MALFORMED);
+				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 			if (tcp->syn && !ip_is_fragment(ip))
 				syn_doff = tcp->doff;
 			ports = (__u32)tcp->source << 16 | tcp->dest;
@@ -358,7 +350,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			struct udphdr *udp = parse_udp(&c);
 
 			if (!udp)
-				return eni_drop(ctx, DROP_MALFORMED);
+				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 			ports = (__u32)udp->source << 16 | udp->dest;
 		}
 	}
@@ -367,7 +359,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	rk.ip = ip->daddr;
 	rt = bpf_map_lookup_elem(&routes, &rk);
 	if (!rt)
-		return eni_drop(ctx, drop_reason_for_miss(eni, ip->daddr));
+		return drop_packet(ctx, drop_reason_for_miss(eni, ip->daddr), DIR_EGRESS, HOOK_ENI);
 
 	now = bpf_ktime_get_coarse_ns();
 	/* A later fragment follows its first fragment's verdict. */
@@ -376,7 +368,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		frag_denied(eni->vni, ip);
 		if (policy_reject(why) && eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_REJECT, 0);
-		return eni_drop_dir(ctx, why);
+		return drop_packet(ctx, why, policy_dir(why), HOOK_ENI);
 	}
 
 	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi.hdr_len, &segs, &bytes);
@@ -388,7 +380,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 		struct eni_info *dst = bpf_map_lookup_elem(&enis, &dst_if);
 
 		if (!dst)
-			return eni_drop(ctx, DROP_UNKNOWN_ENI);
+			return drop_packet(ctx, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 		/* The packet left the source: its egress sessions see it, as
 		 * they would if the target lived on another host, whatever the
 		 * target's policy says next. */
@@ -401,7 +393,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 			frag_denied(eni->vni, ip);
 			if (policy_reject(why) && dst->flow_log)
 				count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_REJECT, 0);
-			return eni_drop_dir(ctx, why);
+			return drop_packet(ctx, why, policy_dir(why), HOOK_ENI);
 		}
 		if (dst->flow_log)
 			count_flow(ctx, dst->eni_id, &pi, DIR_INGRESS, FLOW_ACCEPT, 0);
@@ -419,7 +411,7 @@ static __always_inline int eni_egress(struct ctx_buff *ctx)
 	/* The peer's daemon is down: no session to send in; dropped here,
 	 * counted, and no fast-path entry that would skip this check. */
 	if (peer_down(rt->remote_ip))
-		return eni_drop(ctx, DROP_NO_TUNNEL);
+		return drop_packet(ctx, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
 	frag_passed(eni->vni, ip, &pi);
 	if (!ip_is_fragment(ip))
 		fast_remember(ctx, &pi, eni, rt, cfg, NULL);
@@ -452,60 +444,60 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 
 	cfg = get_config();
 	if (!cfg)
-		return eni_drop(skb, DROP_UNKNOWN_ENI);
+		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	eth = parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_source[0] != MIRROR_INJECT_MAC0 ||
 	    eth->h_source[1] != MIRROR_INJECT_MAC1)
-		return eni_drop(skb, DROP_MALFORMED);
+		return drop_packet(skb, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	idx = (__u32)eth->h_source[2] << 24 | (__u32)eth->h_source[3] << 16 | (__u32)eth->h_source[4] << 8 |
 	      eth->h_source[5];
 	ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
 	if (!ms || !ms->src_ifindex)
-		return eni_drop(skb, DROP_UNKNOWN_ENI);
+		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	src_if = ms->src_ifindex;
 	src = bpf_map_lookup_elem(&enis, &src_if);
 	if (!src)
-		return eni_drop(skb, DROP_UNKNOWN_ENI);
+		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	ip = parse_ipv4(&c);
 	if (!ip || ip->ihl != 5 || ip_is_fragment(ip) || ip->protocol != IPPROTO_UDP_ || ip->saddr != src->ip ||
 	    bpf_ntohs(ip->tot_len) > skb->len - ETH_HLEN)
-		return eni_drop(skb, DROP_MALFORMED);
+		return drop_packet(skb, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 	lc = c;
 	udp = parse_udp(&c);
 	if (!udp || udp->dest != bpf_htons(VXLAN_PORT) || pkt_info_fill(&pi, ip, &lc) < 0)
-		return eni_drop(skb, DROP_MALFORMED);
+		return drop_packet(skb, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 
 	rk.vni = src->vni;
 	rk.ip = ip->daddr;
 	rt = bpf_map_lookup_elem(&routes, &rk);
 	if (!rt)
-		return eni_drop(skb, drop_reason_for_miss(src, ip->daddr));
+		return drop_packet(skb, drop_reason_for_miss(src, ip->daddr), DIR_EGRESS, HOOK_ENI);
 	len = skb->len;
 	if (rt->ifindex) {
 		dst_if = rt->ifindex;
 		dst = bpf_map_lookup_elem(&enis, &dst_if);
 		if (!dst)
-			return eni_drop(skb, DROP_UNKNOWN_ENI);
+			return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 		why = policy_check(dst, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
 		if (why)
-			return eni_drop_dir(skb, why);
+			return drop_packet(skb, why, policy_dir(why), HOOK_ENI);
 		count_eni(dst->eni_id, DIR_INGRESS, 1, len - ETH_HLEN);
 		c.pos = ctx_data(skb);
 		c.end = ctx_data_end(skb);
 		eth = parse_eth(&c);
 		if (!eth)
-			return eni_drop(skb, DROP_MALFORMED);
+			return drop_packet(skb, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(skb, dst_if);
 	}
 	if (!cfg->tun_ifindex || peer_down(rt->remote_ip))
-		return eni_drop(skb, DROP_NO_TUNNEL);
+		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, idx * 0x9e3779b1u ^ pi.sport, rt->mac,
 		   src->mac);
 	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
 	if (vxlan_push(skb, &h) < 0)
-		return eni_drop(skb, DROP_ENCAP_FAILED);
+		return drop_packet(skb, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(skb, cfg->tun_ifindex);
 }
 #endif
