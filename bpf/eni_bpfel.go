@@ -292,13 +292,15 @@ type EniUnderlayAllowKey struct {
 type EniUsageSlot uint32
 
 const (
-	EniUsageSlotUSAGE_CT_MADE    EniUsageSlot = 0
-	EniUsageSlotUSAGE_CT_GONE    EniUsageSlot = 1
-	EniUsageSlotUSAGE_CT_REFUSED EniUsageSlot = 2
-	EniUsageSlotUSAGE_FLOW_MADE  EniUsageSlot = 3
-	EniUsageSlotUSAGE_FLOW_GONE  EniUsageSlot = 4
-	EniUsageSlotUSAGE_FLOW_SHARE EniUsageSlot = 5
-	EniUsageSlotUSAGE_MAX        EniUsageSlot = 6
+	EniUsageSlotUSAGE_CT_MADE     EniUsageSlot = 0
+	EniUsageSlotUSAGE_CT_GONE     EniUsageSlot = 1
+	EniUsageSlotUSAGE_CT_REFUSED  EniUsageSlot = 2
+	EniUsageSlotUSAGE_FLOW_MADE   EniUsageSlot = 3
+	EniUsageSlotUSAGE_FLOW_GONE   EniUsageSlot = 4
+	EniUsageSlotUSAGE_FLOW_SHARE  EniUsageSlot = 5
+	EniUsageSlotUSAGE_FRAG_WINDOW EniUsageSlot = 6
+	EniUsageSlotUSAGE_FRAG_COUNT  EniUsageSlot = 7
+	EniUsageSlotUSAGE_MAX         EniUsageSlot = 8
 )
 
 type EniVpcdConfig struct {

@@ -35,6 +35,8 @@ func TestICMPConntrackPairsRequestWithReply(t *testing.T) {
 			{"a's timestamp request", fromA(13, 0, 9), ""},
 			{"b's timestamp reply", fromB(14, 0, 9), ""},
 			{"b's echo reply with the timestamp's identifier", fromB(0, 0, 9), "sg_ingress"},
+			{"a sends b an unsolicited echo reply", fromA(0, 0, 42), ""},
+			{"b's echo request with that identifier", fromB(8, 0, 42), "sg_ingress"},
 		}
 		for _, s := range steps {
 			if s.got != s.want {

@@ -164,6 +164,9 @@ func (e *RefENI) Check(p RefPacket, dir Direction) string {
 		rules = e.ENI.SGIngress
 	}
 	if SGAllows(rules, p.Proto, p.rulePort(), remote) {
+		if p.Proto == 1 && !icmpRequest(p.ICMPType) {
+			return "" // a reply opens nothing
+		}
 		c := &refConn{state: refNew, origin: dir}
 		if p.Proto == 6 {
 			if p.TCPFlags&tcpRST != 0 {

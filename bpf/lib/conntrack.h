@@ -132,6 +132,11 @@ static __always_inline int ct_create(const struct eni_info *eni, const struct ct
 {
 	struct ct_entry e = { .last_seen = now, .origin = dir, .state = CT_NEW };
 
+	/* Only an ICMP request opens an exchange: a reply the rules let out
+	 * must not open the way for requests in (the key's low byte is the
+	 * direction requests travel, plus one). */
+	if (k->proto == IPPROTO_ICMP_ && (k->remote_port & 0xff) != dir + 1)
+		return 0;
 	if (k->proto == IPPROTO_TCP_) {
 		if (flags & TCPF_RST)
 			return 0; /* nothing to track */

@@ -330,7 +330,7 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 	l4_off = ETH_HLEN + ip->ihl * 4;
 	if (pkt_info_fill(&pi, ip, &c) < 0) /* a first fragment too short is a fragment attack */
 		return drop_packet(ctx, ip_first_fragment(ip) ? DROP_FRAGMENT : DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
-	why = frag_check(eni->vni, ip, &pi);
+	why = frag_check(eni->eni_id, eni->vni, ip, &pi);
 	if (why)
 		return drop_packet(ctx, why, DIR_EGRESS, HOOK_ENI);
 	later = ip_later_fragment(ip);

@@ -51,19 +51,46 @@ static __always_inline void frag_key_for(struct frag_key *k, __u32 vni, const st
 	k->proto = ip->protocol;
 }
 
+/* frag_budget takes one of the ENI's FRAG_BUDGET first fragments of the
+ * current window, or reports (0) that it has none left: one ENI's flood of
+ * first fragments costs only its own fragmented traffic. Both slots are
+ * the datapath's alone; CPUs that open a window at the same instant may
+ * let a few more through, never fewer. */
+static __always_inline int frag_budget(__u32 eni_id)
+{
+	__u64 *start = usage_slot(eni_id, USAGE_FRAG_WINDOW);
+	__u64 *count = usage_slot(eni_id, USAGE_FRAG_COUNT);
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (!start || !count)
+		return 1;
+	if (now - *start > (__u64)FRAG_WINDOW_MS * 1000000ULL) {
+		*start = now;
+		*count = 0;
+	}
+	if (*count >= FRAG_BUDGET)
+		return 0;
+	__sync_fetch_and_add(count, 1);
+	return 1;
+}
+
 /* frag_check vets a fragment before policy: a first fragment must hold its
- * transport header; a later one must not reach into it and must follow a
- * first fragment that passed, whose ports it takes into pi. Returns 0 or
- * DROP_FRAGMENT. */
-static __always_inline enum drop_reason frag_check(__u32 vni, const struct iphdr *ip, struct pkt_info *pi)
+ * transport header and fit the budget of ENI eni_id (the sender's at the
+ * ENI program, the receiver's at the tunnel's); a later one must not reach
+ * into it and must follow a first fragment that passed, whose ports it
+ * takes into pi. Returns 0 or DROP_FRAGMENT. */
+static __always_inline enum drop_reason frag_check(__u32 eni_id, __u32 vni, const struct iphdr *ip,
+						    struct pkt_info *pi)
 {
 	struct frag_key k;
 	struct frag_entry *e;
 
 	if (!ip_later_fragment(ip)) {
-		if (ip_first_fragment(ip) && bpf_ntohs(ip->tot_len) < ip->ihl * 4 + l4_min_len(ip->protocol))
+		if (!ip_first_fragment(ip))
+			return DROP_UNSPEC;
+		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 + l4_min_len(ip->protocol))
 			return DROP_FRAGMENT;
-		return DROP_UNSPEC;
+		return frag_budget(eni_id) ? DROP_UNSPEC : DROP_FRAGMENT;
 	}
 	if ((__u32)bpf_ntohs(ip->frag_off & bpf_htons(IP_OFFMASK)) * 8 < l4_min_len(ip->protocol))
 		return DROP_FRAGMENT;

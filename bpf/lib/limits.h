@@ -39,7 +39,12 @@ enum vpcd_limit {
 	 * share its host (the daemon's, beside the table it divides). */
 	MIN_DEFAULT_CONNECTIONS = 1024,
 	MAX_FAST_ENTRIES = 262144, /* the egress fast path */
-	MAX_FRAGS = 8192,          /* first fragments remembered */
+	MAX_FRAGS = 65536,         /* first fragments remembered, host-wide */
+	/* First fragments one ENI may have remembered per FRAG_WINDOW_MS: a
+	 * flood from one ENI cannot push the others' entries out of frags in
+	 * the milliseconds their datagrams take to arrive. */
+	FRAG_BUDGET = 4096,
+	FRAG_WINDOW_MS = 100,
 	MAX_FLOWS = 65536,         /* flow-log entries between two drains */
 	/* Slots of eni_usage per ENI: >= __USAGE_MAX, room to add slots
 	 * without a new map shape. */

@@ -134,6 +134,8 @@ enum usage_slot {
 	USAGE_FLOW_MADE,   /* flow entries added */
 	USAGE_FLOW_GONE,   /* of those, drained by the daemon */
 	USAGE_FLOW_SHARE,  /* flow entries the ENI may hold; 0 = no limit */
+	USAGE_FRAG_WINDOW, /* when the ENI's current fragment window began (ns) */
+	USAGE_FRAG_COUNT,  /* first fragments remembered in that window */
 	__USAGE_MAX,
 };
 

@@ -99,7 +99,7 @@ static __always_inline int tunnel_to_workload(struct ctx_buff *ctx)
 	deni = bpf_map_lookup_elem(&enis, &ifindex);
 	if (!deni)
 		return tunnel_drop(ctx, DROP_UNKNOWN_ENI);
-	why = frag_check(vni, inner, &pi);
+	why = frag_check(eni_id, vni, inner, &pi);
 	if (why)
 		return tunnel_drop(ctx, why);
 	/* A later fragment follows its first fragment's verdict. */

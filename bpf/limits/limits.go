@@ -18,7 +18,9 @@ const (
 	MaxConnections        = 262144  // MAX_CONNECTIONS
 	MinDefaultConnections = 1024    // MIN_DEFAULT_CONNECTIONS
 	MaxFastEntries        = 262144  // MAX_FAST_ENTRIES
-	MaxFrags              = 8192    // MAX_FRAGS
+	MaxFrags              = 65536   // MAX_FRAGS
+	FragBudget            = 4096    // FRAG_BUDGET
+	FragWindowMs          = 100     // FRAG_WINDOW_MS
 	MaxFlows              = 65536   // MAX_FLOWS
 	UsageSlots            = 8       // USAGE_SLOTS
 	EventHead             = 96      // EVENT_HEAD
