@@ -16,11 +16,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } config SEC(".maps");
 
+/* enis, routes and peers are read through a pointer for the whole of a
+ * packet's run while the daemon may update other entries: without
+ * preallocation a replaced element is freed only after every program that
+ * could hold it has finished (RCU), never handed at once to the next
+ * update, so a packet never reads another ENI's or route's new value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_ENIS);
 	__type(key, __u32); /* ifindex of the host-side interface */
 	__type(value, struct eni_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } enis SEC(".maps");
 
@@ -29,6 +35,7 @@ struct {
 	__uint(max_entries, MAX_ROUTES);
 	__type(key, struct route_key);
 	__type(value, struct route);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } routes SEC(".maps");
 
@@ -48,6 +55,7 @@ struct {
 	__uint(max_entries, MAX_PEERS);
 	__type(key, __u32);
 	__type(value, struct peer_info);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } peers SEC(".maps");
 
