@@ -10,6 +10,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/vpcd/vpcd/encap"
 	"github.com/vpcd/vpcd/internal/testkit"
 )
 
@@ -176,19 +177,8 @@ func verdictIs(h eniHook, got, want string) bool {
 	return got == want
 }
 
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
+// checksum is the Internet checksum (encap's, checked against gopacket).
+func checksum(b []byte) uint16 { return encap.Checksum(b) }
 
 // ipv4Packet builds Ethernet + IPv4 + payload (proto, with DF when df).
 func ipv4Packet(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, proto uint8, df bool, payload []byte) []byte {

@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vpcd/vpcd/bpf"
+	"github.com/vpcd/vpcd/encap"
 	"github.com/vpcd/vpcd/internal/testkit"
 	"golang.org/x/sys/unix"
 )
@@ -118,20 +119,11 @@ func vxlanFrame(outerSrc, outerDst netip.Addr, vni uint32, src, dst netip.Addr) 
 // tunnel device: outer IPv4/UDP/VXLAN from host src to host dst (no outer
 // Ethernet).
 func vxlanOf(src, dst netip.Addr, vni uint32, inner []byte) []byte {
-	b := make([]byte, 36+len(inner))
-	ip := b[:20]
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(b)))
-	s, d := src.As4(), dst.As4()
-	copy(ip[12:], s[:])
-	copy(ip[16:], d[:])
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip))
-	binary.BigEndian.PutUint16(b[20:], 50000)
-	binary.BigEndian.PutUint16(b[22:], 4789)
-	binary.BigEndian.PutUint16(b[24:], uint16(len(b)-20))
-	b[28] = 0x08
-	binary.BigEndian.PutUint32(b[32:], vni<<8)
-	copy(b[36:], inner)
+	b := make([]byte, encap.OuterLen+len(inner))
+	if err := encap.PutOuter(b, encap.Outer{Src: src, Dst: dst, SrcPort: 50000, VNI: vni}, len(inner)); err != nil {
+		panic(err)
+	}
+	copy(b[encap.OuterLen:], inner)
 	return b
 }
 
