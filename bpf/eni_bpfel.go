@@ -32,6 +32,24 @@ type EniCtKey struct {
 	Pad        [3]uint8
 }
 
+type EniCtState uint32
+
+const (
+	EniCtStateCT_NEW         EniCtState = 0
+	EniCtStateCT_SYN_SENT    EniCtState = 1
+	EniCtStateCT_ESTABLISHED EniCtState = 2
+	EniCtStateCT_CLOSING     EniCtState = 3
+	EniCtStateCT_CLOSED      EniCtState = 4
+)
+
+type EniDirection uint32
+
+const (
+	EniDirectionDIR_INGRESS EniDirection = 0
+	EniDirectionDIR_EGRESS  EniDirection = 1
+	EniDirectionDIR_MAX     EniDirection = 2
+)
+
 type EniDropEvent struct {
 	_        structs.HostLayout
 	Time     uint64
@@ -289,6 +307,14 @@ type EniUnderlayAllowKey struct {
 	Port     uint16
 }
 
+type EniUnderlayFromKey struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Protocol uint8
+	Pad      uint8
+}
+
 type EniUsageSlot uint32
 
 const (
@@ -342,8 +368,11 @@ const (
 	EniMapRoutes         = "routes"
 	EniMapSubstrate      = "substrate"
 	EniMapUnderlayAllow  = "underlay_allow"
+	EniMapUnderlayFrom   = "underlay_from"
 	EniProgFromWorkload  = "from_workload"
 	EniProgMirrorInject  = "mirror_inject"
+	EniVarCtStateBtf     = "__ct_state_btf"
+	EniVarDirectionBtf   = "__direction_btf"
 	EniVarDropEventBtf   = "__drop_event_btf"
 	EniVarDropReasonBtf  = "__drop_reason_btf"
 	EniVarEventHookBtf   = "__event_hook_btf"
@@ -424,12 +453,15 @@ type EniMapSpecs struct {
 	Routes         *ebpf.MapSpec `ebpf:"routes"`
 	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // EniVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniVariableSpecs struct {
+	CtStateBtf    *ebpf.VariableSpec `ebpf:"__ct_state_btf"`
+	DirectionBtf  *ebpf.VariableSpec `ebpf:"__direction_btf"`
 	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
@@ -480,6 +512,7 @@ type EniMaps struct {
 	Routes         *ebpf.Map `ebpf:"routes"`
 	Substrate      *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *EniMaps) Close() error {
@@ -507,6 +540,7 @@ func (m *EniMaps) Close() error {
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,
+		m.UnderlayFrom,
 	)
 }
 
@@ -514,6 +548,8 @@ func (m *EniMaps) Close() error {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniVariables struct {
+	CtStateBtf    *ebpf.Variable `ebpf:"__ct_state_btf"`
+	DirectionBtf  *ebpf.Variable `ebpf:"__direction_btf"`
 	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`

@@ -241,6 +241,14 @@ type TunnelUnderlayAllowKey struct {
 	Port     uint16
 }
 
+type TunnelUnderlayFromKey struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Protocol uint8
+	Pad      uint8
+}
+
 type TunnelVpcdConfig struct {
 	_          structs.HostLayout
 	TunIfindex uint32
@@ -280,7 +288,10 @@ const (
 	TunnelMapRoutes         = "routes"
 	TunnelMapSubstrate      = "substrate"
 	TunnelMapUnderlayAllow  = "underlay_allow"
+	TunnelMapUnderlayFrom   = "underlay_from"
 	TunnelProgFromTunnel    = "from_tunnel"
+	TunnelVarCtStateBtf     = "__ct_state_btf"
+	TunnelVarDirectionBtf   = "__direction_btf"
 	TunnelVarDropEventBtf   = "__drop_event_btf"
 	TunnelVarDropReasonBtf  = "__drop_reason_btf"
 	TunnelVarEventHookBtf   = "__event_hook_btf"
@@ -360,12 +371,15 @@ type TunnelMapSpecs struct {
 	Routes         *ebpf.MapSpec `ebpf:"routes"`
 	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // TunnelVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type TunnelVariableSpecs struct {
+	CtStateBtf    *ebpf.VariableSpec `ebpf:"__ct_state_btf"`
+	DirectionBtf  *ebpf.VariableSpec `ebpf:"__direction_btf"`
 	DropEventBtf  *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
@@ -416,6 +430,7 @@ type TunnelMaps struct {
 	Routes         *ebpf.Map `ebpf:"routes"`
 	Substrate      *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *TunnelMaps) Close() error {
@@ -443,6 +458,7 @@ func (m *TunnelMaps) Close() error {
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,
+		m.UnderlayFrom,
 	)
 }
 
@@ -450,6 +466,8 @@ func (m *TunnelMaps) Close() error {
 //
 // It can be passed to LoadTunnelObjects or ebpf.CollectionSpec.LoadAndAssign.
 type TunnelVariables struct {
+	CtStateBtf    *ebpf.Variable `ebpf:"__ct_state_btf"`
+	DirectionBtf  *ebpf.Variable `ebpf:"__direction_btf"`
 	DropEventBtf  *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf  *ebpf.Variable `ebpf:"__event_hook_btf"`

@@ -241,6 +241,14 @@ type UnderlayUnderlayAllowKey struct {
 	Port     uint16
 }
 
+type UnderlayUnderlayFromKey struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Protocol uint8
+	Pad      uint8
+}
+
 type UnderlayVpcdConfig struct {
 	_          structs.HostLayout
 	TunIfindex uint32
@@ -280,7 +288,10 @@ const (
 	UnderlayMapRoutes           = "routes"
 	UnderlayMapSubstrate        = "substrate"
 	UnderlayMapUnderlayAllow    = "underlay_allow"
+	UnderlayMapUnderlayFrom     = "underlay_from"
 	UnderlayProgFromUnderlay    = "from_underlay"
+	UnderlayVarCtStateBtf       = "__ct_state_btf"
+	UnderlayVarDirectionBtf     = "__direction_btf"
 	UnderlayVarDropEventBtf     = "__drop_event_btf"
 	UnderlayVarDropReasonBtf    = "__drop_reason_btf"
 	UnderlayVarEventHookBtf     = "__event_hook_btf"
@@ -361,12 +372,15 @@ type UnderlayMapSpecs struct {
 	Routes         *ebpf.MapSpec `ebpf:"routes"`
 	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // UnderlayVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayVariableSpecs struct {
+	CtStateBtf       *ebpf.VariableSpec `ebpf:"__ct_state_btf"`
+	DirectionBtf     *ebpf.VariableSpec `ebpf:"__direction_btf"`
 	DropEventBtf     *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
@@ -418,6 +432,7 @@ type UnderlayMaps struct {
 	Routes         *ebpf.Map `ebpf:"routes"`
 	Substrate      *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *UnderlayMaps) Close() error {
@@ -445,6 +460,7 @@ func (m *UnderlayMaps) Close() error {
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,
+		m.UnderlayFrom,
 	)
 }
 
@@ -452,6 +468,8 @@ func (m *UnderlayMaps) Close() error {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayVariables struct {
+	CtStateBtf       *ebpf.Variable `ebpf:"__ct_state_btf"`
+	DirectionBtf     *ebpf.Variable `ebpf:"__direction_btf"`
 	DropEventBtf     *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.Variable `ebpf:"__event_hook_btf"`

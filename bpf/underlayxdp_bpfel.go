@@ -241,6 +241,14 @@ type UnderlayXdpUnderlayAllowKey struct {
 	Port     uint16
 }
 
+type UnderlayXdpUnderlayFromKey struct {
+	_        structs.HostLayout
+	Addr     uint32
+	Port     uint16
+	Protocol uint8
+	Pad      uint8
+}
+
 type UnderlayXdpVpcdConfig struct {
 	_          structs.HostLayout
 	TunIfindex uint32
@@ -280,7 +288,10 @@ const (
 	UnderlayXdpMapRoutes           = "routes"
 	UnderlayXdpMapSubstrate        = "substrate"
 	UnderlayXdpMapUnderlayAllow    = "underlay_allow"
+	UnderlayXdpMapUnderlayFrom     = "underlay_from"
 	UnderlayXdpProgFromUnderlayXdp = "from_underlay_xdp"
+	UnderlayXdpVarCtStateBtf       = "__ct_state_btf"
+	UnderlayXdpVarDirectionBtf     = "__direction_btf"
 	UnderlayXdpVarDropEventBtf     = "__drop_event_btf"
 	UnderlayXdpVarDropReasonBtf    = "__drop_reason_btf"
 	UnderlayXdpVarEventHookBtf     = "__event_hook_btf"
@@ -361,12 +372,15 @@ type UnderlayXdpMapSpecs struct {
 	Routes         *ebpf.MapSpec `ebpf:"routes"`
 	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // UnderlayXdpVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayXdpVariableSpecs struct {
+	CtStateBtf       *ebpf.VariableSpec `ebpf:"__ct_state_btf"`
+	DirectionBtf     *ebpf.VariableSpec `ebpf:"__direction_btf"`
 	DropEventBtf     *ebpf.VariableSpec `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.VariableSpec `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.VariableSpec `ebpf:"__event_hook_btf"`
@@ -418,6 +432,7 @@ type UnderlayXdpMaps struct {
 	Routes         *ebpf.Map `ebpf:"routes"`
 	Substrate      *ebpf.Map `ebpf:"substrate"`
 	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *UnderlayXdpMaps) Close() error {
@@ -445,6 +460,7 @@ func (m *UnderlayXdpMaps) Close() error {
 		m.Routes,
 		m.Substrate,
 		m.UnderlayAllow,
+		m.UnderlayFrom,
 	)
 }
 
@@ -452,6 +468,8 @@ func (m *UnderlayXdpMaps) Close() error {
 //
 // It can be passed to LoadUnderlayXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayXdpVariables struct {
+	CtStateBtf       *ebpf.Variable `ebpf:"__ct_state_btf"`
+	DirectionBtf     *ebpf.Variable `ebpf:"__direction_btf"`
 	DropEventBtf     *ebpf.Variable `ebpf:"__drop_event_btf"`
 	DropReasonBtf    *ebpf.Variable `ebpf:"__drop_reason_btf"`
 	EventHookBtf     *ebpf.Variable `ebpf:"__event_hook_btf"`

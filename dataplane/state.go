@@ -94,6 +94,10 @@ type State struct {
 	PeerPorts     map[netip.Addr]uint16
 	Substrate     []netip.Prefix
 	UnderlayAllow []AllowRule
+	// UnderlayReplies are remote TCP endpoints (address and port) whose
+	// replies the underlay filter lets in, bare SYNs excepted: the etcd
+	// servers of a daemon in etcd mode.
+	UnderlayReplies []netip.AddrPort
 	// Mirror holds the mirror sessions whose source ENI is on this host.
 	Mirror []MirrorSession
 }
@@ -241,6 +245,12 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 	for _, a := range s.UnderlayAllow {
 		allow[bpf.EniUnderlayAllowKey{Protocol: a.Protocol, Port: be16(a.Port)}] = 1
 	}
+	replies := map[bpf.EniUnderlayFromKey]uint8{}
+	for _, a := range s.UnderlayReplies {
+		if a.Addr().Is4() {
+			replies[bpf.EniUnderlayFromKey{Addr: be32(a.Addr()), Port: be16(a.Port()), Protocol: 6}] = 1
+		}
+	}
 
 	d.flowLogged = flowLogged
 
@@ -260,6 +270,7 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		syncMap(d.eni.Peers, peers),
 		syncMap(d.eni.Substrate, substrate),
 		syncMap(d.eni.UnderlayAllow, allow),
+		syncMap(d.eni.UnderlayFrom, replies),
 	)
 	// Removed ENIs are out of the enis map: their indexes may be reused
 	// (and are flushed then) from the next reconcile on.

@@ -215,6 +215,10 @@ enum ct_state {
 	CT_CLOSED,  /* RST seen: later packets are not replies */
 };
 
+/* Keep enum ct_state and enum direction in the BTF for bpf2go. */
+const enum ct_state *__ct_state_btf __attribute__((unused));
+const enum direction *__direction_btf __attribute__((unused));
+
 struct ct_entry {
 	__u64 last_seen; /* bpf_ktime_get_coarse_ns */
 	__u8 state;
@@ -256,6 +260,15 @@ struct underlay_allow_key {
 	__u8 protocol;
 	__u8 _pad;
 	__u16 port; /* network order; 0 = any */
+};
+
+/* A remote endpoint whose TCP replies the underlay lets in (the daemon's
+ * etcd servers): source address and port. */
+struct underlay_from_key {
+	__u32 addr; /* network order */
+	__u16 port; /* network order */
+	__u8 protocol;
+	__u8 _pad;
 };
 
 struct eni_counter {

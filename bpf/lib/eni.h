@@ -121,12 +121,14 @@ static __always_inline void count_flow(struct ctx_buff *ctx, __u32 eni_id, const
 }
 
 /* peer_down reports a peer host whose daemon answered our WireGuard with
- * "port unreachable" recently (the underlay filter marks it). */
+ * "port unreachable" recently (the underlay filter marks it), or a host
+ * that is no tunnel peer at all (etcd mode: its daemon is not registered,
+ * so no key to encrypt to). */
 static __always_inline int peer_down(__u32 remote_ip)
 {
 	struct peer_info *peer = bpf_map_lookup_elem(&peers, &remote_ip);
 
-	return peer && peer->unreachable && bpf_ktime_get_coarse_ns() - peer->unreachable < PEER_DOWN_HOLD;
+	return !peer || (peer->unreachable && bpf_ktime_get_coarse_ns() - peer->unreachable < PEER_DOWN_HOLD);
 }
 
 /* fast_eligible: packets that may skip the slow path when their flow has

@@ -68,6 +68,14 @@ struct {
 } underlay_allow SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_UNDERLAY_ALLOW);
+	__type(key, struct underlay_from_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} underlay_from SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DROP_SLOTS);
 	__type(key, __u32);

@@ -3,7 +3,8 @@
  * underlay interface. It lets through WireGuard from known peers to our
  * port, ARP, IPv6 neighbour discovery and multicast listener housekeeping,
  * ICMP errors from peers about our WireGuard datagrams (path MTU for the
- * tunnel) and what the operator's allow-list names; it drops everything
+ * tunnel), what the operator's allow-list names and TCP replies from the
+ * endpoints the daemon itself talks to (etcd); it drops everything
  * else at the earliest point, counted. Router advertisements and redirects are always dropped. The
  * same check runs at XDP (physical NICs, taps: the earliest point) and at
  * tcx ingress (veths, where XDP would cost the underlay its GSO
@@ -50,6 +51,18 @@ static __always_inline int allowed(__u8 proto, __be16 port)
 		return 1;
 	k.port = 0;
 	return bpf_map_lookup_elem(&underlay_allow, &k) != NULL;
+}
+
+/* reply_from_allowed reports a TCP segment from an endpoint the daemon
+ * talks to (its etcd servers) that is not a bare SYN: the replies of
+ * connections the host opened, never a new connection towards it. */
+static __always_inline int reply_from_allowed(__be32 saddr, const struct tcphdr *tcp)
+{
+	struct underlay_from_key k = { .addr = saddr, .port = tcp->source, .protocol = IPPROTO_TCP_ };
+
+	if (tcp->syn && !tcp->ack)
+		return 0;
+	return bpf_map_lookup_elem(&underlay_from, &k) != NULL;
 }
 
 static __always_inline int underlay_drop(struct ctx_buff *ctx, enum drop_reason reason)
@@ -195,7 +208,7 @@ static __always_inline int underlay_from_wire(struct ctx_buff *ctx)
 
 		if (!tcp)
 			return underlay_drop(ctx, DROP_MALFORMED);
-		if (allowed(IPPROTO_TCP_, tcp->dest))
+		if (allowed(IPPROTO_TCP_, tcp->dest) || reply_from_allowed(ip->saddr, tcp))
 			return CTX_PASS;
 		break;
 	}
