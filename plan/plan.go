@@ -119,20 +119,36 @@ var loopback = netip.MustParsePrefix("127.0.0.0/8")
 
 var anyIPv4 = netip.MustParsePrefix("0.0.0.0/0")
 
+// Options tune ForHostWith; the zero value is ForHost's plan.
+type Options struct {
+	// SkipKeyless leaves peers without a public key out of the plan (the
+	// etcd control plane: a host whose daemon is not registered, or whose
+	// lease expired, has none). They are no tunnel peer and not in the
+	// datapath's peers, so the ENI program drops traffic to their ENIs
+	// as no_tunnel; when their key comes back, so do they. Without it a
+	// keyless peer fails the plan (a file must name every peer's key).
+	SkipKeyless bool
+}
+
 // ForHost plans host's share of topology t. t is expected to be valid
 // (topology.Parse); ForHost fails only on what would make the plan
 // meaningless: an unknown host, an ENI without its subnet, a peer's
 // unreadable public key.
 func ForHost(t *topology.Topology, host string) (*Host, error) {
+	return ForHostWith(t, host, Options{})
+}
+
+// ForHostWith is ForHost with options.
+func ForHostWith(t *topology.Topology, host string, o Options) (*Host, error) {
 	h := t.HostByName(host)
 	if h == nil {
 		return nil, fmt.Errorf("host %q is not in the topology", host)
 	}
-	state, err := Datapath(t, host)
+	state, err := datapath(t, host, o)
 	if err != nil {
 		return nil, err
 	}
-	tun, err := tunnelPlan(t, h)
+	tun, err := tunnelPlan(t, h, o)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +168,10 @@ func ForHost(t *topology.Topology, host string) (*Host, error) {
 
 // Datapath computes what host's maps must hold for topology t.
 func Datapath(t *topology.Topology, host string) (*dataplane.State, error) {
+	return datapath(t, host, Options{})
+}
+
+func datapath(t *topology.Topology, host string, o Options) (*dataplane.State, error) {
 	h := t.HostByName(host)
 	if h == nil {
 		return nil, fmt.Errorf("host %q is not in the topology", host)
@@ -172,7 +192,7 @@ func Datapath(t *topology.Topology, host string) (*dataplane.State, error) {
 	for _, hh := range t.Hosts {
 		hostIP[hh.Name] = hh.UnderlayIP
 		s.Substrate = append(s.Substrate, netip.PrefixFrom(hh.UnderlayIP, 32))
-		if hh.Name != host {
+		if hh.Name != host && (hh.PublicKey != "" || !o.SkipKeyless) {
 			s.Peers = append(s.Peers, hh.UnderlayIP)
 			if s.PeerPorts == nil {
 				s.PeerPorts = map[netip.Addr]uint16{}
@@ -242,13 +262,16 @@ func PathMTU(t *topology.Topology) int {
 }
 
 // tunnelPlan is the tunnel's listen port, MTU and peers for host h.
-func tunnelPlan(t *topology.Topology, h *topology.Host) (Tunnel, error) {
+func tunnelPlan(t *topology.Topology, h *topology.Host, o Options) (Tunnel, error) {
 	tun := Tunnel{
 		ListenPort: h.ListenPort,
 		MTU:        dataplane.TunnelMTU(PathMTU(t)),
 		Keepalive:  Keepalive,
 	}
 	for _, p := range t.Peers(h.Name) {
+		if p.PublicKey == "" && o.SkipKeyless {
+			continue
+		}
 		pub, err := tunnel.ParseKey(p.PublicKey)
 		if err != nil {
 			return tun, fmt.Errorf("host %s: public key: %w", p.Name, err)
