@@ -216,8 +216,8 @@ func (d *Datapath) flushENIIndex(id uint32) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for dir := uint32(0); dir < 2; dir++ {
-		if err := d.eni.EniStats.Put(id*2+dir, make([]bpf.EniEniCounter, ncpu)); err != nil {
+	for dir := uint32(0); dir < numDirs; dir++ {
+		if err := d.eni.EniStats.Put(id*numDirs+dir, make([]bpf.EniEniCounter, ncpu)); err != nil {
 			errs = append(errs, fmt.Errorf("zero ENI counters: %w", err))
 		}
 	}

@@ -19,8 +19,8 @@ func (d *Datapath) Drops() (map[string][2]uint64, error) {
 	out := map[string][2]uint64{}
 	var perCPU []uint64
 	for r := 0; r < NumDropReasons; r++ {
-		for dir := 0; dir < 2; dir++ {
-			key := uint32(r*2 + dir)
+		for dir := 0; dir < int(numDirs); dir++ {
+			key := uint32(r)*numDirs + uint32(dir)
 			if err := d.eni.Drops.Lookup(key, &perCPU); err != nil {
 				return nil, fmt.Errorf("read drops: %w", err)
 			}
@@ -49,8 +49,8 @@ func (d *Datapath) ENICounters(name string) ([2]Counter, error) {
 		return out, fmt.Errorf("ENI %s is not on this host", name)
 	}
 	var perCPU []bpf.EniEniCounter
-	for dir := 0; dir < 2; dir++ {
-		if err := d.eni.EniStats.Lookup(id*2+uint32(dir), &perCPU); err != nil {
+	for dir := 0; dir < int(numDirs); dir++ {
+		if err := d.eni.EniStats.Lookup(id*numDirs+uint32(dir), &perCPU); err != nil {
 			return out, fmt.Errorf("read ENI counters: %w", err)
 		}
 		for _, c := range perCPU {
@@ -90,7 +90,15 @@ type Conn struct {
 	IdleSecs   float64    `json:"idle_seconds"`
 }
 
-var ctStateNames = []string{"new", "syn_sent", "established", "closing", "closed"}
+// numDirs is __DIR_MAX: the per-direction slots of the drops and
+// eni_stats maps (reason or ENI index * numDirs + direction).
+const numDirs = uint32(bpf.EniDirectionDIR_MAX)
+
+var ctStateNames = map[uint8]string{
+	uint8(bpf.EniCtStateCT_NEW): "new", uint8(bpf.EniCtStateCT_SYN_SENT): "syn_sent",
+	uint8(bpf.EniCtStateCT_ESTABLISHED): "established", uint8(bpf.EniCtStateCT_CLOSING): "closing",
+	uint8(bpf.EniCtStateCT_CLOSED): "closed",
+}
 
 // Conntrack lists the tracked connections of this host's ENIs.
 func (d *Datapath) Conntrack() ([]Conn, error) {
@@ -112,8 +120,8 @@ func (d *Datapath) Conntrack() ([]Conn, error) {
 		if k.Proto == 1 { // the key's query kind and direction: not a port
 			c.RemotePort = 0
 		}
-		if int(v.State) < len(ctStateNames) {
-			c.State = ctStateNames[v.State]
+		if n, ok := ctStateNames[v.State]; ok {
+			c.State = n
 		}
 		if now > v.LastSeen {
 			c.IdleSecs = float64(now-v.LastSeen) / 1e9

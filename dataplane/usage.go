@@ -167,32 +167,35 @@ func (d *Datapath) settleUsage(goneSlot uint32, made []uint64, left map[uint32]u
 
 // Conntrack states (enum ct_state) and idle timeouts (ct_timeout), as in
 // bpf/lib/conntrack.h.
+// Connection states and idle timeouts, as the datapath has them
+// (enum ct_state; bpf/lib/limits.h).
 const (
-	ctEstablished = 2
-	ctClosing     = 3
-	ctClosed      = 4
+	ctEstablished = uint8(bpf.EniCtStateCT_ESTABLISHED)
+	ctClosing     = uint8(bpf.EniCtStateCT_CLOSING)
+	ctClosed      = uint8(bpf.EniCtStateCT_CLOSED)
 	nsec          = uint64(1e9)
 )
 
+// ctTimeout is lib/conntrack.h's ct_timeout, in nanoseconds.
 func ctTimeout(proto, state uint8) uint64 {
 	switch proto {
 	case 6:
 		switch state {
 		case ctEstablished:
-			return 432000 * nsec
+			return limits.CtTcpEstablishedS * nsec
 		case ctClosing:
-			return 10 * nsec
+			return limits.CtTcpClosingS * nsec
 		}
-		return 60 * nsec
+		return limits.CtTcpSynS * nsec
 	case 17:
 		if state == ctEstablished {
-			return 180 * nsec
+			return limits.CtUdpStreamS * nsec
 		}
-		return 30 * nsec
+		return limits.CtUdpS * nsec
 	case 1:
-		return 30 * nsec
+		return limits.CtIcmpS * nsec
 	}
-	return 60 * nsec
+	return limits.CtOtherS * nsec
 }
 
 // ConntrackSweep is what one sweep of the conntrack table did.

@@ -23,7 +23,7 @@ func SourcePort(hash uint32) uint16 { return uint16(SourcePortBase + hash%Source
 // SourcePort for a packet it sends to another host. The program reads the
 // addresses as 32-bit words in the host's byte order straight from the
 // packet, so FlowHash does too. ports is the word the program hashes with
-// them: see WirePorts and HostPorts.
+// them: see Ports.
 func FlowHash(src, dst netip.Addr, proto uint8, ports uint32) uint32 {
 	s4, d4 := src.As4(), dst.As4()
 	saddr := binary.NativeEndian.Uint32(s4[:])
@@ -34,19 +34,9 @@ func FlowHash(src, dst netip.Addr, proto uint8, ports uint32) uint32 {
 	return h ^ (h >> 16)
 }
 
-// WirePorts is the ports word of a TCP or UDP packet as the ENI program's
-// slow path (the first packet of a flow) hashes it: each port a 16-bit word
-// read from the packet in the host's byte order. Zero for other protocols.
-func WirePorts(sport, dport uint16) uint32 {
-	var b [4]byte
-	binary.BigEndian.PutUint16(b[0:], sport)
-	binary.BigEndian.PutUint16(b[2:], dport)
-	return uint32(binary.NativeEndian.Uint16(b[0:]))<<16 | uint32(binary.NativeEndian.Uint16(b[2:]))
-}
-
-// HostPorts is the ports word as the ENI program's fast path (a flow's
-// later packets, bpf/lib/eni.h's fast_forward) hashes it: the port numbers
-// themselves. On a little-endian host it differs from WirePorts, so a
-// flow's first packet and its later ones may leave with different source
-// ports; the receiver ignores the source port.
-func HostPorts(sport, dport uint16) uint32 { return uint32(sport)<<16 | uint32(dport) }
+// Ports is the ports word of a TCP or UDP packet as the ENI program hashes
+// it, on its slow and fast paths alike (bpf/lib/eni.h): the port numbers
+// themselves, so that every packet of a flow, and every fragment of a
+// datagram, leaves with one VXLAN source port (RFC 7348). Zero for other
+// protocols.
+func Ports(sport, dport uint16) uint32 { return uint32(sport)<<16 | uint32(dport) }

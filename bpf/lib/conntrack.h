@@ -10,13 +10,13 @@
 #include "policy.h"
 
 #define NSEC 1000000000ULL
-#define CT_TCP_ESTABLISHED (432000ULL * NSEC) /* 5 days */
-#define CT_TCP_SYN (60ULL * NSEC)
-#define CT_TCP_CLOSING (10ULL * NSEC)
-#define CT_UDP (30ULL * NSEC)         /* no reply yet */
-#define CT_UDP_STREAM (180ULL * NSEC) /* replies seen */
-#define CT_ICMP (30ULL * NSEC)
-#define CT_OTHER (60ULL * NSEC)
+#define CT_TCP_ESTABLISHED ((__u64)CT_TCP_ESTABLISHED_S * NSEC) /* 5 days */
+#define CT_TCP_SYN ((__u64)CT_TCP_SYN_S * NSEC)
+#define CT_TCP_CLOSING ((__u64)CT_TCP_CLOSING_S * NSEC)
+#define CT_UDP ((__u64)CT_UDP_S * NSEC)               /* no reply yet */
+#define CT_UDP_STREAM ((__u64)CT_UDP_STREAM_S * NSEC) /* replies seen */
+#define CT_ICMP ((__u64)CT_ICMP_S * NSEC)
+#define CT_OTHER ((__u64)CT_OTHER_S * NSEC)
 
 enum ct_result {
 	CT_MISS = 0, /* no entry: rules decide */

@@ -336,10 +336,11 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 	if (why)
 		return drop_packet(ctx, why, DIR_EGRESS, HOOK_ENI);
 	later = ip_later_fragment(ip);
-	if (later) {
-		if (pi.proto == IPPROTO_TCP_ || pi.proto == IPPROTO_UDP_)
-			ports = (__u32)bpf_htons(pi.sport) << 16 | bpf_htons(pi.dport);
-	} else {
+	/* The VXLAN source port's ports word, as fast_forward hashes it: one
+	 * outer port for all of a flow's packets and a datagram's fragments. */
+	if (pi.proto == IPPROTO_TCP_ || pi.proto == IPPROTO_UDP_)
+		ports = (__u32)pi.sport << 16 | pi.dport;
+	if (!later) {
 		if (ip->protocol == IPPROTO_TCP_) {
 			struct tcphdr *tcp = parse_tcp(&c);
 
@@ -347,13 +348,9 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 			if (tcp->syn && !ip_is_fragment(ip))
 				syn_doff = tcp->doff;
-			ports = (__u32)tcp->source << 16 | tcp->dest;
 		} else if (ip->protocol == IPPROTO_UDP_) {
-			struct udphdr *udp = parse_udp(&c);
-
-			if (!udp)
+			if (!parse_udp(&c))
 				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
-			ports = (__u32)udp->source << 16 | udp->dest;
 		}
 	}
 

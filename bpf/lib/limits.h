@@ -54,6 +54,19 @@ enum vpcd_limit {
 	EVENT_HEAD = 96,
 	EVENTS_RING_SIZE = 1 << 20,
 
+	/* Idle timeouts of tracked connections, in seconds (lib/conntrack.h;
+	 * the daemon's conntrack sweep uses the same). AWS's documented ones:
+	 * TCP established 5 days, UDP 30 s or 180 s once replies were seen,
+	 * other protocols 60 s; vpcd's own for TCP before the handshake and
+	 * after FINs both ways, and ICMP. */
+	CT_TCP_ESTABLISHED_S = 432000,
+	CT_TCP_SYN_S = 60,
+	CT_TCP_CLOSING_S = 10,
+	CT_UDP_S = 30,
+	CT_UDP_STREAM_S = 180,
+	CT_ICMP_S = 30,
+	CT_OTHER_S = 60,
+
 	/* Traffic mirroring (lib/mirror.h). */
 	MIRROR_RULES = 32, /* filter rules of one ENI and direction */
 	MAX_MIRROR_SESSIONS = 1024,

@@ -25,6 +25,13 @@ const (
 	UsageSlots            = 8       // USAGE_SLOTS
 	EventHead             = 96      // EVENT_HEAD
 	EventsRingSize        = 1048576 // EVENTS_RING_SIZE
+	CtTcpEstablishedS     = 432000  // CT_TCP_ESTABLISHED_S
+	CtTcpSynS             = 60      // CT_TCP_SYN_S
+	CtTcpClosingS         = 10      // CT_TCP_CLOSING_S
+	CtUdpS                = 30      // CT_UDP_S
+	CtUdpStreamS          = 180     // CT_UDP_STREAM_S
+	CtIcmpS               = 30      // CT_ICMP_S
+	CtOtherS              = 60      // CT_OTHER_S
 	MirrorRules           = 32      // MIRROR_RULES
 	MaxMirrorSessions     = 1024    // MAX_MIRROR_SESSIONS
 	MirrorSnapMax         = 2048    // MIRROR_SNAP_MAX
