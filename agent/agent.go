@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -58,6 +59,13 @@ type Options struct {
 	Profile bool
 	// ReloadPoll is how often the config file is checked for changes.
 	ReloadPoll time.Duration
+	// ControlPlane, in etcd mode, is where this host registers and
+	// publishes its key; Source is then the control plane's. nil in file
+	// mode.
+	ControlPlane ControlPlane
+	// UnderlayReplies are endpoints the daemon talks to over the underlay
+	// (its etcd servers), whose TCP replies the underlay filter lets in.
+	UnderlayReplies []netip.AddrPort
 }
 
 // Defaults for a real host.
@@ -78,7 +86,6 @@ type Agent struct {
 	src      source.Source
 	dp       *dataplane.Datapath
 	tun      *tunnel.Tunnel
-	priv     tunnel.Key
 	psk      *tunnel.Key
 	hub      *control.Hub           // serves `vpcd monitor`; nil until startMonitor
 	events   *dataplane.EventReader // the datapath's drop events
@@ -138,6 +145,20 @@ type Agent struct {
 	}
 
 	trim memTrimmer // Run's loop only
+
+	// key is this host's private key; rotate-key replaces it.
+	key struct {
+		sync.Mutex
+		priv tunnel.Key
+	}
+	// cpApply is vpcd_controlplane_apply_seconds (etcd mode; nil else);
+	// cpState the revision and apply time of the last state applied.
+	cpApply prometheus.Histogram
+	cpState struct {
+		sync.Mutex
+		revision int64
+		took     time.Duration
+	}
 }
 
 // Run starts the daemon and blocks until ctx ends. The datapath stays
@@ -175,7 +196,8 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	if first.Err != nil {
 		return first.Err
 	}
-	p, err := plan.ForHost(first.Topology, o.Host)
+	firstAt := time.Now()
+	p, err := planFor(&o, first.Topology)
 	if err != nil {
 		return err
 	}
@@ -184,10 +206,10 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	a.state.plan = p
 	a.state.enis, a.state.retired = map[string]string{}, map[string]string{}
 	a.applied.changed = make(chan struct{})
-	if a.priv, err = tunnel.LoadOrCreateKey(o.StateDir); err != nil {
+	if a.key.priv, err = tunnel.LoadOrCreateKey(o.StateDir); err != nil {
 		return err
 	}
-	if mine := p.PublicKey; mine != "" && mine != a.priv.PublicKey().String() {
+	if mine := p.PublicKey; mine != "" && mine != a.publicKey() && o.ControlPlane == nil {
 		a.log.Warn("the topology's public key for this host does not match the private key in the state directory; peers will refuse us",
 			"host", o.Host, "state_dir", o.StateDir)
 	}
@@ -210,7 +232,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		a.log.Warn("reconcile", "err", err)
 	}
 
-	tcfg := p.Tunnel.Config(o.TunnelDevice, a.priv, a.psk)
+	tcfg := p.Tunnel.Config(o.TunnelDevice, a.privateKey(), a.psk)
 	// The tunnel program is attached while the device is still down: a
 	// decrypted packet never reaches the host's stack, which could answer
 	// it with an ICMP error quoting VPC addresses on the underlay.
@@ -225,7 +247,8 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	}()
 	a.log.Info("tunnel up", "device", a.tun.Name(), "ifindex", a.tun.Ifindex(),
 		"listen_port", tcfg.ListenPort, "peers", len(tcfg.Peers), "mtu", tcfg.MTU,
-		"public_key", a.priv.PublicKey().String())
+		"public_key", a.publicKey())
+	a.register(first.Topology, p)
 
 	if err := a.apply(p); err != nil {
 		a.log.Warn("apply topology", "err", err)
@@ -237,6 +260,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	a.log.Info("attached underlay filter", "interface", p.UnderlayInterface, "hook", hook)
 
 	a.initMetrics()
+	a.initControlPlaneMetrics()
 	if o.MetricsAddr != "" {
 		srv, err := a.serveMetrics(o.MetricsAddr)
 		if err != nil {
@@ -258,6 +282,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 	}
 	defer a.stopMirror()
 	a.markApplied(first.Revision)
+	a.observeApply(first, time.Since(firstAt))
 	flowTick := time.NewTicker(time.Second)
 	defer flowTick.Stop()
 
@@ -295,7 +320,9 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			}
 			return fmt.Errorf("topology source: %w", err)
 		case s := <-snaps:
+			start := time.Now()
 			a.applySnapshot(s)
+			a.observeApply(s, time.Since(start))
 		case now := <-flowTick.C:
 			a.drainFlows(now)
 		case now := <-integrity.C:
@@ -499,14 +526,14 @@ func (a *Agent) applySnapshot(s source.Snapshot) {
 	var p *plan.Host
 	err := s.Err
 	if err == nil {
-		p, err = plan.ForHost(s.Topology, a.opts.Host)
+		p, err = planFor(&a.opts, s.Topology)
 	}
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()
 		a.log.Error("reload refused; the running state is unchanged", "why", why, "origin", s.Origin, "err", err)
 		return
 	}
-	err = a.tun.UpdatePeers(p.Tunnel.Config(a.opts.TunnelDevice, a.priv, a.psk))
+	err = a.tun.UpdatePeers(p.Tunnel.Config(a.opts.TunnelDevice, a.privateKey(), a.psk))
 	if err == nil {
 		err = a.apply(p)
 	}

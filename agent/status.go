@@ -16,7 +16,7 @@ func (a *Agent) Status(withConntrack bool) *control.Status {
 	s := &control.Status{Host: a.opts.Host, BPFFS: a.opts.BPFFS, Drops: map[string]uint64{}}
 	a.state.Lock()
 	p := a.state.plan
-	s.Tunnel = control.TunnelStatus{Device: a.tun.Name(), PublicKey: a.priv.PublicKey().String(), ListenPort: p.Datapath.ListenPort}
+	s.Tunnel = control.TunnelStatus{Device: a.tun.Name(), PublicKey: a.publicKey(), ListenPort: p.Datapath.ListenPort}
 	for _, e := range p.ENIs {
 		es := control.ENIStatus{Name: e.Name, Interface: e.Interface, IP: e.IP.String(), MAC: e.MAC.String(),
 			Subnet: e.Subnet, SecurityGroups: e.SecurityGroups, VPC: e.VPC, VNI: e.VNI, NetworkACL: e.NetworkACL,
@@ -40,6 +40,7 @@ func (a *Agent) Status(withConntrack bool) *control.Status {
 	s.FlowLogs = a.flowLogStatuses()
 	s.ResidentBytes = residentBytes()
 	s.CPUs, s.HostCPUs = runtime.GOMAXPROCS(0), runtime.NumCPU()
+	s.ControlPlane = a.controlPlaneStatus()
 	sort.Slice(s.Attachments, func(i, j int) bool { return s.Attachments[i].Interface < s.Attachments[j].Interface })
 	if peers, err := a.tun.Peers(); err == nil {
 		s.Tunnel.Peers = peers

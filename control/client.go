@@ -28,6 +28,10 @@ func QueryConntrack(socket string) (*Status, error) {
 // counts a refusal; the status is the unchanged one).
 func Reload(socket string) (*Status, error) { return query(socket, Request{Cmd: CmdReload}) }
 
+// RotateKey asks the daemon to make a new key pair and publish its public
+// key; it returns the status with the new key.
+func RotateKey(socket string) (*Status, error) { return query(socket, Request{Cmd: CmdRotateKey}) }
+
 func query(socket string, req Request) (*Status, error) {
 	c, err := net.DialTimeout("unix", socket, dialTimeout)
 	if err != nil {

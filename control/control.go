@@ -36,6 +36,25 @@ type Status struct {
 	// CPUs is the daemon's CPU budget (GOMAXPROCS) and HostCPUs the host's.
 	CPUs     int `json:"cpus"`
 	HostCPUs int `json:"host_cpus"`
+	// ControlPlane is the etcd control plane's state; nil in file mode.
+	ControlPlane *ControlPlaneStatus `json:"control_plane,omitempty"`
+}
+
+// ControlPlaneStatus is the etcd control plane as one daemon sees it.
+type ControlPlaneStatus struct {
+	Endpoints []string `json:"endpoints"`
+	Prefix    string   `json:"prefix"`
+	Connected bool     `json:"connected"`
+	// Registered is whether this host's registration is written (under
+	// a live lease, as far as the daemon knows).
+	Registered bool `json:"registered"`
+	// Revision is the etcd revision of the last state applied.
+	Revision int64 `json:"revision"`
+	// LastApplySeconds is how long the last state took from the daemon
+	// receiving it to the datapath programmed.
+	LastApplySeconds float64 `json:"last_apply_seconds"`
+	// Errors counts failed operations by vpcd_controlplane_errors_total's op.
+	Errors map[string]float64 `json:"errors,omitempty"`
 }
 
 // FlowLogStatus is one flow log's destination and counters.
@@ -116,6 +135,9 @@ const (
 	CmdStatus  = "status"  // answered by a Response with Status
 	CmdMonitor = "monitor" // answered by a stream of Event lines
 	CmdReload  = "reload"  // the daemon reads its topology again, then answers as status
+	// CmdRotateKey makes the daemon replace its key pair and publish the
+	// new public key; answered as status (with the new key) or an error.
+	CmdRotateKey = "rotate-key"
 )
 
 // Request is what a client writes: one JSON object.

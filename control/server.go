@@ -25,6 +25,11 @@ type Daemon interface {
 	Subscribe() (events <-chan Event, cancel func(), err error)
 }
 
+// KeyRotator is a Daemon that can replace its key pair (rotate-key).
+type KeyRotator interface {
+	RotateKey() error
+}
+
 // Listen serves d on a root-only (0600) unix socket at path, replacing a
 // socket a crashed daemon left. Closing the listener stops it; the caller
 // removes the socket file.
@@ -69,6 +74,17 @@ func Handle(c net.Conn, d Daemon) {
 		serveMonitor(c, d)
 	case CmdReload:
 		d.Reload("control socket")
+		json.NewEncoder(c).Encode(Response{Status: d.Status(false)})
+	case CmdRotateKey:
+		r, ok := d.(KeyRotator)
+		if !ok {
+			json.NewEncoder(c).Encode(Response{Error: "this daemon cannot rotate its key"})
+			return
+		}
+		if err := r.RotateKey(); err != nil {
+			json.NewEncoder(c).Encode(Response{Error: err.Error()})
+			return
+		}
 		json.NewEncoder(c).Encode(Response{Status: d.Status(false)})
 	default:
 		json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})

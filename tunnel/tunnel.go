@@ -62,9 +62,8 @@ type Tunnel struct {
 	name    string
 	ifindex int
 
-	pub Key // this host's public key
-
-	mu     sync.Mutex // guards peers, paced and closed
+	mu     sync.Mutex // guards pub, peers, paced and closed
+	pub    Key        // this host's public key
 	peers  map[Key]string
 	paced  map[Key]bool // peers whose persistent keepalive is configured
 	closed bool
@@ -313,6 +312,19 @@ func redact(err error) string {
 // UpdatePeers replaces the peer set (a topology reload). Sessions of peers
 // whose key and endpoint did not change are kept.
 func (t *Tunnel) UpdatePeers(cfg Config) error { return t.configure(cfg, false) }
+
+// SetPrivateKey replaces this host's key pair (rotate-key). Every session
+// ends: the next packet to a peer starts a handshake with the new key,
+// and a peer that knows the new public key can start one towards us.
+func (t *Tunnel) SetPrivateKey(k Key) error {
+	if err := t.dev.IpcSet(fmt.Sprintf("private_key=%s\n", hexKey(k))); err != nil {
+		return fmt.Errorf("tunnel %s: set private key: %v", t.name, redact(err))
+	}
+	t.mu.Lock()
+	t.pub = k.PublicKey()
+	t.mu.Unlock()
+	return nil
+}
 
 // Name is the tunnel device's name; Ifindex its interface index.
 func (t *Tunnel) Name() string { return t.name }

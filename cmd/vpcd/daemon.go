@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/vpcd/vpcd/agent"
 	"github.com/vpcd/vpcd/control"
+	"github.com/vpcd/vpcd/controlplane"
 	"github.com/vpcd/vpcd/dataplane"
 	"github.com/vpcd/vpcd/source"
 	"github.com/vpcd/vpcd/topology"
@@ -25,8 +27,14 @@ import (
 )
 
 func cmdRun(args []string) error {
-	fs := newFlags("run", "run --config FILE --host NAME [flags]")
-	config := fs.String("config", "/etc/vpcd/topology.yaml", "topology file")
+	fs := newFlags("run", "run --config FILE --host NAME [flags]\n       run --etcd URLS --host NAME [--underlay-ip IP] [--etcd-prefix P] [--etcd-ca F --etcd-cert F --etcd-key F] [flags]")
+	config := fs.String("config", "/etc/vpcd/topology.yaml", "topology file (file mode)")
+	etcdURLs := fs.String("etcd", "", "etcd client URLs, comma-separated: read the topology from etcd instead of --config and register this host there")
+	etcdPrefix := fs.String("etcd-prefix", controlplane.DefaultPrefix, "key prefix of this vpcd fleet in etcd")
+	etcdCA := fs.String("etcd-ca", "", "CA certificate (PEM) that signed etcd's server certificate")
+	etcdCert := fs.String("etcd-cert", "", "client certificate (PEM) for etcd")
+	etcdKey := fs.String("etcd-key", "", "client private key (PEM) for etcd")
+	underlayIP := fs.String("underlay-ip", "", "etcd mode: this host's underlay address to register (default: the applied file's)")
 	host := fs.String("host", "", "this host's name in the topology (required)")
 	stateDir := fs.String("state-dir", agent.DefaultStateDir, "state directory (private key, 0600)")
 	bpffs := fs.String("bpffs", dataplane.DefaultBPFFS, "bpffs directory for pinned maps and links")
@@ -68,9 +76,35 @@ func cmdRun(args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	log.Info("CPU budget", "cpus", runtime.GOMAXPROCS(0), "host_cpus", runtime.NumCPU(), "from", budgetFrom)
-	if _, err := source.LoadFile(*config, *host); err != nil {
-		printTopologyErrors(*config, err)
-		return exitError{1}
+	opts := agent.Options{
+		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
+		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook, ENIHook: ehook,
+	}
+	if *etcdURLs == "" {
+		if _, err := source.LoadFile(*config, *host); err != nil {
+			printTopologyErrors(*config, err)
+			return exitError{1}
+		}
+	} else {
+		cfg := controlplane.Config{Endpoints: controlplane.SplitEndpoints(*etcdURLs), CAFile: *etcdCA, CertFile: *etcdCert, KeyFile: *etcdKey}
+		var uip netip.Addr
+		if *underlayIP != "" {
+			if uip, err = netip.ParseAddr(*underlayIP); err != nil || !uip.Is4() {
+				return fmt.Errorf("run: --underlay-ip %q: not an IPv4 address", *underlayIP)
+			}
+		}
+		if opts.UnderlayReplies, err = endpointAddrs(cfg.Endpoints); err != nil {
+			return fmt.Errorf("run: --etcd: %w", err)
+		}
+		cli, err := cfg.Client()
+		if err != nil {
+			return fmt.Errorf("run: %w", err)
+		}
+		defer cli.Close()
+		cp := newEtcdPlane(cli, *host, *etcdPrefix, cfg.Endpoints, uip, log)
+		opts.ControlPlane = cp
+		opts.Source = &controlplane.Source{Client: cli, Prefix: *etcdPrefix, Origin: "etcd:" + strings.Join(cfg.Endpoints, ","),
+			Metrics: cp.metrics, Logger: log}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -85,10 +119,21 @@ func cmdRun(args []string) error {
 			}
 		}
 	}()
-	return agent.Run(ctx, agent.Options{
-		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
-		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook, ENIHook: ehook,
-	}, reload)
+	return agent.Run(ctx, opts, reload)
+}
+
+func cmdRotateKey(args []string) error {
+	fs := newFlags("rotate-key", "rotate-key [--socket PATH]")
+	socket := fs.String("socket", control.DefaultSocket, "control socket of the daemon")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := control.RotateKey(*socket)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("host %s: new public key %s published; peers switch to it\n", st.Host, st.Tunnel.PublicKey)
+	return nil
 }
 
 // printTopologyErrors prints one PATH: message line per error on stderr.
@@ -249,6 +294,23 @@ func printStatus(st *control.Status) {
 		fmt.Fprint(w, ")")
 	}
 	fmt.Fprintf(w, "\ncpus: %d of the host's %d\n", st.CPUs, st.HostCPUs)
+	if cp := st.ControlPlane; cp != nil {
+		conn, reg := "no", "no"
+		if cp.Connected {
+			conn = "yes"
+		}
+		if cp.Registered {
+			reg = "yes"
+		}
+		fmt.Fprintf(w, "control plane: etcd %s (prefix %s)  connected %s  registered %s  revision %d  last apply %.1f ms",
+			strings.Join(cp.Endpoints, ","), cp.Prefix, conn, reg, cp.Revision, cp.LastApplySeconds*1000)
+		for _, op := range []string{"read", "watch", "decode", "register", "keepalive"} {
+			if n := cp.Errors[op]; n > 0 {
+				fmt.Fprintf(w, "  %s errors %.0f", op, n)
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintln(w, "\nATTACHED\tHOOK\tPROGRAM\tID")
 	for _, a := range st.Attachments {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", a.Interface, a.Hook, a.Program, a.ProgramID)

@@ -26,6 +26,7 @@ func commands() []command {
 		{"validate", "check a topology file", cmdValidate},
 		{"apply", "write a topology file's objects to etcd", cmdApply},
 		{"get", "list what etcd holds: hosts, vpcs, enis...", cmdGet},
+		{"rotate-key", "make a new key pair for this host and publish it (etcd mode)", cmdRotateKey},
 		{"teardown", "remove everything vpcd left on this host", cmdTeardown},
 		{"lab", "build and drive a whole topology in network namespaces", cmdLab},
 		{"demo", "build a built-in lab, send traffic, report, tear down", cmdDemo},
@@ -41,7 +42,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: vpcd COMMAND [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'vpcd COMMAND --help' for a command's flags.")
 }
