@@ -46,7 +46,7 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	// TLS files when Options.TLS: CA, server and a client certificate.
-	TLS *TLSFiles
+	TLS *controlplane.TLSFiles
 }
 
 // Start starts etcd and waits until it answers; the test fails (not
@@ -70,7 +70,7 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	s := &Server{t: t, opts: opts, dataDir: filepath.Join(opts.Dir, "data"), logPath: filepath.Join(opts.Dir, "etcd.log")}
 	if opts.TLS {
-		files, err := GenerateTLS(opts.Dir, opts.Host)
+		files, err := controlplane.GenerateTLS(opts.Dir, opts.Host)
 		if err != nil {
 			t.Fatal(err)
 		}

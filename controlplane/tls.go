@@ -1,4 +1,4 @@
-package etcdtest
+package controlplane
 
 import (
 	"crypto/ecdsa"
@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// certLifetime is how long the certificates GenerateTLS makes are valid:
+// enough for a lab or a test run, not for a fleet (which brings its own PKI).
+const certLifetime = 30 * 24 * time.Hour
+
 // TLSFiles are PEM files: a CA, a server certificate for etcd and a
 // client certificate, each signed by the CA.
 type TLSFiles struct {
@@ -22,7 +26,7 @@ type TLSFiles struct {
 	ClientCert, ClientKey string
 }
 
-// GenerateTLS writes a new CA, a server certificate valid for hosts (IP
+// GenerateTLS (for `vpcd lab up --etcd` and tests) writes a new CA, a server certificate valid for hosts (IP
 // addresses or DNS names; 127.0.0.1 and localhost are always in it) and a
 // client certificate into dir.
 func GenerateTLS(dir string, hosts ...string) (*TLSFiles, error) {
@@ -38,9 +42,9 @@ func GenerateTLS(dir string, hosts ...string) (*TLSFiles, error) {
 	now := time.Now()
 	ca := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "vpcd test CA"},
+		Subject:               pkix.Name{CommonName: "vpcd lab CA"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotAfter:              now.Add(certLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -60,7 +64,7 @@ func GenerateTLS(dir string, hosts ...string) (*TLSFiles, error) {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "etcd"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     now.Add(certLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		// etcd also uses its server certificate as a client (gateway).
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
@@ -81,7 +85,7 @@ func GenerateTLS(dir string, hosts ...string) (*TLSFiles, error) {
 		SerialNumber: big.NewInt(3),
 		Subject:      pkix.Name{CommonName: "vpcd"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     now.Add(certLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
