@@ -157,6 +157,11 @@ func plan(ctx context.Context, cli *clientv3.Client, k keys, t *topology.Topolog
 		if _, err := assemble(desired, nil); err != nil {
 			return p, &MergeError{err}
 		}
+	} else if keepDynamic(base, desired) {
+		// Containers' ENIs stay; the file must still hold them up.
+		if _, err := assemble(desired, nil); err != nil {
+			return p, &MergeError{err}
+		}
 	}
 	p.objects = len(desired)
 
