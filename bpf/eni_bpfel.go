@@ -114,7 +114,8 @@ type EniEniInfo struct {
 	SourceDestCheck uint8
 	FlowLog         uint8
 	Mirror          uint8
-	_               [3]byte
+	Tap             uint8
+	_               [2]byte
 }
 
 type EniEventHook uint32
@@ -144,7 +145,8 @@ type EniFastEntry struct {
 	Bytes           uint64
 	First           uint64
 	Closed          uint8
-	Pad             [7]uint8
+	OutTap          uint8
+	Pad             [6]uint8
 }
 
 type EniFastKey struct {

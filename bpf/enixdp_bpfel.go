@@ -58,7 +58,8 @@ type EniXdpEniInfo struct {
 	SourceDestCheck uint8
 	FlowLog         uint8
 	Mirror          uint8
-	_               [3]byte
+	Tap             uint8
+	_               [2]byte
 }
 
 type EniXdpFastEntry struct {
@@ -80,7 +81,8 @@ type EniXdpFastEntry struct {
 	Bytes           uint64
 	First           uint64
 	Closed          uint8
-	Pad             [7]uint8
+	OutTap          uint8
+	Pad             [6]uint8
 }
 
 type EniXdpFastKey struct {

@@ -51,6 +51,11 @@ type ENI struct {
 	// MaxConnections is how many connections the ENI may track; 0 = its
 	// share of the table (DefaultMaxConnections).
 	MaxConnections uint32
+	// Tap says the interface is a tap (a VMM reads it): the datapath
+	// delivers to it by transmitting on it, not into a veth's peer.
+	// TapOwner is the uid the tap is created for (the daemon creates it).
+	Tap      bool
+	TapOwner uint32
 
 	// SGIngress and SGEgress are the union of the ENI's security groups'
 	// rules (an empty list denies). HasNACL is false for the default
@@ -181,6 +186,9 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 			Ifindex:         uint32(idx),
 			Mac:             mac6(e.MAC),
 			SourceDestCheck: sdc,
+		}
+		if e.Tap {
+			info.Tap = 1
 		}
 		// Rule sets: syncPolicy.
 		if e.FlowLog {

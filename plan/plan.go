@@ -72,6 +72,7 @@ const Keepalive = 25 * time.Second
 type ENI struct {
 	Name           string
 	Interface      string
+	InterfaceType  string // "veth" or "tap"
 	IP             netip.Addr
 	MAC            net.HardwareAddr
 	Subnet         string
@@ -229,6 +230,8 @@ func datapath(t *topology.Topology, host string, o Options) (*dataplane.State, e
 				Groups:          e.SecurityGroups,
 				FlowLog:         logged[e.Name],
 				MaxConnections:  uint32(t.MaxConnections(e)),
+				Tap:             e.IsTap(),
+				TapOwner:        e.TapOwner,
 			}
 			de.SGIngress, de.SGEgress = SecurityGroupRules(t, e)
 			if acl := t.NetworkACLByName(sub.NetworkACL); acl != nil {
@@ -290,8 +293,11 @@ func tunnelPlan(t *topology.Topology, h *topology.Host, o Options) (Tunnel, erro
 func localENIs(t *topology.Topology, host string) []ENI {
 	var out []ENI
 	for _, e := range t.ENIsOnHost(host) {
-		pe := ENI{Name: e.Name, Interface: e.Interface, IP: e.IP, MAC: e.MAC, Subnet: e.Subnet,
-			SecurityGroups: e.SecurityGroups}
+		pe := ENI{Name: e.Name, Interface: e.Interface, InterfaceType: topology.InterfaceVeth, IP: e.IP, MAC: e.MAC,
+			Subnet: e.Subnet, SecurityGroups: e.SecurityGroups}
+		if e.IsTap() {
+			pe.InterfaceType = topology.InterfaceTap
+		}
 		if sub, vpc := t.SubnetByName(e.Subnet); sub != nil && vpc != nil {
 			pe.VPC, pe.VNI, pe.NetworkACL = vpc.Name, vpc.VNI, sub.NetworkACL
 		}

@@ -346,7 +346,8 @@ func (d *decoder) uniqueRuleNumbers(path string, count int, number func(int) int
 func (d *decoder) eni(n *yaml.Node, path string) ENI {
 	e := ENI{SourceDestCheck: true}
 	m := d.mapping(n, path, "name", "host", "subnet", "ip", "instance", "mac",
-		"security_groups", "source_dest_check", "interface", "max_connections")
+		"security_groups", "source_dest_check", "interface", "max_connections",
+		"interface_type", "tap_owner")
 	if m == nil {
 		return e
 	}
@@ -386,6 +387,20 @@ func (d *decoder) eni(n *yaml.Node, path string) ENI {
 	}
 	if v := m.opt("max_connections"); v != nil {
 		e.MaxConnections, _ = d.integer(v, m.at("max_connections"), 1, ConntrackTableSize)
+	}
+	if v := m.opt("interface_type"); v != nil {
+		if s, ok := d.enum(v, m.at("interface_type"), InterfaceVeth, InterfaceTap); ok && s == InterfaceTap {
+			e.InterfaceType = s // a veth stays "", the default
+		}
+	}
+	if v := m.opt("tap_owner"); v != nil {
+		// A uid; 4294967295 is (uid_t)-1, "no owner", which is no uid.
+		if uid, ok := d.integer(v, m.at("tap_owner"), 0, 1<<32-2); ok {
+			if e.InterfaceType != InterfaceTap {
+				d.errorf(v, m.at("tap_owner"), "only an ENI with interface_type: tap has a tap owner")
+			}
+			e.TapOwner = uint32(uid)
+		}
 	}
 	return e
 }

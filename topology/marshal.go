@@ -165,6 +165,12 @@ func eniNode(e *ENI) *yaml.Node {
 	if e.MaxConnections != 0 {
 		put(m, "max_connections", intNode(e.MaxConnections))
 	}
+	if e.IsTap() {
+		put(m, "interface_type", str(e.InterfaceType))
+		if e.TapOwner != 0 {
+			put(m, "tap_owner", intNode(int(e.TapOwner)))
+		}
+	}
 	return m
 }
 

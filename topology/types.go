@@ -124,7 +124,24 @@ type ENI struct {
 	// (SPEC §10); 0 when absent: its host's default share (see
 	// Topology.MaxConnections).
 	MaxConnections int
+	// InterfaceType is what the host-side device is (SPEC §12): "" for
+	// a veth (the default; Parse leaves "veth" as "") or InterfaceTap, a
+	// persistent tap the daemon creates for a VMM to open.
+	InterfaceType string
+	// TapOwner is the uid that may open a tap ENI's device without
+	// CAP_NET_ADMIN; 0 (root only) when absent.
+	TapOwner uint32
 }
+
+// Interface types of an ENI.
+const (
+	InterfaceVeth = "veth"
+	InterfaceTap  = "tap"
+)
+
+// IsTap reports whether the ENI's host-side device is a tap the daemon
+// creates.
+func (e *ENI) IsTap() bool { return e.InterfaceType == InterfaceTap }
 
 // FlowLog describes one flow-log subscription.
 type FlowLog struct {

@@ -97,6 +97,7 @@ struct eni_info {
 	__u8 source_dest_check;
 	__u8 flow_log; /* a flow log covers the ENI: count its flows */
 	__u8 mirror;   /* MIRROR_IN | MIRROR_OUT: sessions watch the ENI */
+	__u8 tap;      /* the interface is a tap: deliver by transmitting on it */
 };
 
 /* eni_info.mirror and fast_entry.mirror bits. */
@@ -368,7 +369,8 @@ struct fast_entry {
 	__u64 bytes;
 	__u64 first; /* bpf_ktime_get_coarse_ns when the entry was made */
 	__u8 closed; /* a FIN or RST passed: the fast path no longer applies */
-	__u8 _pad[7];
+	__u8 out_tap; /* the local target is a tap ENI (eni_info.tap) */
+	__u8 _pad[6];
 };
 
 #endif

@@ -60,7 +60,9 @@ static __always_inline int ctx_set_len(struct xdp_md *ctx, __u32 len)
 /* Verdicts: send back out of the interface the frame came in on; hand to a
  * local ENI (the peer of its host-side interface); send to a device. */
 static __always_inline int ctx_redirect_back(struct xdp_md *ctx) { return XDP_TX; }
-static __always_inline int ctx_redirect_local(struct xdp_md *ctx, __u32 ifindex) { return bpf_redirect(ifindex, 0); }
+/* A tap ENI (tap set) takes the frame as a transmit to its VMM: XDP
+ * hands it to the tap's ndo_xdp_xmit either way. */
+static __always_inline int ctx_redirect_local(struct xdp_md *ctx, __u32 ifindex, __u8 tap) { return bpf_redirect(ifindex, 0); }
 static __always_inline int ctx_redirect(struct xdp_md *ctx, __u32 ifindex) { return bpf_redirect(ifindex, 0); }
 
 #elif defined(VPCD_HOOK_TC)
@@ -100,8 +102,12 @@ static __always_inline int ctx_set_len(struct __sk_buff *ctx, __u32 len)
 
 static __always_inline int ctx_redirect_back(struct __sk_buff *ctx) { return bpf_redirect(ctx->ifindex, 0); }
 /* The peer of a veth, straight into the workload's namespace: no second
- * pass through the host's backlog. */
-static __always_inline int ctx_redirect_local(struct __sk_buff *ctx, __u32 ifindex) { return bpf_redirect_peer(ifindex, 0); }
+ * pass through the host's backlog. A tap has no peer: transmitting on it
+ * hands the frame to the VMM that reads the tap. */
+static __always_inline int ctx_redirect_local(struct __sk_buff *ctx, __u32 ifindex, __u8 tap)
+{
+	return tap ? bpf_redirect(ifindex, 0) : bpf_redirect_peer(ifindex, 0);
+}
 static __always_inline int ctx_redirect(struct __sk_buff *ctx, __u32 ifindex) { return bpf_redirect(ifindex, 0); }
 
 #endif

@@ -156,7 +156,7 @@ static __always_inline void fast_key_for(struct fast_key *fk, struct ctx_buff *c
 
 /* fast_local_mirrored rewrites the frame for a local target ENI whose ingress
  * is mirrored, mirrors it as the target sees it, and delivers it. */
-static __always_inline int fast_local_mirrored(struct ctx_buff *ctx, __u32 out_ifindex, const __u8 *dst_mac,
+static __always_inline int fast_local_mirrored(struct ctx_buff *ctx, __u32 out_ifindex, __u8 out_tap, const __u8 *dst_mac,
 					       const __u8 *gw_mac, const struct pkt_info *pi)
 {
 	void *data = ctx_data(ctx);
@@ -167,7 +167,7 @@ static __always_inline int fast_local_mirrored(struct ctx_buff *ctx, __u32 out_i
 	mac_copy(eth->h_dest, dst_mac);
 	mac_copy(eth->h_source, gw_mac);
 	mirror_at(ctx, out_ifindex, DIR_INGRESS, pi);
-	return ctx_redirect_local(ctx, out_ifindex);
+	return ctx_redirect_local(ctx, out_ifindex, out_tap);
 }
 
 /* fast_forward sends a packet of an established flow as the slow path did
@@ -201,10 +201,10 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		if (fe->mirror & MIRROR_OUT)
 			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
 		if (fe->mirror & MIRROR_IN)
-			return fast_local_mirrored(ctx, fe->out_ifindex, fe->dst_mac, cfg->gw_mac, pi);
+			return fast_local_mirrored(ctx, fe->out_ifindex, fe->out_tap, fe->dst_mac, cfg->gw_mac, pi);
 		mac_copy(eth->h_dest, fe->dst_mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
-		return ctx_redirect_local(ctx, fe->out_ifindex);
+		return ctx_redirect_local(ctx, fe->out_ifindex, fe->out_tap);
 	}
 	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
@@ -244,6 +244,7 @@ static __always_inline void fast_remember(struct ctx_buff *ctx, const struct pkt
 	if (dst) {
 		fe.dst_eni_id = dst->eni_id;
 		fe.dst_flow_log = dst->flow_log;
+		fe.out_tap = dst->tap;
 		fe.mirror |= dst->mirror & MIRROR_IN;
 	}
 	fast_key_for(&fk, ctx, pi);
@@ -402,10 +403,10 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 		count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 		count_eni(rt->eni_id, DIR_INGRESS, segs, bytes);
 		if (dst->mirror & MIRROR_IN)
-			return fast_local_mirrored(ctx, dst_if, rt->mac, cfg->gw_mac, &pi);
+			return fast_local_mirrored(ctx, dst_if, dst->tap, rt->mac, cfg->gw_mac, &pi);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
-		return ctx_redirect_local(ctx, rt->ifindex);
+		return ctx_redirect_local(ctx, rt->ifindex, dst->tap);
 	}
 	/* The peer's daemon is down: no session to send in; dropped here,
 	 * counted, and no fast-path entry that would skip this check. */
@@ -488,7 +489,7 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 			return drop_packet(skb, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
 		mac_copy(eth->h_dest, rt->mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
-		return ctx_redirect_local(skb, dst_if);
+		return ctx_redirect_local(skb, dst_if, dst->tap);
 	}
 	if (!cfg->tun_ifindex || peer_down(rt->remote_ip))
 		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);

@@ -134,7 +134,7 @@ static __always_inline int tunnel_to_workload(struct ctx_buff *ctx)
 	count_eni(eni_id, DIR_INGRESS, segs, bytes);
 	if (mirror)
 		mirror_at(ctx, ifindex, DIR_INGRESS, &pi);
-	return ctx_redirect_local(ctx, ifindex);
+	return ctx_redirect_local(ctx, ifindex, deni->tap);
 }
 
 #endif

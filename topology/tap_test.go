@@ -1,0 +1,65 @@
+package topology
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestTapENI reads interface_type and tap_owner (SPEC §12): veth by
+// default, a tap with or without an owner, and both survive Marshal.
+func TestTapENI(t *testing.T) {
+	doc := base + `enis:
+  - {name: a1, host: h1, subnet: blue-1, ip: 10.0.1.10}
+  - {name: a2, host: h1, subnet: blue-1, ip: 10.0.1.11, interface_type: tap}
+  - {name: a3, host: h1, subnet: blue-1, ip: 10.0.1.12, interface_type: tap, tap_owner: 1000}
+  - {name: a4, host: h1, subnet: blue-1, ip: 10.0.1.13, interface_type: veth}
+`
+	check := func(top *Topology) {
+		t.Helper()
+		want := map[string]struct {
+			typ   string
+			owner uint32
+		}{"a1": {"", 0}, "a2": {InterfaceTap, 0}, "a3": {InterfaceTap, 1000}, "a4": {"", 0}}
+		for name, w := range want {
+			e := top.ENIByName(name)
+			if e.InterfaceType != w.typ || e.TapOwner != w.owner || e.IsTap() != (w.typ == InterfaceTap) {
+				t.Errorf("%s: interface_type %q tap_owner %d; want %q %d", name, e.InterfaceType, e.TapOwner, w.typ, w.owner)
+			}
+		}
+	}
+	top := mustParse(t, doc)
+	check(top)
+	out, err := Marshal(top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(mustParse(t, string(out)))
+	if strings.Count(string(out), "interface_type") != 2 {
+		t.Errorf("Marshal writes interface_type for veths too:\n%s", out)
+	}
+}
+
+func TestTapENIInvalid(t *testing.T) {
+	tests := []struct{ name, eni, path, msg string }{
+		{"unknown type", "interface_type: macvtap", "enis[0].interface_type", `invalid value "macvtap": want veth, tap`},
+		{"type not a string", "interface_type: [tap]", "enis[0].interface_type", "expected a string"},
+		{"owner without tap", "tap_owner: 1000", "enis[0].tap_owner", "only an ENI with interface_type: tap has a tap owner"},
+		{"owner on a veth", "interface_type: veth, tap_owner: 1000", "enis[0].tap_owner", "only an ENI with interface_type: tap"},
+		{"owner negative", "interface_type: tap, tap_owner: -1", "enis[0].tap_owner", "-1 is out of range 0..4294967294"},
+		{"owner too big", "interface_type: tap, tap_owner: 4294967295", "enis[0].tap_owner", "out of range"},
+		{"owner a name", "interface_type: tap, tap_owner: alice", "enis[0].tap_owner", "expected an integer"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := base + "enis:\n  - {name: a1, host: h1, subnet: blue-1, ip: 10.0.1.10, " + tc.eni + "}\n"
+			top, err := Parse([]byte(doc))
+			if top != nil {
+				t.Fatalf("Parse returned a Topology with errors")
+			}
+			list := errorList(t, err)
+			if len(list) != 1 || list[0].Path != tc.path || !strings.Contains(list[0].Msg, tc.msg) {
+				t.Errorf("got %v\nwant one error %s: ...%s...", list, tc.path, tc.msg)
+			}
+		})
+	}
+}
