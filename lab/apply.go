@@ -19,7 +19,8 @@ import (
 // their keys are kept and public keys in the file are ignored. ENIs that
 // are new get their namespaces, removed ones lose theirs, changed ones are
 // rebuilt; then the daemons' topology.yaml is rewritten and every running
-// daemon gets SIGHUP. Namespaces of removed ENIs are deleted after the
+// daemon gets SIGHUP (in etcd mode: the file goes to etcd with `vpcd
+// apply --prune`, and the daemons follow their watch). Namespaces of removed ENIs are deleted after the
 // daemons were told to reload.
 func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 	src, err := filepath.Abs(topologyPath)
@@ -85,9 +86,16 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 		return err
 	}
 	var errs []error
+	if l.st.Etcd != nil {
+		// etcd mode: the change goes through `vpcd apply` (objects the
+		// file no longer names are pruned); every daemon watches.
+		if err := applyEtcd(l.st, l.st.Topology, true); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for i := range l.st.Hosts {
 		hs := &l.st.Hosts[i]
-		if running(hs) {
+		if running(hs) && l.st.Etcd == nil {
 			if _, err := signalDaemon(hs.PID, hs, unix.SIGHUP, 0); err != nil {
 				errs = append(errs, err)
 			}

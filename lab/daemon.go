@@ -34,23 +34,25 @@ const (
 )
 
 // daemonArgs returns the arguments of host's `vpcd run`.
-func daemonArgs(topoPath string, hs *hostState) []string {
-	return append([]string{
-		"run",
-		"--config", topoPath,
+func daemonArgs(topoPath string, hs *hostState, e *etcdState) []string {
+	source := []string{"--config", topoPath}
+	if e != nil {
+		source = e.etcdFlags()
+	}
+	return append(append([]string{"run"}, source...), append([]string{
 		"--host", hs.Name,
 		"--state-dir", hs.StateDir,
 		"--bpffs", hs.BPFFS,
 		"--socket", hs.Socket,
 		"--metrics", MetricsAddr,
 		"--tunnel-device", tunnel.DeviceName(hs.Name),
-	}, hs.Flags...)
+	}, hs.Flags...)...)
 }
 
 // startDaemon starts host's daemon inside its network namespace (root mount
-// namespace), in a session of its own so that it outlives the caller, with
+// namespace), reading topoPath or, when e is set, the lab's etcd, in a session of its own so that it outlives the caller, with
 // output appended to its log. It records the PID in vpcd.pid and hs.
-func startDaemon(binary, dir, topoPath string, hs *hostState) error {
+func startDaemon(binary, dir, topoPath string, hs *hostState, e *etcdState) error {
 	if binary == "" {
 		return errors.New("no vpcd binary given")
 	}
@@ -68,9 +70,9 @@ func startDaemon(binary, dir, topoPath string, hs *hostState) error {
 	}
 	defer logf.Close()
 	fmt.Fprintf(logf, "--- vpcd lab: starting %s %s at %s\n", binary,
-		strings.Join(daemonArgs(topoPath, hs), " "), time.Now().Format(time.RFC3339))
+		strings.Join(daemonArgs(topoPath, hs, e), " "), time.Now().Format(time.RFC3339))
 
-	cmd := exec.Command(binary, daemonArgs(topoPath, hs)...)
+	cmd := exec.Command(binary, daemonArgs(topoPath, hs, e)...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

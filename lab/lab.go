@@ -33,6 +33,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,11 @@ type Options struct {
 	// DaemonFlags are added to every host's `vpcd run` command line
 	// (e.g. --eni-hook xdp).
 	DaemonFlags []string
+	// Etcd runs the lab on the etcd control plane (SPEC §11): a real etcd
+	// server in the rack namespace, on the rack bridge (TLS with client
+	// certificates the lab generates), the topology written with `vpcd
+	// apply`, and every daemon started with --etcd.
+	Etcd bool
 }
 
 // Kind selects the kind of namespace Exec and Do enter.
@@ -250,6 +256,31 @@ func up(ctx context.Context, o Options, src, dir string, t *topology.Topology) (
 	if err := st.save(); err != nil {
 		return nil, err
 	}
+	if o.Etcd {
+		addr, err := etcdAddr(t)
+		if err != nil {
+			return nil, err
+		}
+		st.Etcd = newEtcdState(dir, addr)
+		if err := st.save(); err != nil {
+			return nil, err
+		}
+		if err := plumbEtcd(st.RackNS, st, t, addr); err != nil {
+			return nil, err
+		}
+		err = setupEtcd(st.RackNS, st.Etcd)
+		if serr := st.save(); err == nil {
+			err = serr
+		}
+		if err != nil {
+			return nil, err
+		}
+		if st.Binary != "" {
+			if err := applyEtcd(st, st.Topology, false); err != nil {
+				return nil, err
+			}
+		}
+	}
 	for i := range t.ENIs {
 		e := &t.ENIs[i]
 		es := eniState{Name: e.Name, Host: e.Host, NS: eniNSName(o.Name, e.Name), Interface: eniIf(e)}
@@ -264,7 +295,7 @@ func up(ctx context.Context, o Options, src, dir string, t *topology.Topology) (
 	l := &Lab{st: st, topo: t}
 	if !o.NoDaemons {
 		for i := range st.Hosts {
-			err := startDaemon(st.Binary, dir, st.Topology, &st.Hosts[i])
+			err := startDaemon(st.Binary, dir, st.Topology, &st.Hosts[i], st.Etcd)
 			if serr := st.save(); err == nil {
 				err = serr
 			}
@@ -377,6 +408,12 @@ func Down(name string) error {
 	}
 	for range n {
 		note(<-done)
+	}
+	// The lab's etcd, by its recorded PID and PID file.
+	if st != nil && st.Etcd != nil {
+		note(stopEtcd(st.Etcd, downStopTimeout))
+	} else {
+		note(stopEtcd(newEtcdState(dir, netip.Addr{}), downStopTimeout))
 	}
 
 	// 2. Namespaces.
@@ -612,12 +649,18 @@ func (l *Lab) Start(ctx context.Context, host string) error {
 	if running(hs) {
 		return fmt.Errorf("daemon for host %s is already running (pid %d)", host, hs.PID)
 	}
-	err = startDaemon(l.st.Binary, l.st.Dir, l.st.Topology, hs)
+	err = startDaemon(l.st.Binary, l.st.Dir, l.st.Topology, hs, l.st.Etcd)
 	if serr := l.st.save(); err == nil {
 		err = serr
 	}
 	if err != nil {
 		return err
+	}
+	if l.st.Etcd != nil {
+		// rotate-key may have changed keys: wait for the current ones.
+		if err := prepareKeys(l.topo, l.st.Dir); err != nil {
+			return err
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, DefaultHandshakeTimeout)
 	defer cancel()

@@ -64,6 +64,9 @@ type state struct {
 	RackNS    string      `json:"rack_ns,omitempty"`
 	Hosts     []hostState `json:"hosts"`
 	ENIs      []eniState  `json:"enis"`
+	// Etcd is the lab's etcd server when the daemons run in etcd mode
+	// (Options.Etcd); nil when they read the topology file.
+	Etcd *etcdState `json:"etcd,omitempty"`
 }
 
 // hostState is one host of the lab.

@@ -17,6 +17,9 @@ func (l *Lab) summary(w io.Writer) {
 	fmt.Fprintf(w, "  dir       %s\n", st.Dir)
 	fmt.Fprintf(w, "  topology  %s (from %s)\n", st.Topology, st.Source)
 	fmt.Fprintf(w, "  rack      netns %s, bridge %s\n", st.RackNS, bridgeName)
+	if e := st.Etcd; e != nil {
+		fmt.Fprintf(w, "  etcd      %s in the rack (pid %d, log %s); client certificate %s\n", e.Endpoint, e.PID, e.Log, e.Cert)
+	}
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nHOST\tNETNS\tUNDERLAY\tDAEMON\tLOG\tSOCKET")
@@ -80,6 +83,13 @@ func (l *Lab) Status(w io.Writer) error {
 	ew := &errWriter{w: w}
 	fmt.Fprintf(ew, "lab %q  dir %s\n", st.Name, st.Dir)
 	fmt.Fprintf(ew, "topology %s (from %s)\n", st.Topology, st.Source)
+	if e := st.Etcd; e != nil {
+		state := "STOPPED"
+		if isEtcd(e.PID, e) {
+			state = fmt.Sprintf("pid %d", e.PID)
+		}
+		fmt.Fprintf(ew, "etcd %s (prefix %s, %s; log %s)\n", e.Endpoint, e.Prefix, state, e.Log)
+	}
 
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nNETNS\tKIND\tSTATE")

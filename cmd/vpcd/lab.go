@@ -12,7 +12,7 @@ import (
 	"github.com/vpcd/vpcd/lab"
 )
 
-const labSynopsis = `lab up --topology FILE [--name LAB]
+const labSynopsis = `lab up --topology FILE [--name LAB] [--etcd]
        vpcd lab exec [--name LAB] ENI -- CMD...
        vpcd lab host [--name LAB] HOST -- CMD...
        vpcd lab rack [--name LAB] -- CMD...
@@ -32,11 +32,13 @@ func cmdLab(args []string) error {
 	fs := newFlags("lab "+sub, labSynopsis)
 	name := fs.String("name", lab.DefaultName(), "lab name")
 	var topo, daemonFlags *string
+	var etcd *bool
 	if sub == "up" || sub == "apply" {
 		topo = fs.String("topology", "", "topology file (required)")
 	}
 	if sub == "up" {
 		daemonFlags = fs.String("daemon-flags", "", "extra flags for every host's vpcd run, e.g. \"--eni-hook xdp\"")
+		etcd = fs.Bool("etcd", false, "run the lab on the etcd control plane: a real etcd in the rack (TLS), the topology written with vpcd apply, every daemon with --etcd")
 	}
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -55,7 +57,7 @@ func cmdLab(args []string) error {
 			return err
 		}
 		_, err = lab.Up(ctx, lab.Options{Name: *name, TopologyPath: *topo, Binary: bin, Out: os.Stdout,
-			DaemonFlags: strings.Fields(*daemonFlags)})
+			DaemonFlags: strings.Fields(*daemonFlags), Etcd: *etcd})
 		return err
 	case "down":
 		return lab.Down(*name)
