@@ -9,6 +9,7 @@ all: build
 
 build:
 	$(GO) build -o bin/vpcd ./cmd/vpcd
+	$(GO) build -o bin/vpcd-cni ./cmd/vpcd-cni
 
 # Rebuild the eBPF objects and their Go bindings (needs clang, libbpf-dev).
 generate:

@@ -146,6 +146,10 @@ type Agent struct {
 
 	trim memTrimmer // Run's loop only
 
+	// dynamic serializes this host's dynamic-ENI creations in the
+	// control plane (cni.go).
+	dynamic sync.Mutex
+
 	// key is this host's private key; rotate-key replaces it.
 	key struct {
 		sync.Mutex

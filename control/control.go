@@ -145,6 +145,8 @@ type Request struct {
 	Cmd string `json:"cmd"`
 	// Conntrack asks status for every tracked connection.
 	Conntrack bool `json:"conntrack,omitempty"`
+	// ENI is the dynamic ENI of an eni-* request (eni.go).
+	ENI *DynamicENI `json:"eni,omitempty"`
 }
 
 // Response is the daemon's one JSON answer to status and reload, and to
@@ -152,4 +154,9 @@ type Request struct {
 type Response struct {
 	Error  string  `json:"error,omitempty"`
 	Status *Status `json:"status,omitempty"`
+	// Code classifies an eni-* request's Error (ENIError); ENI and ENIs
+	// answer eni-add and eni-list.
+	Code string       `json:"code,omitempty"`
+	ENI  *DynamicENI  `json:"eni,omitempty"`
+	ENIs []DynamicENI `json:"enis,omitempty"`
 }

@@ -86,6 +86,8 @@ func Handle(c net.Conn, d Daemon) {
 			return
 		}
 		json.NewEncoder(c).Encode(Response{Status: d.Status(false)})
+	case CmdENIAdd, CmdENIDel, CmdENIList:
+		serveENI(c, d, req)
 	default:
 		json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("unknown command %q", req.Cmd)})
 	}

@@ -50,6 +50,9 @@ type Attachment struct {
 type DynamicENI struct {
 	topology.ENI
 	Attachment Attachment
+	// CIDR is the subnet's (filled by CreateDynamicENI and
+	// ListDynamicENIs; not stored).
+	CIDR netip.Prefix
 }
 
 // dynamicSpec is a dynamic ENI's spec in etcd: an ENI's spec plus its
@@ -170,7 +173,11 @@ func CreateDynamicENI(ctx context.Context, cli *clientv3.Client, prefix string, 
 		}
 		if v, ok := r.objs[ref]; ok {
 			if o := dynamicOwner(v); o != nil && *o == e.Attachment {
-				return decodeDynamic(v)
+				d, err := decodeDynamic(v)
+				if err == nil {
+					d.CIDR = subnetCIDR(r.objs, d.Subnet)
+				}
+				return d, err
 			}
 			return e, fmt.Errorf("%w: eni %q exists and belongs to something else", ErrNameTaken, e.Name)
 		}
@@ -220,7 +227,9 @@ func CreateDynamicENI(ctx context.Context, cli *clientv3.Client, prefix string, 
 			return e, err
 		}
 		if resp.Succeeded {
-			return decodeDynamic(obj.value)
+			d, err := decodeDynamic(obj.value)
+			d.CIDR = s.CIDR
+			return d, err
 		}
 		if err := sleep(ctx, &wait); err != nil {
 			return e, err
@@ -279,12 +288,21 @@ func DeleteDynamicENI(ctx context.Context, cli *clientv3.Client, prefix, name st
 // host), by name.
 func ListDynamicENIs(ctx context.Context, cli *clientv3.Client, prefix, host string) ([]DynamicENI, error) {
 	k := newKeys(prefix)
-	resp, err := cli.Get(ctx, k.objects()+KindENIs+"/", clientv3.WithPrefix())
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(k.objects()+KindENIs+"/", clientv3.WithPrefix()),
+		clientv3.OpGet(k.objects()+KindSubnets+"/", clientv3.WithPrefix()),
+	).Commit()
 	if err != nil {
 		return nil, err
 	}
+	subnets := map[string][]byte{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		if kind, name, ok := k.objectRef(string(kv.Key)); ok {
+			subnets[kind+"/"+name] = kv.Value
+		}
+	}
 	var out []DynamicENI
-	for _, kv := range resp.Kvs {
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if dynamicOwner(kv.Value) == nil {
 			continue
 		}
@@ -293,6 +311,7 @@ func ListDynamicENIs(ctx context.Context, cli *clientv3.Client, prefix, host str
 			return nil, fmt.Errorf("%s: %w", kv.Key, err)
 		}
 		if host == "" || d.Host == host {
+			d.CIDR = subnetCIDR(subnets, d.Subnet)
 			out = append(out, d)
 		}
 	}
@@ -352,4 +371,18 @@ func sleep(ctx context.Context, wait *time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// subnetCIDR is the CIDR of the subnet name among objs ("kind/name" →
+// value); invalid when it is not there.
+func subnetCIDR(objs map[string][]byte, name string) netip.Prefix {
+	v, err := decodeValue(name, objs[KindSubnets+"/"+name])
+	if err != nil {
+		return netip.Prefix{}
+	}
+	var s topology.Subnet
+	if json.Unmarshal(v.Spec, &s) != nil {
+		return netip.Prefix{}
+	}
+	return s.CIDR
 }

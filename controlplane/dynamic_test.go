@@ -54,7 +54,7 @@ func TestDynamicENIs(t *testing.T) {
 
 	// The lowest free address: .4 (the first four are reserved).
 	d, err := controlplane.CreateDynamicENI(ctx, cli, prefix, dyn("a", "h1", "web"))
-	if err != nil || d.IP != netip.MustParseAddr("10.1.0.4") {
+	if err != nil || d.IP != netip.MustParseAddr("10.1.0.4") || d.CIDR.String() != "10.1.0.0/27" {
 		t.Fatalf("first: %+v, %v", d, err)
 	}
 	// Every reader sees it as an ordinary ENI, with its default MAC.
@@ -115,7 +115,7 @@ func TestDynamicENIs(t *testing.T) {
 		t.Fatalf("full subnet: %v", err)
 	}
 	list, err := controlplane.ListDynamicENIs(ctx, cli, prefix, "h2")
-	if err != nil || len(list) != 12 || list[0].Attachment.Network != "net" {
+	if err != nil || len(list) != 12 || list[0].Attachment.Network != "net" || list[0].CIDR.String() != "10.1.0.0/27" {
 		t.Fatalf("h2's dynamic ENIs: %d, %v", len(list), err)
 	}
 
