@@ -181,23 +181,30 @@ func datapath(t *topology.Topology, host string, o Options) (*dataplane.State, e
 		UnderlayIP:  h.UnderlayIP,
 		ListenPort:  h.ListenPort,
 		UnderlayMTU: PathMTU(t),
-		Substrate:   []netip.Prefix{linkLocal, loopback},
+		Substrate:   make([]netip.Prefix, 0, len(t.Hosts)+2),
 	}
+	if len(t.ENIs) > 0 {
+		s.Routes = make([]dataplane.Route, 0, len(t.ENIs))
+	}
+	s.Substrate = append(s.Substrate, linkLocal, loopback)
 	logged := map[string]bool{}
 	for i := range t.FlowLogs {
 		for _, e := range t.FlowLogENIs(&t.FlowLogs[i]) {
 			logged[e.Name] = true
 		}
 	}
-	hostIP := map[string]netip.Addr{}
+	// Sized up front: with a thousand hosts, growing these maps and
+	// slices was a good part of a plan's time (fleet-sim's profile).
+	hostIP := make(map[string]netip.Addr, len(t.Hosts))
 	for _, hh := range t.Hosts {
 		hostIP[hh.Name] = hh.UnderlayIP
 		s.Substrate = append(s.Substrate, netip.PrefixFrom(hh.UnderlayIP, 32))
 		if hh.Name != host && (hh.PublicKey != "" || !o.SkipKeyless) {
-			s.Peers = append(s.Peers, hh.UnderlayIP)
 			if s.PeerPorts == nil {
-				s.PeerPorts = map[netip.Addr]uint16{}
+				s.PeerPorts = make(map[netip.Addr]uint16, len(t.Hosts)-1)
+				s.Peers = make([]netip.Addr, 0, len(t.Hosts)-1)
 			}
+			s.Peers = append(s.Peers, hh.UnderlayIP)
 			s.PeerPorts[hh.UnderlayIP] = hh.ListenPort
 		}
 	}
@@ -270,6 +277,9 @@ func tunnelPlan(t *topology.Topology, h *topology.Host, o Options) (Tunnel, erro
 		ListenPort: h.ListenPort,
 		MTU:        dataplane.TunnelMTU(PathMTU(t)),
 		Keepalive:  Keepalive,
+	}
+	if len(t.Hosts) > 1 {
+		tun.Peers = make([]tunnel.Peer, 0, len(t.Hosts)-1)
 	}
 	for _, p := range t.Peers(h.Name) {
 		if p.PublicKey == "" && o.SkipKeyless {
