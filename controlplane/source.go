@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/vpcd/vpcd/source"
+	"github.com/vpcd/vpcd/topology"
 )
 
 var errCompacted = rpctypes.ErrCompacted
@@ -46,6 +47,9 @@ type Source struct {
 	Logger *slog.Logger
 	// Backoff bounds the wait before a retry; 100 ms and 10 s when zero.
 	MinBackoff, MaxBackoff time.Duration
+	// Shared, when set, assembles each revision's state once for all the
+	// Sources of a process that share it (fleet-sim); nil in a daemon.
+	Shared *SharedAssembly
 }
 
 // Run implements source.Source.
@@ -220,7 +224,13 @@ func (r *reader) emit(ctx context.Context) bool {
 		return true // nothing applied yet
 	}
 	snap := source.Snapshot{Revision: r.rev, Origin: r.Origin}
-	t, err := assemble(r.st.objs, r.st.hosts)
+	var t *topology.Topology
+	var err error
+	if r.Shared != nil {
+		t, err = r.Shared.assemble(r.rev, r.st)
+	} else {
+		t, err = assemble(r.st.objs, r.st.hosts)
+	}
 	if err != nil {
 		r.Metrics.countError(OpDecode)
 		r.Logger.Warn("etcd state refused", "revision", r.rev, "err", err)
