@@ -27,6 +27,7 @@ func commands() []command {
 		{"apply", "write a topology file's objects to etcd", cmdApply},
 		{"get", "list what etcd holds: hosts, vpcs, enis...", cmdGet},
 		{"rotate-key", "make a new key pair for this host and publish it (etcd mode)", cmdRotateKey},
+		{"fleet-sim", "simulate N hosts against etcd and measure convergence", cmdFleetSim},
 		{"teardown", "remove everything vpcd left on this host", cmdTeardown},
 		{"lab", "build and drive a whole topology in network namespaces", cmdLab},
 		{"demo", "build a built-in lab, send traffic, report, tear down", cmdDemo},
