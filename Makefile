@@ -3,7 +3,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOFLAGS ?= -buildvcs=false
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build generate check-generated lint test fuzz unit netns demo bench deps clean
+.PHONY: all build generate check-generated lint test fuzz unit netns demo bench bench-controlplane deps clean
 
 all: build
 
@@ -58,6 +58,11 @@ demo: build
 
 bench: deps build
 	GO=$(GO) ./scripts/bench.sh
+
+# vpcd fleet-sim at 10, 100 and 1,000 simulated hosts against a real etcd
+# on loopback: the "Control plane" section of BENCHMARKS.md.
+bench-controlplane: deps build
+	GO=$(GO) ./scripts/bench-controlplane.sh
 
 clean:
 	rm -rf bin

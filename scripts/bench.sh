@@ -304,6 +304,9 @@ MIRROR_DROPPED=$(metric "${LAB}m" z1 'vpcd_mirror_dropped_total{session="all-e1"
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("cpus", "n/a"))' || echo n/a)
+# make bench-controlplane's section (and JSON key) are its own: kept as they are.
+CP_SECTION=$(sed -n '/^<!-- controlplane -->$/,/^<!-- \/controlplane -->$/p' "$OUT" 2>/dev/null || true)
+CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(json.dumps(d["controlplane"]) if "controlplane" in d else "")' "${OUT%.md}.json" 2>/dev/null || true)
 {
 	echo "# vpcd benchmarks"
 	echo
@@ -396,5 +399,7 @@ VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --j
 		"$(num "$LOAD_PEAK1")" "$(num "$LOAD_PEAK2")" "$(num "$LOAD_NOW1")" "$(num "$LOAD_NOW2")"
 } > "${OUT%.md}.json"
 "$GO" run ./tools/benchchart -in "${OUT%.md}.json" -out "${OUT%.md}.png" && echo "![throughput](${OUT%.md}.png)" >> "$OUT"
+[ -z "$CP_SECTION" ] || printf '\n%s\n' "$CP_SECTION" >>"$OUT"
+[ -z "$CP_JSON" ] || python3 -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["controlplane"] = json.loads(sys.argv[2]); open(p, "w").write(json.dumps(d, separators=(",", ":")) + "\n")' "${OUT%.md}.json" "$CP_JSON"
 cat "$OUT"
 log "wrote $OUT, ${OUT%.md}.json and ${OUT%.md}.png"
