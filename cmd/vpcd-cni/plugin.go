@@ -252,16 +252,19 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	// The container's end first (the namespace may be gone already),
-	// then the ENI, which also deletes the host's end.
+	// The ENI first: the daemon deletes it, waits until its datapath let
+	// it go, and deletes the veth pair (both ends). Deleting the
+	// container's end first would pull the interface from under an ENI
+	// the daemon still runs.
+	if err := control.DeleteENI(conf.Socket, eniName(args.ContainerID, args.IfName)); err != nil {
+		return cniError("delete ENI", err)
+	}
+	// Anything left in the container (the namespace may be gone).
 	if args.Netns != "" {
 		if netns, err := ns.GetNS(args.Netns); err == nil {
 			netns.Do(func(ns.NetNS) error { deleteLink(args.IfName); return nil })
 			netns.Close()
 		}
-	}
-	if err := control.DeleteENI(conf.Socket, eniName(args.ContainerID, args.IfName)); err != nil {
-		return cniError("delete ENI", err)
 	}
 	return nil
 }
