@@ -52,6 +52,9 @@ type Options struct {
 	Logger       *slog.Logger
 	// ENIHook forces the ENI program's hook; empty = by interface type.
 	ENIHook dataplane.Hook
+	// TapHook forces the ENI program's hook on tap ENIs, before ENIHook;
+	// empty = ENIHook.
+	TapHook dataplane.Hook
 	// UnderlayHook forces the underlay filter's hook; empty = by interface
 	// type (dataplane.ChooseHook).
 	UnderlayHook dataplane.Hook
@@ -232,6 +235,9 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 
 	// The tunnel starts with no device in the maps: remote traffic drops
 	// (counted) until the encrypted path exists. Never a cleartext one.
+	for _, err := range ensureTaps(p.Datapath.ENIs) {
+		a.log.Warn("tap ENI", "err", err)
+	}
 	if err := a.dp.Reconcile(p.Datapath, ifindexByName); err != nil {
 		a.log.Warn("reconcile", "err", err)
 	}
@@ -456,7 +462,9 @@ func (a *Agent) apply(p *plan.Host) error {
 	defer a.state.Unlock()
 	state := *p.Datapath
 	state.TunnelIfindex = a.tun.Ifindex()
-	var errs []error
+	// Tap ENIs' devices first: the maps key ENIs by their ifindex.
+	errs := ensureTaps(state.ENIs)
+	oldTaps := tapInterfaces(a.state.plan)
 	if err := a.dp.Reconcile(&state, ifindexByName); err != nil {
 		errs = append(errs, err)
 	}
@@ -470,7 +478,7 @@ func (a *Agent) apply(p *plan.Host) error {
 	// Attach first, then bring the interface up: a new ENI's interface
 	// carries nothing before its program runs on it.
 	for _, e := range state.ENIs {
-		hook, err := a.dp.AttachENI(e.Interface, a.opts.ENIHook)
+		hook, err := a.dp.AttachENI(e.Interface, a.eniHook(e))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 			continue
@@ -493,6 +501,12 @@ func (a *Agent) apply(p *plan.Host) error {
 		}
 		delete(enis, name)
 		if !wantIf[ifname] {
+			if oldTaps[ifname] {
+				// The daemon made it; it goes with the ENI.
+				if err := removeTap(ifname); err != nil {
+					errs = append(errs, fmt.Errorf("ENI %s: %w", name, err))
+				}
+			}
 			a.retireENI(name, ifname)
 		}
 	}

@@ -199,10 +199,16 @@ func (d *Datapath) AttachENI(ifname string, hook Hook) (Hook, error) {
 	prog := d.eni.FromWorkload
 	if hook == HookXDP {
 		prog = d.eniXDP.FromWorkloadXdp
-		if l, err := netlink.LinkByName(ifname); err == nil && l.Type() == "veth" && d.attached["eni-"+ifname].Hook != string(HookXDP) {
+		if l, err := netlink.LinkByName(ifname); err == nil && d.attached["eni-"+ifname].Hook != string(HookXDP) {
 			// The operator asked for it; say what it costs.
-			d.log.Warn("XDP on a veth: its redirects reach other veths only when they run XDP too, and bulk TCP loses GSO; tcx is the choice for veths",
-				"interface", ifname)
+			switch l.Type() {
+			case "veth":
+				d.log.Warn("XDP on a veth: its redirects reach other veths only when they run XDP too, and bulk TCP loses GSO; tcx is the choice for veths",
+					"interface", ifname)
+			case "tuntap":
+				d.log.Warn("XDP on a tap: it delivers only to taps of this host; frames to veth ENIs and to other hosts (the tunnel is a TUN, without XDP transmit) are dropped; tcx is the choice for taps",
+					"interface", ifname)
+			}
 		}
 	}
 	return hook, d.attachPinned("eni-"+ifname, ifname, hook, prog)
@@ -232,15 +238,19 @@ func (d *Datapath) ENIInterfaceLive(ifname string) bool {
 }
 
 // ChooseHook picks where a program runs on ifname when the operator did
-// not say: tcx on veths, whose native XDP turns off GSO on the peer and
-// costs bulk TCP most of its throughput (docs/hooks.md has the numbers);
-// XDP, the earliest point, everywhere else (physical NICs, taps).
+// not say (docs/datapath.md has the numbers): tcx on veths, whose native
+// XDP turns off GSO on the peer and costs bulk TCP most of its throughput;
+// tcx on taps, whose XDP can redirect only to other taps (the tunnel is a
+// layer-3 TUN, which has no ndo_xdp_xmit, and a veth takes XDP frames only
+// when its peer runs NAPI); XDP, the earliest point, everywhere else
+// (physical NICs).
 func ChooseHook(ifname string) (Hook, error) {
 	l, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return "", fmt.Errorf("interface %s: %w", ifname, err)
 	}
-	if l.Type() == "veth" {
+	switch l.Type() {
+	case "veth", "tuntap":
 		return HookTCX, nil
 	}
 	return HookXDP, nil

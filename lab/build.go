@@ -363,21 +363,30 @@ func buildENI(hostNS, ns string, t *topology.Topology, e *topology.ENI) error {
 	defer hns.Close()
 	defer hh.Close()
 
-	hostIf := eniIf(e)
-	la := netlink.NewLinkAttrs()
-	la.Name = hostIf
-	la.MTU = eniMTU
-	veth := netlink.NewVeth(la)
-	veth.PeerName = "eth0"
-	veth.PeerMTU = eniMTU
-	veth.PeerHardwareAddr = eniMAC(e)
-	veth.PeerNamespace = netlink.NsFd(ens)
-	if err := hh.LinkAdd(veth); err != nil {
-		return fmt.Errorf("add veth %s (netns %s) / eth0 (netns %s): %w", hostIf, hostNS, ns, err)
+	if e.IsTap() {
+		// The daemon makes the tap; the workload side is a veth pair
+		// inside the namespace whose other end a frame pump (or a VM)
+		// joins to the tap (tap.go).
+		if err := buildTapWorkload(eh, ns, e); err != nil {
+			return err
+		}
+	} else {
+		hostIf := eniIf(e)
+		la := netlink.NewLinkAttrs()
+		la.Name = hostIf
+		la.MTU = eniMTU
+		veth := netlink.NewVeth(la)
+		veth.PeerName = "eth0"
+		veth.PeerMTU = eniMTU
+		veth.PeerHardwareAddr = eniMAC(e)
+		veth.PeerNamespace = netlink.NsFd(ens)
+		if err := hh.LinkAdd(veth); err != nil {
+			return fmt.Errorf("add veth %s (netns %s) / eth0 (netns %s): %w", hostIf, hostNS, ns, err)
+		}
+		// The host side stays down: the host's daemon brings it up once the
+		// ENI program is attached, so the workload's frames never reach the
+		// host's stack unchecked (SPEC §10, ordering).
 	}
-	// The host side stays down: the host's daemon brings it up once the
-	// ENI program is attached, so the workload's frames never reach the
-	// host's stack unchecked (SPEC §10, ordering).
 
 	link, err := eh.LinkByName("eth0")
 	if err != nil {

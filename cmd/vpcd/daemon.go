@@ -42,8 +42,9 @@ func cmdRun(args []string) error {
 	socket := fs.String("socket", agent.DefaultSocket, "control socket path")
 	tunDev := fs.String("tunnel-device", agent.DefaultTunnelDevice, "WireGuard tunnel device name")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	eniHook := fs.String("eni-hook", "auto", "hook of the ENI program: auto (tcx on veth, else xdp), xdp or tcx")
+	eniHook := fs.String("eni-hook", "auto", "hook of the ENI program: auto (tcx on veths and taps, else xdp), xdp or tcx")
 	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
+	tapHook := fs.String("tap-hook", "auto", "hook of the ENI program on tap ENIs: auto (by measurement: docs/datapath.md), xdp or tcx; before --eni-hook")
 	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
 	cpus := fs.Int("cpus", 0, "CPUs the daemon may use at once (GOMAXPROCS); 0: the Go runtime's choice (all, or a cgroup's limit); default: a quarter of those, at least 1, or $GOMAXPROCS")
 	if _, err := parse(fs, args); err != nil {
@@ -70,6 +71,10 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return fmt.Errorf("run: --eni-hook: %w", err)
 	}
+	thook, err := dataplane.ParseHook(*tapHook)
+	if err != nil {
+		return fmt.Errorf("run: --tap-hook: %w", err)
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("run: --log-level: %w", err)
@@ -79,6 +84,7 @@ func cmdRun(args []string) error {
 	opts := agent.Options{
 		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
 		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook, ENIHook: ehook,
+		TapHook: thook,
 	}
 	if *etcdURLs == "" {
 		if _, err := source.LoadFile(*config, *host); err != nil {
