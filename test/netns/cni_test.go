@@ -641,4 +641,6 @@ func TestCNI(t *testing.T) {
 		h1.must(t, "del", "blue-web", keep)
 		h1.must(t, "del", "blue-web", drop)
 	})
+
+	t.Run("a real runtime: containerd", func(t *testing.T) { testContainerd(t, l) })
 }
