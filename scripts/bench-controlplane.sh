@@ -79,6 +79,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 log "etcd $(etcd --version | head -1 | awk '{print $3}') on $URL"
 start_etcd "$TMP"
 
+# Other work on the machine shares the cores with the simulation: say how busy it was.
+LOAD0=$(cut -d' ' -f1 /proc/loadavg)
 for n in $SIZES; do
 	log "fleet-sim with $n hosts"
 	"$VPCD" fleet-sim --etcd "$URL" --hosts "$n" --enis-per-host "$ENIS" --json \
@@ -87,10 +89,11 @@ for n in $SIZES; do
 done
 
 ETCD_VERSION=$(etcd --version | head -1 | awk '{print $3}')
-python3 - "$OUT" "${OUT%.md}.json" "$ETCD_VERSION" $(for n in $SIZES; do echo "$TMP/fleet-$n.json"; done) <<'EOF'
+python3 - "$OUT" "${OUT%.md}.json" "$ETCD_VERSION" "$LOAD0" $(for n in $SIZES; do echo "$TMP/fleet-$n.json"; done) <<'EOF'
 import datetime, json, os, platform, re, sys
 
-md_path, json_path, etcd_version, *runs = sys.argv[1:]
+md_path, json_path, etcd_version, load0, *runs = sys.argv[1:]
+load1 = open("/proc/loadavg").read().split()[0]
 res = [json.load(open(p)) for p in runs]
 begin, end = "<!-- controlplane -->", "<!-- /controlplane -->"
 today = datetime.date.today().isoformat()
@@ -107,7 +110,9 @@ lines = [begin, "## Control plane", "",
     f"{res[0]['enis_per_host']} ENIs each, {res[0]['vpcs']} VPCs, two security groups per VPC. Convergence is measured from "
     "the start of the apply (its reads, lock and write included) until every host that needs the change has it "
     "programmed: a new ENI (every host needs its route), then a rule added to one security group (the hosts with an "
-    "ENI in it). Requests and events are per host, from the apply until the last host converged; the requests are "
+    f"ENI in it). Load average {load0} before the runs and {load1} after them (this machine has "
+    f"{os.cpu_count()} cores; the simulated hosts, etcd and anything else running share them, so the 1,000-host "
+    "latencies move with it). Requests and events are per host, from the apply until the last host converged; the requests are "
     "lease keepalives that fell in that window (a change itself costs a host no request, only watch events: the "
     "apply's lock, its transaction of object and commit record, the lock's release).", "",
     "| hosts | change | hosts in need | p50 ms | p99 ms | max ms | etcd requests / host | watch events / host |",
@@ -157,7 +162,7 @@ else:
 open(md_path, "w").write(md)
 
 data = json.load(open(json_path)) if os.path.exists(json_path) else {}
-data["controlplane"] = {"date": today, "etcd": etcd_version, "runs": res}
+data["controlplane"] = {"date": today, "etcd": etcd_version, "load_average": [float(load0), float(load1)], "runs": res}
 with open(json_path, "w") as fh:
     json.dump(data, fh, separators=(",", ":"))
     fh.write("\n")
