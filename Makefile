@@ -3,7 +3,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOFLAGS ?= -buildvcs=false
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build generate check-generated lint test fuzz unit netns demo bench bench-controlplane deps clean
+.PHONY: all build generate check-generated lint test fuzz unit netns demo bench bench-controlplane bench-cni deps clean
 
 all: build
 
@@ -63,6 +63,9 @@ bench: deps build
 # on loopback: the "Control plane" section of BENCHMARKS.md.
 bench-controlplane: deps build
 	GO=$(GO) ./scripts/bench-controlplane.sh
+
+bench-cni: deps build
+	GO=$(GO) ./scripts/bench-cni.sh
 
 clean:
 	rm -rf bin

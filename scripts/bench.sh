@@ -306,6 +306,8 @@ cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 VPCD_CPUS=$("$VPCD" status --socket "/run/vpcd/labs/$LAB/hosts/b1/vpcd.sock" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("cpus", "n/a"))' || echo n/a)
 # make bench-controlplane's section (and JSON key) are its own: kept as they are.
 CP_SECTION=$(sed -n '/^<!-- controlplane -->$/,/^<!-- \/controlplane -->$/p' "$OUT" 2>/dev/null || true)
+# make bench-cni's section likewise.
+CNI_SECTION=$(sed -n '/^<!-- cni -->$/,/^<!-- \/cni -->$/p' "$OUT" 2>/dev/null || true)
 CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(json.dumps(d["controlplane"]) if "controlplane" in d else "")' "${OUT%.md}.json" 2>/dev/null || true)
 {
 	echo "# vpcd benchmarks"
@@ -400,6 +402,7 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 } > "${OUT%.md}.json"
 "$GO" run ./tools/benchchart -in "${OUT%.md}.json" -out "${OUT%.md}.png" && echo "![throughput](${OUT%.md}.png)" >> "$OUT"
 [ -z "$CP_SECTION" ] || printf '\n%s\n' "$CP_SECTION" >>"$OUT"
+[ -z "$CNI_SECTION" ] || printf '\n%s\n' "$CNI_SECTION" >>"$OUT"
 [ -z "$CP_JSON" ] || python3 -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["controlplane"] = json.loads(sys.argv[2]); open(p, "w").write(json.dumps(d, separators=(",", ":")) + "\n")' "${OUT%.md}.json" "$CP_JSON"
 cat "$OUT"
 log "wrote $OUT, ${OUT%.md}.json and ${OUT%.md}.png"
