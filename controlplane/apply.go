@@ -147,6 +147,7 @@ func plan(ctx context.Context, cli *clientv3.Client, k keys, t *topology.Topolog
 		desired[o.ref()] = o.value
 		order = append(order, o.ref())
 	}
+	preserveDynamic(base, desired)
 	if !prune {
 		for ref, v := range base {
 			if _, ok := desired[ref]; !ok {

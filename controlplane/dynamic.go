@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vpcd/vpcd/topology"
 )
@@ -240,48 +241,167 @@ func CreateDynamicENI(ctx context.Context, cli *clientv3.Client, prefix string, 
 // DeleteDynamicENI deletes the dynamic ENI name and frees its address. It
 // reports whether there was one; deleting one that is not there is not an
 // error. An ENI an apply wrote is refused.
-func DeleteDynamicENI(ctx context.Context, cli *clientv3.Client, prefix, name string) (bool, error) {
+//
+// Mirror sessions that copy from or to the ENI and flow logs of the ENI
+// go in the same transaction (returned as "kind/name" refs): without
+// their ENI they would make the state invalid, and every daemon would
+// refuse it.
+func DeleteDynamicENI(ctx context.Context, cli *clientv3.Client, prefix, name string) (existed bool, dependents []string, err error) {
 	k := newKeys(prefix)
 	ref := KindENIs + "/" + name
 	wait := 5 * time.Millisecond
 	for {
-		resp, err := cli.Txn(ctx).Then(clientv3.OpGet(k.objects()+ref), clientv3.OpGet(k.commit()), clientv3.OpGet(k.objects(), clientv3.WithPrefix(), clientv3.WithCountOnly())).Commit()
+		resp, err := cli.Txn(ctx).Then(
+			clientv3.OpGet(k.objects(), clientv3.WithPrefix()),
+			clientv3.OpGet(k.commit()),
+		).Commit()
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			return false, nil
+		objs, modRev := map[string][]byte{}, map[string]int64{}
+		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+			if kind, n, ok := k.objectRef(string(kv.Key)); ok {
+				objs[kind+"/"+n], modRev[kind+"/"+n] = kv.Value, kv.ModRevision
+			}
 		}
-		if dynamicOwner(kvs[0].Value) == nil {
-			return false, fmt.Errorf("eni %q was applied from a file, not made for a container: not deleting it", name)
+		v, ok := objs[ref]
+		if !ok {
+			return false, nil, nil
 		}
-		d, err := decodeDynamic(kvs[0].Value)
+		if dynamicOwner(v) == nil {
+			return false, nil, fmt.Errorf("eni %q was applied from a file, not made for a container: not deleting it", name)
+		}
+		d, err := decodeDynamic(v)
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		r := &dynamicRead{}
 		if c := resp.Responses[1].GetResponseRange().Kvs; len(c) > 0 {
 			json.Unmarshal(c[0].Value, &r.commit)
 		}
-		count := int(resp.Responses[2].GetResponseRange().Count)
-		cmps := append(noApply(k), clientv3.Compare(clientv3.ModRevision(k.objects()+ref), "=", kvs[0].ModRevision))
-		ops := []clientv3.Op{clientv3.OpDelete(k.objects() + ref), r.commitOp(k, "dynamic-eni/"+d.Host+"/"+name+"/delete", count-1)}
+		dependents = dependentsOf(objs, name)
+		cmps := append(noApply(k), clientv3.Compare(clientv3.ModRevision(k.objects()+ref), "=", modRev[ref]))
+		ops := []clientv3.Op{clientv3.OpDelete(k.objects() + ref)}
+		for _, dep := range dependents {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k.objects()+dep), "=", modRev[dep]))
+			ops = append(ops, clientv3.OpDelete(k.objects()+dep))
+		}
+		ops = append(ops, r.commitOp(k, "dynamic-eni/"+d.Host+"/"+name+"/delete", len(objs)-1-len(dependents)))
 		ipamKey := k.ipam(d.Subnet) + d.IP.String()
 		// The address key goes with the ENI, unless it is another's.
-		del, err := cli.Txn(ctx).If(cmps...).Then(append(ops,
-			clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ipamKey), "=", name)},
-				[]clientv3.Op{clientv3.OpDelete(ipamKey)}, nil))...).Commit()
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ipamKey), "=", name)},
+			[]clientv3.Op{clientv3.OpDelete(ipamKey)}, nil))
+		del, err := cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
-			return false, err
+			return false, nil, err
 		}
 		if del.Succeeded {
-			return true, nil
+			return true, dependents, nil
 		}
 		if err := sleep(ctx, &wait); err != nil {
-			return false, err
+			return false, nil, err
 		}
 	}
+}
+
+// dependentsOf lists the mirror sessions (source or target) and flow logs
+// among objs that name the ENI name.
+func dependentsOf(objs map[string][]byte, name string) []string {
+	var deps []string
+	for _, ref := range sortedKeys(objs) {
+		v, err := decodeValue(ref, objs[ref])
+		if err != nil {
+			continue
+		}
+		switch v.Kind {
+		case KindMirrorSessions:
+			var m topology.MirrorSession
+			if json.Unmarshal(v.Spec, &m) == nil && (m.SourceENI == name || m.Target.ENI == name) {
+				deps = append(deps, ref)
+			}
+		case KindFlowLogs:
+			var f topology.FlowLog
+			if json.Unmarshal(v.Spec, &f) == nil && f.ResourceKind == "eni" && f.ResourceName == name {
+				deps = append(deps, ref)
+			}
+		}
+	}
+	return deps
+}
+
+// preserveDynamic keeps, for every ENI of desired that is a dynamic ENI in
+// base with the same identity (host, subnet, address, groups, interface),
+// base's value: a file that names a container's ENI (WithDynamicENIs) does
+// not turn it into a file's ENI.
+func preserveDynamic(base, desired map[string][]byte) {
+	for ref, v := range base {
+		dv, ok := desired[ref]
+		if !ok || !strings.HasPrefix(ref, KindENIs+"/") || dynamicOwner(v) == nil {
+			continue
+		}
+		have, err1 := decodeDynamic(v)
+		want, err2 := decodeDynamic(dv)
+		if err1 == nil && err2 == nil && have.Host == want.Host && have.Subnet == want.Subnet && have.IP == want.IP &&
+			slices.Equal(have.SecurityGroups, want.SecurityGroups) && have.Interface == want.Interface {
+			desired[ref] = v
+		}
+	}
+}
+
+// WithDynamicENIs returns the topology file data with the dynamic ENIs
+// etcd holds added to its enis (those it does not name itself), so that
+// a file may refer to a container's ENI, e.g. as a mirror session's
+// source. The result is for parsing, not for showing: its line numbers
+// are not the file's.
+func WithDynamicENIs(ctx context.Context, cli *clientv3.Client, prefix string, data []byte) ([]byte, int, error) {
+	dyn, err := ListDynamicENIs(ctx, cli, prefix, "")
+	if err != nil || len(dyn) == 0 {
+		return data, 0, err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return data, 0, err
+	}
+	root := doc.Content[0]
+	var enis *yaml.Node
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "enis" {
+			enis = root.Content[i+1]
+		}
+	}
+	if enis == nil || enis.Kind != yaml.SequenceNode {
+		if enis != nil && !(enis.Kind == yaml.ScalarNode && enis.Tag == "!!null") {
+			return data, 0, nil
+		}
+		if enis == nil {
+			root.Content = append(root.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "enis"}, &yaml.Node{})
+			enis = root.Content[len(root.Content)-1]
+		}
+		*enis = yaml.Node{Kind: yaml.SequenceNode}
+	}
+	named := map[string]bool{}
+	for _, e := range enis.Content {
+		for i := 0; e.Kind == yaml.MappingNode && i+1 < len(e.Content); i += 2 {
+			if e.Content[i].Value == "name" {
+				named[e.Content[i+1].Value] = true
+			}
+		}
+	}
+	added := 0
+	for _, d := range dyn {
+		if named[d.Name] {
+			continue
+		}
+		var n yaml.Node
+		if err := n.Encode(map[string]any{"name": d.Name, "host": d.Host, "subnet": d.Subnet, "ip": d.IP.String(),
+			"security_groups": d.SecurityGroups, "interface": d.Interface}); err != nil {
+			return data, 0, err
+		}
+		enis.Content = append(enis.Content, &n)
+		added++
+	}
+	out, err := yaml.Marshal(&doc)
+	return out, added, err
 }
 
 // ListDynamicENIs lists the committed dynamic ENIs of host ("" for every

@@ -124,19 +124,71 @@ func TestDynamicENIs(t *testing.T) {
 	if list, _ := controlplane.ListDynamicENIs(ctx, cli, prefix, ""); len(list) != 26 {
 		t.Fatalf("after apply --prune: %d dynamic ENIs", len(list))
 	}
-	if _, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "e1"); err == nil {
+	if _, _, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "e1"); err == nil {
 		t.Fatal("deleted a file's ENI")
 	}
 
 	// Delete frees the address (the lowest again), twice is fine.
-	if ok, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "a"); !ok || err != nil {
+	if ok, _, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "a"); !ok || err != nil {
 		t.Fatalf("delete: %v %v", ok, err)
 	}
-	if ok, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "a"); ok || err != nil {
+	if ok, _, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "a"); ok || err != nil {
 		t.Fatalf("delete again: %v %v", ok, err)
 	}
 	next(t, snaps, 10*time.Second, func(s source.Snapshot) bool { return s.Topology.ENIByName("a") == nil })
 	if r, err := controlplane.CreateDynamicENI(ctx, cli, prefix, dyn("c", "h2")); err != nil || r.IP != d.IP {
 		t.Fatalf("after delete: %+v, %v", r, err)
 	}
+}
+
+// TestMirrorSessionOfDynamicENI: a file may name a container's ENI once it
+// exists (here as a mirror session's source), apply keeps that ENI the
+// container's, and deleting the ENI takes the session with it so the state
+// stays valid.
+func TestMirrorSessionOfDynamicENI(t *testing.T) {
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	cli := srv.Client(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	apply(t, cli, parse(t, dynTopology), false)
+	snaps := startSource(t, cli, nil)
+	d, err := controlplane.CreateDynamicENI(ctx, cli, prefix, dyn("a", "h1", "web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := dynTopology + `
+mirror_filters:
+  - name: all
+    ingress: [{rule_number: 1, action: accept, protocol: all, source_cidr: 0.0.0.0/0, destination_cidr: 0.0.0.0/0}]
+mirror_sessions:
+  - {name: m, source_eni: a, filter: all, session_number: 1, virtual_network_id: 9, target: {eni: e1}}
+`
+	if _, err := topology.Parse([]byte(file)); err == nil {
+		t.Fatal("the file alone validates; the test needs one that names the container's ENI")
+	}
+	merged, added, err := controlplane.WithDynamicENIs(ctx, cli, prefix, []byte(file))
+	if err != nil || added != 1 {
+		t.Fatalf("WithDynamicENIs: %d added, %v", added, err)
+	}
+	ch := apply(t, cli, parse(t, string(merged)), true)
+	if len(ch.Created) != 2 || len(ch.Changed)+len(ch.Deleted) != 0 {
+		t.Fatalf("apply: %+v (want the filter and the session created, the ENI unchanged)", ch)
+	}
+	next(t, snaps, 10*time.Second, func(s source.Snapshot) bool {
+		return s.Err == nil && s.Topology.MirrorSessionByName("m") != nil
+	})
+	list, err := controlplane.ListDynamicENIs(ctx, cli, prefix, "h1")
+	if err != nil || len(list) != 1 || list[0].Attachment.ContainerID != "c-a" || list[0].IP != d.IP {
+		t.Fatalf("the ENI after apply: %+v, %v", list, err)
+	}
+	ok, deps, err := controlplane.DeleteDynamicENI(ctx, cli, prefix, "a")
+	if !ok || err != nil || len(deps) != 1 || deps[0] != "mirror-sessions/m" {
+		t.Fatalf("delete: %v %v %v", ok, deps, err)
+	}
+	next(t, snaps, 10*time.Second, func(s source.Snapshot) bool {
+		if s.Err != nil {
+			t.Fatalf("the state after the delete does not validate: %v", s.Err)
+		}
+		return s.Topology.ENIByName("a") == nil && s.Topology.MirrorSessionByName("m") == nil
+	})
 }

@@ -57,19 +57,22 @@ func cmdApply(args []string) error {
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	// Exactly as validate: same lines, exit 1, etcd never contacted.
+	// Exactly as validate: same lines, exit 1, etcd never contacted
+	// (unless the file refers to containers' ENIs: withDynamicENIs).
 	top, err := topology.Load(*file)
-	if err != nil {
-		printTopologyErrors(*file, err)
-		return exitError{1}
-	}
-	cli, err := cfg.Client()
-	if err != nil {
-		return fmt.Errorf("apply: %w", err)
+	cli, cerr := cfg.Client()
+	if cerr != nil {
+		return fmt.Errorf("apply: %w", cerr)
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), ef.timeout)
 	defer cancel()
+	if err != nil {
+		if top = withDynamicENIs(ctx, cli, ef.prefix, *file); top == nil {
+			printTopologyErrors(*file, err)
+			return exitError{1}
+		}
+	}
 	ch, err := controlplane.Apply(ctx, cli, ef.prefix, top, *prune, *dry)
 	var me *controlplane.MergeError
 	if errors.As(err, &me) {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/vpcd/vpcd/agent"
 	"github.com/vpcd/vpcd/control"
@@ -28,9 +31,12 @@ func (e *etcdPlane) CreateENI(ctx context.Context, req control.DynamicENI, iface
 
 // DeleteENI implements agent.DynamicENIs.
 func (e *etcdPlane) DeleteENI(ctx context.Context, name string) error {
-	_, err := controlplane.DeleteDynamicENI(ctx, e.cli, e.prefix, name)
+	_, deps, err := controlplane.DeleteDynamicENI(ctx, e.cli, e.prefix, name)
 	if err != nil {
 		return eniError(err)
+	}
+	if len(deps) > 0 {
+		e.log.Info("deleted with the dynamic ENI: what named it", "eni", name, "objects", deps)
 	}
 	return nil
 }
@@ -68,4 +74,25 @@ func eniError(err error) error {
 		code = control.CodeNotReady
 	}
 	return &control.ENIError{Code: code, Msg: err.Error()}
+}
+
+// withDynamicENIs parses the topology file with the dynamic ENIs etcd
+// holds added to it, for a file that names a container's ENI (a mirror
+// session's source, say); nil when that does not validate either (or
+// there are none), and apply reports the file's own errors. Only a file
+// that does not validate alone contacts etcd here.
+func withDynamicENIs(ctx context.Context, cli *clientv3.Client, prefix, file string) *topology.Topology {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	merged, added, err := controlplane.WithDynamicENIs(ctx, cli, prefix, data)
+	if err != nil || added == 0 {
+		return nil
+	}
+	t, err := topology.Parse(merged)
+	if err != nil {
+		return nil
+	}
+	return t
 }
