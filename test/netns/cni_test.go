@@ -642,5 +642,72 @@ func TestCNI(t *testing.T) {
 		h1.must(t, "del", "blue-web", drop)
 	})
 
+	t.Run("vpcd get, flow logs and a mirror session of a container's ENI", func(t *testing.T) { testCNIObservability(t, l, h1) })
 	t.Run("a real runtime: containerd", func(t *testing.T) { testContainerd(t, l) })
+}
+
+// testCNIObservability: a container's ENI is an ordinary ENI: `vpcd get
+// enis` lists it, a subnet's flow log records its traffic, and a file
+// applied with `vpcd apply` may name it as a mirror session's source; its
+// DEL takes the session along and the state stays valid.
+func testCNIObservability(t *testing.T, l *lab.Lab, h1 *cniEnv) {
+	cfg, _ := l.EtcdConfig()
+	etcdFlags := []string{"--etcd", cfg.Endpoints[0], "--etcd-ca", cfg.CAFile, "--etcd-cert", cfg.CertFile, "--etcd-key", cfg.KeyFile}
+	vpcd := func(args ...string) string {
+		t.Helper()
+		return mustRun(t, l, lab.Rack, "", append([]string{vpcdBinary}, args...)...)
+	}
+	c := newNetns(t, "cf-m1")
+	ip := strings.Split(h1.add(t, "blue-web", c).IPs[0].Address, "/")[0]
+	var name string
+	for n := range dynamicENIs(t, l, "cf1") {
+		name = n
+	}
+	if out := vpcd(append([]string{"get", "enis"}, etcdFlags...)...); !strings.Contains(out, name) {
+		t.Fatalf("vpcd get enis does not list %s:\n%s", name, out)
+	}
+
+	dir := t.TempDir()
+	base, err := os.ReadFile("testdata/cni.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcap := filepath.Join(dir, "m.pcap")
+	file := filepath.Join(dir, "topology.yaml")
+	os.WriteFile(file, []byte(string(base)+fmt.Sprintf(`
+flow_logs:
+  - {name: web, resource: "subnet:blue-web", traffic_type: ALL, aggregation_interval: 1s, format: default,
+     destination: "file://%s/{host}-flows.log"}
+mirror_filters:
+  - name: all
+    ingress: [{rule_number: 1, action: accept, protocol: all, source_cidr: 0.0.0.0/0, destination_cidr: 0.0.0.0/0}]
+    egress: [{rule_number: 1, action: accept, protocol: all, source_cidr: 0.0.0.0/0, destination_cidr: 0.0.0.0/0}]
+mirror_sessions:
+  - {name: m, source_eni: %s, filter: all, session_number: 1, virtual_network_id: 77, target: {pcap: "%s"}}
+`, dir, name, pcap)), 0o644)
+	vpcd(append([]string{"apply", "-f", file}, etcdFlags...)...)
+	testkit.WaitFor(t, 10*time.Second, "cf1 running the mirror session", func() bool {
+		st, err := control.QueryStatus(l.SocketPath("cf1"))
+		return err == nil && len(st.Mirrors) == 1 && st.Mirrors[0].Source == name
+	})
+	if !pingFrom(t, c, "10.0.1.10", 3) {
+		t.Fatal("the container cannot reach srv")
+	}
+	flows := filepath.Join(dir, "cf1-flows.log")
+	testkit.WaitFor(t, 10*time.Second, "a flow record of the container and a mirrored copy", func() bool {
+		b, _ := os.ReadFile(flows)
+		fi, err := os.Stat(pcap)
+		return strings.Contains(string(b), name) && strings.Contains(string(b), ip) && err == nil && fi.Size() > 24+100
+	})
+
+	h1.must(t, "del", "blue-web", c)
+	testkit.WaitFor(t, 10*time.Second, "the session gone with its ENI", func() bool {
+		st, err := control.QueryStatus(l.SocketPath("cf1"))
+		return err == nil && len(st.Mirrors) == 0
+	})
+	// The state is still valid: containers still come and go.
+	c2 := newNetns(t, "cf-m2")
+	h1.add(t, "blue-web", c2)
+	h1.must(t, "del", "blue-web", c2)
+	vpcd(append([]string{"apply", "--prune", "-f", "testdata/cni.yaml"}, etcdFlags...)...)
 }
