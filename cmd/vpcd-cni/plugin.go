@@ -144,9 +144,10 @@ func cmdAdd(args *skel.CmdArgs) error {
 		err = plumb(netns, e, args.IfName, addr, gw, mac)
 	}
 	if err != nil {
-		// Leave nothing behind: the interface in the container (if it got
-		// there), then the ENI and its veth pair.
-		netns.Do(func(ns.NetNS) error { deleteLink(args.IfName); return nil })
+		// Leave nothing behind: the daemon deletes the ENI, its address
+		// and the veth pair, both ends wherever they are (the container's
+		// end too, if it got there). Nothing else in the container is
+		// touched: an interface of that name there is not ours.
 		if derr := control.DeleteENI(conf.Socket, name); derr != nil {
 			err = errors.Join(err, fmt.Errorf("undo: %w", derr))
 		}
@@ -239,32 +240,18 @@ func plumb(netns ns.NetNS, e *control.DynamicENI, ifname string, addr *net.IPNet
 	})
 }
 
-func deleteLink(name string) error {
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return nil
-	}
-	return netlink.LinkDel(l)
-}
-
 func cmdDel(args *skel.CmdArgs) error {
 	conf, err := loadConf(args)
 	if err != nil {
 		return err
 	}
-	// The ENI first: the daemon deletes it, waits until its datapath let
-	// it go, and deletes the veth pair (both ends). Deleting the
-	// container's end first would pull the interface from under an ENI
-	// the daemon still runs.
+	// The daemon deletes the ENI, waits until its datapath let it go,
+	// and deletes the veth pair: both ends, so the container's interface
+	// too (the namespace may be gone already; it is not needed). Deleting
+	// the container's end first would pull the interface from under an
+	// ENI the daemon still runs.
 	if err := control.DeleteENI(conf.Socket, eniName(args.ContainerID, args.IfName)); err != nil {
 		return cniError("delete ENI", err)
-	}
-	// Anything left in the container (the namespace may be gone).
-	if args.Netns != "" {
-		if netns, err := ns.GetNS(args.Netns); err == nil {
-			netns.Do(func(ns.NetNS) error { deleteLink(args.IfName); return nil })
-			netns.Close()
-		}
 	}
 	return nil
 }

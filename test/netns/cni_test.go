@@ -711,3 +711,23 @@ mirror_sessions:
 	h1.must(t, "del", "blue-web", c2)
 	vpcd(append([]string{"apply", "--prune", "-f", "testdata/cni.yaml"}, etcdFlags...)...)
 }
+
+// TestCNIFileMode: a daemon that runs from a topology file has no control
+// plane to publish containers' ENIs through: ADD fails saying so and
+// leaves nothing, STATUS fails.
+func TestCNIFileMode(t *testing.T) {
+	testkit.NeedRoot(t, labNeeds)
+	l := upLab(t, "cfx", "cni.yaml")
+	h := newCNIEnv(t, l, "cf1")
+	c := newNetns(t, "cf-f1")
+	ce := h.pluginFails(t, "ADD", "blue-web.conf", c)
+	if ce.Code != 103 || !strings.Contains(ce.Msg, "dynamic ENIs need the etcd control plane") {
+		t.Fatalf("ADD in file mode: %+v", ce)
+	}
+	if ce := h.pluginFails(t, "STATUS", "tiny.conf", ""); ce.Code != 50 || !strings.Contains(ce.Msg, "etcd") {
+		t.Fatalf("STATUS in file mode: %+v", ce)
+	}
+	if links := hostLinks(t, l, "cf1", "vc"); len(links) != 0 {
+		t.Fatalf("a failed ADD left %v", links)
+	}
+}
