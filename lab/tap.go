@@ -40,14 +40,11 @@ func (l *Lab) StartPump(name string) (stop func(), err error) {
 	if es == nil {
 		return nil, fmt.Errorf("lab %s: no ENI %s", l.st.Name, name)
 	}
-	var q, sock *os.File
-	if err := inNS(hostNSName(l.st.Name, es.Host), func() error {
-		var err error
-		q, err = tapio.Open(es.Interface)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("ENI %s: %w", name, err)
+	q, err := l.OpenTap(name)
+	if err != nil {
+		return nil, err
 	}
+	var sock *os.File
 	if err := inNS(es.NS, func() error {
 		var err error
 		sock, err = tapio.PacketSocket(PumpLink)
@@ -66,4 +63,22 @@ func (l *Lab) StartPump(name string) (stop func(), err error) {
 		sock.Close()
 		<-done
 	}, nil
+}
+
+// OpenTap attaches one more queue to the tap of the lab's tap ENI name, in
+// its host's namespace, as a VMM does (tapio.Open).
+func (l *Lab) OpenTap(name string) (*os.File, error) {
+	es := l.st.eni(name)
+	if es == nil {
+		return nil, fmt.Errorf("lab %s: no ENI %s", l.st.Name, name)
+	}
+	var q *os.File
+	if err := inNS(hostNSName(l.st.Name, es.Host), func() error {
+		var err error
+		q, err = tapio.Open(es.Interface)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("ENI %s: %w", name, err)
+	}
+	return q, nil
 }

@@ -22,6 +22,7 @@ static __always_inline void *ctx_data_end(struct xdp_md *ctx) { return (void *)(
 static __always_inline __u32 ctx_ifindex(struct xdp_md *ctx) { return ctx->ingress_ifindex; }
 static __always_inline __u32 ctx_len(struct xdp_md *ctx) { return ctx->data_end - ctx->data; }
 static __always_inline __u32 ctx_gso_segs(struct xdp_md *ctx) { return 1; }
+static __always_inline int ctx_is_gso(struct xdp_md *ctx) { return 0; }
 static __always_inline __u32 ctx_gso_size(struct xdp_md *ctx) { return 0; }
 /* XDP sees a VLAN tag in the frame itself, as ethertype 802.1Q. */
 static __always_inline int ctx_vlan_tagged(struct xdp_md *ctx) { return 0; }
@@ -76,6 +77,13 @@ static __always_inline void *ctx_data_end(struct __sk_buff *ctx) { return (void 
 static __always_inline __u32 ctx_ifindex(struct __sk_buff *ctx) { return ctx->ifindex; }
 static __always_inline __u32 ctx_len(struct __sk_buff *ctx) { return ctx->len; }
 static __always_inline __u32 ctx_gso_segs(struct __sk_buff *ctx) { return ctx->gso_segs ? ctx->gso_segs : 1; }
+/* A GSO super-packet. One that a VMM wrote on a tap (or a packet socket
+ * sent) is SKB_GSO_DODGY: the stack has not counted its segments yet, so
+ * gso_segs is 0 and only gso_size tells. */
+static __always_inline int ctx_is_gso(struct __sk_buff *ctx)
+{
+	return ctx->gso_segs > 1 || (!ctx->gso_segs && ctx->gso_size);
+}
 static __always_inline __u32 ctx_gso_size(struct __sk_buff *ctx) { return ctx->gso_size; }
 /* The stack moves a VLAN tag out of the frame into the skb before tc runs. */
 static __always_inline int ctx_vlan_tagged(struct __sk_buff *ctx) { return ctx->vlan_present; }

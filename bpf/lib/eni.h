@@ -88,7 +88,7 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 	}
 
 	len = ctx_len(ctx);
-	if (ctx_gso_segs(ctx) <= 1 && len - ETH_HLEN > cfg->inner_mtu) {
+	if (!ctx_is_gso(ctx) && len - ETH_HLEN > cfg->inner_mtu) {
 		void *data = ctx_data(ctx);
 		void *end = ctx_data_end(ctx);
 		struct iphdr *ip = data + ETH_HLEN;
@@ -206,7 +206,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(ctx, fe->out_ifindex, fe->out_tap);
 	}
-	if (!cfg->tun_ifindex || (ctx_gso_segs(ctx) <= 1 && bytes > cfg->inner_mtu))
+	if (!cfg->tun_ifindex || (!ctx_is_gso(ctx) && bytes > cfg->inner_mtu))
 		return -1; /* no tunnel, or too big: the slow path says why */
 	count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 	if (fe->mirror & MIRROR_OUT)
