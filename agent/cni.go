@@ -70,6 +70,12 @@ func (a *Agent) AddENI(req control.DynamicENI) (*control.DynamicENI, error) {
 		return nil, &control.ENIError{Code: control.CodeInvalid, Msg: "eni-add needs name, subnet and attachment.container_id"}
 	}
 	hostIf, peer := DynamicInterfaces(req.Name)
+	if inUse(hostIf, peer) {
+		// A second ADD of a live attachment: its peer is in a container.
+		// Nothing here is touched; the caller must not undo anything.
+		return nil, &control.ENIError{Code: control.CodeExists,
+			Msg: fmt.Sprintf("eni %s is attached already (an ADD without DEL before it?)", req.Name)}
+	}
 	created, err := makeVeth(hostIf, peer)
 	if err != nil {
 		return nil, &control.ENIError{Code: control.CodeInternal, Msg: err.Error()}
@@ -226,6 +232,16 @@ func makeVeth(hostIf, peer string) (bool, error) {
 		return false, fmt.Errorf("disable IPv6 on %s: %w", hostIf, err)
 	}
 	return true, nil
+}
+
+// inUse reports whether the veth pair hostIf/peer exists with its peer
+// gone from this namespace (moved into a container).
+func inUse(hostIf, peer string) bool {
+	if _, err := netlink.LinkByName(hostIf); err != nil {
+		return false
+	}
+	_, err := netlink.LinkByName(peer)
+	return err != nil
 }
 
 // deleteLink deletes the interface name (and so its veth peer) if it exists.

@@ -65,6 +65,7 @@ const (
 	CodeNotReady      = "not_ready"     // the daemon cannot reach its control plane (yet)
 	CodeInvalid       = "invalid"       // the request itself is wrong
 	CodeNameTaken     = "name_taken"    // another owner holds the ENI name
+	CodeExists        = "exists"        // the attachment is set up already (ADD twice)
 	CodeInternal      = "internal"      // anything else
 	CodeNoDaemon      = "daemon_absent" // client side: nothing answers on the socket
 )

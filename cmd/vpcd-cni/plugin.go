@@ -30,6 +30,7 @@ const (
 	CodeSubnetFull    = 102
 	CodeFileMode      = 103
 	CodeNameTaken     = 104
+	CodeExists        = 105
 )
 
 // netConf is the network configuration.
@@ -98,6 +99,8 @@ func cniError(what string, err error) error {
 		code = CodeFileMode
 	case control.CodeNameTaken:
 		code = CodeNameTaken
+	case control.CodeExists:
+		code = CodeExists
 	case control.CodeNoDaemon, control.CodeNotReady:
 		code = types.ErrTryAgainLater
 	case control.CodeInvalid:

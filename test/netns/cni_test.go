@@ -427,6 +427,12 @@ func TestCNI(t *testing.T) {
 		}
 
 		h1.must(t, "check", "blue-web", c1)
+		// A second ADD of the live attachment fails and breaks nothing.
+		h1.fails(t, "add", "blue-web", c1)
+		h1.must(t, "check", "blue-web", c1)
+		if !pingFrom(t, c1, "10.0.1.10", 1) {
+			t.Fatal("a second ADD broke the container's network")
+		}
 		dyn := dynamicENIs(t, l, "cf1")
 		if len(dyn) != 1 {
 			t.Fatalf("vpcd status: dynamic ENIs %v", dyn)
