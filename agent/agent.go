@@ -21,6 +21,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,8 +151,9 @@ type Agent struct {
 	trim memTrimmer // Run's loop only
 
 	// dynamic serializes this host's dynamic-ENI creations in the
-	// control plane (cni.go).
+	// control plane (cni.go); reaping is set while reapDynamic runs.
 	dynamic sync.Mutex
+	reaping atomic.Bool
 
 	// key is this host's private key; rotate-key replaces it.
 	key struct {
@@ -339,6 +341,7 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 			a.checkIntegrity()
 			a.sampleConntrack()
 			a.trimMemory(now)
+			a.reapDynamic()
 		case <-reload:
 			if r, ok := a.src.(source.Reloader); ok {
 				go r.Reload(ctx, "signal")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -171,6 +172,57 @@ func (a *Agent) ListENIs(network string) ([]control.DynamicENI, error) {
 	}
 	a.state.Unlock()
 	return out, nil
+}
+
+// reapDynamic deletes this host's dynamic ENIs whose veth pair is gone:
+// the container's namespace went away without a DEL (a runtime that
+// crashed), and a veth pair dies with either end's namespace. The ENI's
+// address is freed and its routes withdrawn everywhere, instead of the
+// daemon failing to attach it on every apply until a GC. Runs in the
+// background, one at a time.
+func (a *Agent) reapDynamic() {
+	store, err := a.dynamicENIs()
+	if err != nil || !a.reaping.CompareAndSwap(false, true) {
+		return
+	}
+	// Candidates from the plan: ENIs whose interface is the one a dynamic
+	// ENI of their name gets, and that does not exist.
+	var gone []string
+	a.state.Lock()
+	for _, e := range a.state.plan.ENIs {
+		if hostIf, _ := DynamicInterfaces(e.Name); hostIf == e.Interface {
+			if _, err := netlink.LinkByName(hostIf); err != nil {
+				gone = append(gone, e.Name)
+			}
+		}
+	}
+	a.state.Unlock()
+	if len(gone) == 0 {
+		a.reaping.Store(false)
+		return
+	}
+	go func() {
+		defer a.reaping.Store(false)
+		ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+		defer cancel()
+		mine, err := store.ListENIs(ctx)
+		if err != nil {
+			return
+		}
+		for _, name := range gone {
+			hostIf, _ := DynamicInterfaces(name)
+			dynamic := slices.ContainsFunc(mine, func(e control.DynamicENI) bool { return e.Name == name && e.Interface == hostIf })
+			if _, err := netlink.LinkByName(hostIf); err == nil || !dynamic {
+				continue
+			}
+			if err := store.DeleteENI(ctx, name); err != nil {
+				a.log.Warn("dynamic ENI without its interface: delete", "eni", name, "err", err)
+				continue
+			}
+			a.log.Info("dynamic ENI deleted: its interface is gone (the container's namespace went away without a CNI DEL)",
+				"eni", name, "interface", hostIf)
+		}
+	}()
 }
 
 type appliedENI struct{ mac string }

@@ -648,6 +648,23 @@ func TestCNI(t *testing.T) {
 		h1.must(t, "del", "blue-web", drop)
 	})
 
+	t.Run("a container gone without DEL", func(t *testing.T) {
+		c := newNetns(t, "cf-gone")
+		h1.add(t, "blue-web", c)
+		if len(dynamicENIs(t, l, "cf1")) != 1 {
+			t.Fatal("want one dynamic ENI")
+		}
+		// The namespace goes, and its end of the veth pair with it, so the
+		// other end: the daemon deletes the ENI by itself.
+		if out, err := exec.Command("ip", "netns", "del", "cf-gone").CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del: %v: %s", err, out)
+		}
+		testkit.WaitFor(t, 15*time.Second, "the daemon deleting the ENI of a vanished container", func() bool {
+			return len(dynamicENIs(t, l, "cf1")) == 0
+		})
+		h1.must(t, "del", "blue-web", c) // the runtime's late DEL still succeeds
+	})
+
 	t.Run("vpcd get, flow logs and a mirror session of a container's ENI", func(t *testing.T) { testCNIObservability(t, l, h1) })
 	t.Run("a real runtime: containerd", func(t *testing.T) { testContainerd(t, l) })
 }
