@@ -3,7 +3,7 @@ GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOFLAGS ?= -buildvcs=false
 export PATH := $(dir $(GO)):$(PATH)
 
-.PHONY: all build generate check-generated lint test fuzz unit netns demo bench bench-controlplane bench-cni deps clean
+.PHONY: all build generate check-generated lint test fuzz unit netns demo bench bench-controlplane bench-cni bench-taps deps clean
 
 all: build
 
@@ -66,6 +66,11 @@ bench-controlplane: deps build
 
 bench-cni: deps build
 	GO=$(GO) ./scripts/bench-cni.sh
+
+# Tap ENIs at XDP and at tcx (frame generator, iperf3 through frame pumps):
+# the "Tap ENIs" section of BENCHMARKS.md; make bench runs it too.
+bench-taps: deps build
+	GO=$(GO) ./scripts/bench-taps.sh
 
 clean:
 	rm -rf bin

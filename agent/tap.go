@@ -13,8 +13,8 @@ import (
 const tapMTU = 1500
 
 // ensureTaps creates the persistent tap of every tap ENI that has none yet
-// (SPEC §12): multi-queue, with virtio-net headers so a VMM gets the
-// offloads, owned by the ENI's tap_owner, and down: the caller brings it up
+// (SPEC §12): with virtio-net headers so a VMM gets the offloads,
+// multi-queue when the ENI says tap_multi_queue, owned by its tap_owner, and down: the caller brings it up
 // only after the ENI program is attached. A tap that exists is kept (a
 // restarted daemon finds its taps, and a VMM may hold them open); an
 // interface of that name that is no tap is an error, and left alone.
@@ -24,14 +24,14 @@ func ensureTaps(enis []dataplane.ENI) []error {
 		if !e.Tap {
 			continue
 		}
-		if err := ensureTap(e.Interface, e.TapOwner); err != nil {
+		if err := ensureTap(e.Interface, e.TapOwner, e.TapMultiQueue); err != nil {
 			errs = append(errs, fmt.Errorf("ENI %s: %w", e.Name, err))
 		}
 	}
 	return errs
 }
 
-func ensureTap(ifname string, owner uint32) error {
+func ensureTap(ifname string, owner uint32, multiQueue bool) error {
 	l, err := netlink.LinkByName(ifname)
 	if err == nil {
 		if l.Type() != "tuntap" {
@@ -46,10 +46,17 @@ func ensureTap(ifname string, owner uint32) error {
 	la := netlink.NewLinkAttrs()
 	la.Name = ifname
 	la.MTU = tapMTU
+	// A VMM opens the tap with the same queue setting (TUNSETIFF refuses
+	// a mismatch): Firecracker and QEMU with one queue open it without
+	// IFF_MULTI_QUEUE.
+	flags := netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR
+	if multiQueue {
+		flags |= netlink.TUNTAP_MULTI_QUEUE
+	}
 	tap := &netlink.Tuntap{
 		LinkAttrs: la,
 		Mode:      netlink.TUNTAP_MODE_TAP,
-		Flags:     netlink.TUNTAP_MULTI_QUEUE_DEFAULTS | netlink.TUNTAP_VNET_HDR,
+		Flags:     flags,
 		Queues:    1, // netlink opens one queue to create it; closed below
 		Owner:     owner,
 	}

@@ -56,6 +56,8 @@ type ENI struct {
 	// TapOwner is the uid the tap is created for (the daemon creates it).
 	Tap      bool
 	TapOwner uint32
+	// TapMultiQueue makes the tap multi-queue (topology.ENI).
+	TapMultiQueue bool
 
 	// SGIngress and SGEgress are the union of the ENI's security groups'
 	// rules (an empty list denies). HasNACL is false for the default

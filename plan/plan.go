@@ -239,6 +239,7 @@ func datapath(t *topology.Topology, host string, o Options) (*dataplane.State, e
 				MaxConnections:  uint32(t.MaxConnections(e)),
 				Tap:             e.IsTap(),
 				TapOwner:        e.TapOwner,
+				TapMultiQueue:   e.TapMultiQueue,
 			}
 			de.SGIngress, de.SGEgress = SecurityGroupRules(t, e)
 			if acl := t.NetworkACLByName(sub.NetworkACL); acl != nil {

@@ -404,5 +404,9 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 [ -z "$CP_SECTION" ] || printf '\n%s\n' "$CP_SECTION" >>"$OUT"
 [ -z "$CNI_SECTION" ] || printf '\n%s\n' "$CNI_SECTION" >>"$OUT"
 [ -z "$CP_JSON" ] || python3 -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["controlplane"] = json.loads(sys.argv[2]); open(p, "w").write(json.dumps(d, separators=(",", ":")) + "\n")' "${OUT%.md}.json" "$CP_JSON"
+# Tap ENIs (VMs): XDP and tcx with a frame generator, iperf3 through frame
+# pumps; its own section, written in place (make bench-taps alone).
+log "tap ENIs"
+OUT="$OUT" GO="$GO" ROUNDS="$ROUNDS" ./scripts/bench-taps.sh >/dev/null || log "tap ENIs: failed; BENCHMARKS.md keeps its previous tap section"
 cat "$OUT"
 log "wrote $OUT, ${OUT%.md}.json and ${OUT%.md}.png"

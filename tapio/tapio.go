@@ -36,10 +36,20 @@ type ifreq struct {
 	_     [22]byte
 }
 
-// Open attaches one more queue to the tap ifname of the calling thread's
-// network namespace (the tap must be multi-queue, with vnet headers: what
-// vpcd creates for a tap ENI) and returns it non-blocking, for Go's poller.
+// Open attaches a queue to the tap ifname of the calling thread's network
+// namespace (with vnet headers, as vpcd creates a tap ENI's; one more
+// queue of a multi-queue tap, the only one of a single-queue tap, which
+// must have no other reader) and returns it non-blocking, for Go's poller.
 func Open(ifname string) (*os.File, error) {
+	f, err := open(ifname, unix.IFF_MULTI_QUEUE)
+	if errors.Is(err, unix.EINVAL) {
+		// TUNSETIFF refuses a queue setting other than the tap's.
+		f, err = open(ifname, 0)
+	}
+	return f, err
+}
+
+func open(ifname string, mq uint16) (*os.File, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
@@ -50,7 +60,7 @@ func Open(ifname string) (*os.File, error) {
 	}
 	var req ifreq
 	copy(req.name[:unix.IFNAMSIZ-1], ifname)
-	req.flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE
+	req.flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR | mq
 	if err := ioctl(fd, unix.TUNSETIFF, uintptr(unsafe.Pointer(&req))); err != nil {
 		return fail("TUNSETIFF", err)
 	}

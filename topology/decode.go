@@ -347,7 +347,7 @@ func (d *decoder) eni(n *yaml.Node, path string) ENI {
 	e := ENI{SourceDestCheck: true}
 	m := d.mapping(n, path, "name", "host", "subnet", "ip", "instance", "mac",
 		"security_groups", "source_dest_check", "interface", "max_connections",
-		"interface_type", "tap_owner")
+		"interface_type", "tap_owner", "tap_multi_queue")
 	if m == nil {
 		return e
 	}
@@ -400,6 +400,14 @@ func (d *decoder) eni(n *yaml.Node, path string) ENI {
 				d.errorf(v, m.at("tap_owner"), "only an ENI with interface_type: tap has a tap owner")
 			}
 			e.TapOwner = uint32(uid)
+		}
+	}
+	if v := m.opt("tap_multi_queue"); v != nil {
+		if mq, ok := d.boolean(v, m.at("tap_multi_queue")); ok {
+			if e.InterfaceType != InterfaceTap {
+				d.errorf(v, m.at("tap_multi_queue"), "only an ENI with interface_type: tap has tap queues")
+			}
+			e.TapMultiQueue = mq
 		}
 	}
 	return e

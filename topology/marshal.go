@@ -170,6 +170,9 @@ func eniNode(e *ENI) *yaml.Node {
 		if e.TapOwner != 0 {
 			put(m, "tap_owner", intNode(int(e.TapOwner)))
 		}
+		if e.TapMultiQueue {
+			put(m, "tap_multi_queue", boolNode(true))
+		}
 	}
 	return m
 }

@@ -11,7 +11,7 @@ func TestTapENI(t *testing.T) {
 	doc := base + `enis:
   - {name: a1, host: h1, subnet: blue-1, ip: 10.0.1.10}
   - {name: a2, host: h1, subnet: blue-1, ip: 10.0.1.11, interface_type: tap}
-  - {name: a3, host: h1, subnet: blue-1, ip: 10.0.1.12, interface_type: tap, tap_owner: 1000}
+  - {name: a3, host: h1, subnet: blue-1, ip: 10.0.1.12, interface_type: tap, tap_owner: 1000, tap_multi_queue: true}
   - {name: a4, host: h1, subnet: blue-1, ip: 10.0.1.13, interface_type: veth}
 `
 	check := func(top *Topology) {
@@ -22,8 +22,8 @@ func TestTapENI(t *testing.T) {
 		}{"a1": {"", 0}, "a2": {InterfaceTap, 0}, "a3": {InterfaceTap, 1000}, "a4": {"", 0}}
 		for name, w := range want {
 			e := top.ENIByName(name)
-			if e.InterfaceType != w.typ || e.TapOwner != w.owner || e.IsTap() != (w.typ == InterfaceTap) {
-				t.Errorf("%s: interface_type %q tap_owner %d; want %q %d", name, e.InterfaceType, e.TapOwner, w.typ, w.owner)
+			if e.InterfaceType != w.typ || e.TapOwner != w.owner || e.IsTap() != (w.typ == InterfaceTap) || e.TapMultiQueue != (name == "a3") {
+				t.Errorf("%s: interface_type %q tap_owner %d tap_multi_queue %v; want %q %d %v", name, e.InterfaceType, e.TapOwner, e.TapMultiQueue, w.typ, w.owner, name == "a3")
 			}
 		}
 	}
@@ -48,6 +48,8 @@ func TestTapENIInvalid(t *testing.T) {
 		{"owner negative", "interface_type: tap, tap_owner: -1", "enis[0].tap_owner", "-1 is out of range 0..4294967294"},
 		{"owner too big", "interface_type: tap, tap_owner: 4294967295", "enis[0].tap_owner", "out of range"},
 		{"owner a name", "interface_type: tap, tap_owner: alice", "enis[0].tap_owner", "expected an integer"},
+		{"queues without tap", "tap_multi_queue: true", "enis[0].tap_multi_queue", "only an ENI with interface_type: tap has tap queues"},
+		{"queues not a bool", "interface_type: tap, tap_multi_queue: 4", "enis[0].tap_multi_queue", "expected"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -131,6 +131,11 @@ type ENI struct {
 	// TapOwner is the uid that may open a tap ENI's device without
 	// CAP_NET_ADMIN; 0 (root only) when absent.
 	TapOwner uint32
+	// TapMultiQueue makes a tap ENI's device multi-queue (IFF_MULTI_QUEUE),
+	// for a VMM that opens one queue per vCPU (QEMU with queues=N). A VMM
+	// must open a tap with the same setting, and Firecracker (and QEMU's
+	// default of one queue) open it single-queue: false when absent.
+	TapMultiQueue bool
 }
 
 // Interface types of an ENI.
