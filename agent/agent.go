@@ -130,14 +130,12 @@ type Agent struct {
 	// only).
 	sinkErrLogged time.Time
 
-	// conntrack is the occupancy the main loop samples: the last size and
-	// insert count seen, and the evictions worked out from them.
+	// conntrack is the occupancy the main loop samples: the table's size
+	// and the LRU's evictions at the last sweep.
 	conntrack struct {
 		sync.Mutex
 		entries   int
-		inserts   uint64
 		evictions uint64
-		sampled   bool
 	}
 
 	// applied is the revision of the last snapshot applied (or refused),
@@ -423,31 +421,18 @@ func bringUp(ifname string) error {
 }
 
 // sampleConntrack sweeps the closed and expired connections out of the
-// conntrack table, recounting each ENI's (dataplane.SweepConntrack), and
-// works out how many connections the LRU table evicted since the last
-// sample: what it gained minus what it grew and what the sweep deleted.
+// conntrack table, recounting each ENI's (dataplane.SweepConntrack, which
+// also works out how many connections the LRU table evicted).
 func (a *Agent) sampleConntrack() {
 	sw, err := a.dp.SweepConntrack()
 	if err != nil {
 		a.log.Warn("conntrack sweep", "err", err)
 		return
 	}
-	entries, inserts := sw.Entries, sw.Inserts
 	ct := &a.conntrack
 	ct.Lock()
 	defer ct.Unlock()
-	if ct.sampled {
-		gained := inserts - ct.inserts
-		grew := entries - ct.entries + sw.Deleted
-		if grew < 0 || uint64(grew) < gained {
-			evicted := gained
-			if grew > 0 {
-				evicted -= uint64(grew)
-			}
-			ct.evictions += evicted
-		}
-	}
-	ct.entries, ct.inserts, ct.sampled = entries, inserts, true
+	ct.entries, ct.evictions = sw.Entries, sw.Evicted
 }
 
 func ifindexByName(name string) (int, error) {

@@ -19,7 +19,8 @@ type UnderlayXdpCtEntry struct {
 	State    uint8
 	Origin   uint8
 	FinDirs  uint8
-	Pad      [5]uint8
+	Pad      uint8
+	Seq      uint32
 }
 
 type UnderlayXdpCtKey struct {

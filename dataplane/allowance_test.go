@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/bpf"
@@ -181,6 +184,9 @@ func TestConntrackSweep(t *testing.T) {
 	if err := d.Reconcile(st, testIfindex); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := d.SweepConntrack(); err != nil { // as the daemon does at its start
+		t.Fatal(err)
+	}
 	open := func(port uint16) bool {
 		ret, _ := runTC(t, tc, testENIIfindex, eniUDP(macA, ipA, ipR, port, 53))
 		return ret != tcActShot
@@ -220,8 +226,8 @@ func TestConntrackSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sw.Deleted != 1 || sw.Entries != 1 {
-		t.Errorf("sweep %+v, want 1 deleted and 1 left", sw)
+	if sw.Deleted != 1 || sw.Entries != 1 || sw.Evicted != 1 {
+		t.Errorf("sweep %+v, want 1 deleted, 1 left and 1 evicted", sw)
 	}
 	if u, _ := d.ENIUsage("a"); u.Connections != 1 || u.MaxConnections != 3 || u.Refused != 2 {
 		t.Errorf("a's usage after the sweep %+v, want 1 connection of 3, 2 refused", u)
@@ -233,8 +239,11 @@ func TestConntrackSweep(t *testing.T) {
 	if err := d.eni.Conntrack.Put(bpf.EniCtKey{EniId: id, RemoteIp: 99, LocalPort: 99, RemotePort: 53, Proto: 17}, v); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.SweepConntrack(); err != nil {
+	if sw, err = d.SweepConntrack(); err != nil {
 		t.Fatal(err)
+	}
+	if sw.Evicted != 1 {
+		t.Errorf("evictions %d after an uncounted entry appeared, want still 1", sw.Evicted)
 	}
 	if u, _ := d.ENIUsage("a"); u.Connections != 2 {
 		t.Errorf("a's connections after an uncounted entry appeared: %d, want 2", u.Connections)
@@ -256,5 +265,125 @@ func TestConntrackSizeAgrees(t *testing.T) {
 	}
 	if MinDefaultConnections != topology.MinDefaultConnections {
 		t.Errorf("MinDefaultConnections %d, topology's %d", MinDefaultConnections, topology.MinDefaultConnections)
+	}
+}
+
+// TestConntrackSweepDuringFlood runs the daemon's sweep over and over while
+// ENI a opens new connections past its limit, as a loaded host does when a
+// sweep pass overlaps a flood: a still stops at its limit (not below, not
+// more than one entry per CPU above), its count agrees with the table once
+// a pass runs alone, and no connection is taken for an LRU eviction (the
+// table never fills).
+func TestConntrackSweepDuringFlood(t *testing.T) {
+	d := testDatapath(t)
+	tc, _, _ := d.Programs()
+	const limit = 30000
+	st := testState()
+	st.ENIs[0].MaxConnections = limit
+	if err := d.Reconcile(st, testIfindex); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := d.ENIID("a")
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SweepConntrack(); err != nil { // before any traffic
+		t.Fatal(err)
+	}
+
+	// Two senders (one per core here) open limit + 1/3 new connections.
+	const senders, each = 2, limit * 2 / 3
+	var passed, refused atomic.Int64
+	var flooding sync.WaitGroup
+	errc := make(chan error, senders)
+	for s := 0; s < senders; s++ {
+		flooding.Add(1)
+		go func() {
+			defer flooding.Done()
+			pkt := eniUDP(macA, ipA, ipR, 0, 0)
+			udp := pkt[14+20:]
+			out := make([]byte, len(pkt)+256)
+			for i := 0; i < each; i++ {
+				binary.BigEndian.PutUint16(udp[0:], uint16(10000+s))
+				binary.BigEndian.PutUint16(udp[2:], uint16(1+i))
+				ret, err := tc.Run(&ebpf.RunOptions{Data: pkt, DataOut: out, Context: skbCtx(testENIIfindex)})
+				if err != nil {
+					errc <- err
+					return
+				}
+				if ret == tcActShot {
+					refused.Add(1)
+				} else {
+					passed.Add(1)
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { flooding.Wait(); close(done) }()
+	sweeps := 0
+	var evicted, overcharged uint64
+sweeping:
+	for {
+		select {
+		case <-done:
+			break sweeping
+		default:
+		}
+		sw, err := d.SweepConntrack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sweeps++
+		evicted = max(evicted, sw.Evicted)
+		// What the ENI is charged never passes what it opened (but for
+		// the packets in flight and the numbering races, a few per CPU).
+		u, err := d.ENIUsage("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opened := passed.Load(); u.Connections > uint64(opened)+uint64(2*ncpu+senders) && overcharged == 0 {
+			overcharged = u.Connections - uint64(opened)
+			t.Errorf("during the flood a is charged %d connections, %d over the %d it opened", u.Connections, overcharged, opened)
+		}
+	}
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	sw, err := d.SweepConntrack() // alone
+	if err != nil {
+		t.Fatal(err)
+	}
+	evicted = max(evicted, sw.Evicted)
+	var inTable int
+	var k bpf.EniCtKey
+	var v bpf.EniCtEntry
+	for it := d.eni.Conntrack.Iterate(); it.Next(&k, &v); {
+		if k.EniId == id {
+			inTable++
+		}
+	}
+	u, err := d.ENIUsage("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d sweeps during the flood; %d passed, %d refused; %d of a's connections in the table, %d counted; %d evicted",
+		sweeps, passed.Load(), refused.Load(), inTable, u.Connections, evicted)
+	if sweeps < 3 {
+		t.Logf("only %d sweeps overlapped the flood: the race was hardly tried", sweeps)
+	}
+	if inTable < limit || inTable > limit+ncpu {
+		t.Errorf("a holds %d connections with max_connections %d; want %d to %d", inTable, limit, limit, limit+ncpu)
+	}
+	if int(passed.Load()) != inTable {
+		t.Errorf("%d new connections passed, %d in the table", passed.Load(), inTable)
+	}
+	if u.Connections != uint64(inTable) {
+		t.Errorf("a's count after a sweep alone: %d; the table holds %d of its connections", u.Connections, inTable)
+	}
+	if evicted != 0 {
+		t.Errorf("the sweeps took %d connections for LRU evictions; the table never filled", evicted)
 	}
 }

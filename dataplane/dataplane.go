@@ -58,6 +58,9 @@ type Datapath struct {
 	connLimits map[uint32]uint32
 	// lostSeen is the flow_lost total per ENI index already reported.
 	lostSeen map[uint32]uint64
+	// ctTally is what the conntrack sweeps have seen, for the LRU's
+	// evictions (usage.go).
+	ctTally ctTally
 	// eniIDRecord is the pinned record of each ENI name's index
 	// (identity.go); nil until the first reconcile opens it.
 	eniIDRecord *ebpf.Map

@@ -202,7 +202,13 @@ func (d *Datapath) pruneENIIDs(ids map[string]uint32) error {
 func (d *Datapath) flushENIIndex(id uint32) error {
 	var errs []error
 	errs = append(errs,
-		deleteWhere(d.eni.Conntrack, func(k bpf.EniCtKey, _ bpf.EniCtEntry) bool { return k.EniId == id }),
+		deleteWhere(d.eni.Conntrack, func(k bpf.EniCtKey, _ bpf.EniCtEntry) bool {
+			if k.EniId == id {
+				d.ctTally.flushed.Add(1) // no eviction (usage.go)
+				return true
+			}
+			return false
+		}),
 		deleteWhere(d.eni.Flows, func(k bpf.EniFlowKey, _ bpf.EniFlowVal) bool { return k.EniId == id }),
 		deleteWhere(d.eni.Fastpath, func(k bpf.EniFastKey, v bpf.EniFastEntry) bool {
 			if v.SrcEniId == id || v.DstEniId == id {

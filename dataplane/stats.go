@@ -72,7 +72,9 @@ func (d *Datapath) FlushConntrack() error {
 		keys = append(keys, k)
 	}
 	for _, k := range keys {
-		d.eni.Conntrack.Delete(k)
+		if d.eni.Conntrack.Delete(k) == nil {
+			d.ctTally.flushed.Add(1) // no eviction (usage.go)
+		}
 	}
 	return it.Err()
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 
@@ -23,10 +24,24 @@ import (
 // anything it did not see: LRU evictions, entries another part of the
 // daemon flushed, a crash between a delete and a write.
 //
-// Races, all on the safe side or bounded:
-//   - An entry added during a recount may be counted as left although MADE
-//     was read without it: the ENI is charged one too many until the next
-//     pass.
+// A recount runs while the datapath adds entries, so it must not count
+// an entry whose add is not in the MADE it read: every entry carries its
+// ENI's MADE count with it (seq, low 32 bits), numbered before the entry
+// goes in and counted in MADE after, and the recount leaves out the entries
+// numbered above the MADE it read (those made during its pass). Without
+// that, a pass over a table that gains thousands of entries while it reads
+// (a flood on a loaded host) charged the ENI for every one of them it met
+// (GONE went below MADE-as-read by as many): the ENI was refused new
+// connections far below its limit, then, once a later pass recounted, let
+// in more than its share.
+//
+// Races left, all on the safe side or bounded:
+//   - CPUs numbering entries at the same instant may give two entries one
+//     number, and a number may reach MADE only after the pass read it: such
+//     an entry is counted one pass early (charged, never free).
+//   - An entry counted in MADE but not yet in the table when the pass
+//     reads its bucket (a CPU between its add and its insert, at most one
+//     per CPU) is charged as gone until the next pass.
 //   - The limit check and the add are two steps: CPUs creating at the same
 //     instant can take an ENI at most one entry per CPU over its limit.
 //   - The sweep deletes an expired connection that a packet renews in the
@@ -203,7 +218,28 @@ type ConntrackSweep struct {
 	Entries int    // connections left in the table
 	Inserts uint64 // new keys the datapath has added since the table was made
 	Deleted int    // closed or expired connections the sweep deleted
+	// Evicted is how many connections left the table since the first
+	// sweep of this Datapath other than through the sweeps and the
+	// daemon's flushes: what the LRU evicted. Exact when no connection is
+	// made during a pass, never more than the truth when some are.
+	Evicted uint64
 }
+
+// ctTally is what the sweeps carry from one to the next to work out the
+// LRU's evictions: inserts - connections left - connections deleted, which
+// only evictions make grow, as it stood at the first sweep (base) and at
+// its highest (the evictions reported).
+type ctTally struct {
+	sampled bool
+	base    int64
+	evicted uint64
+	deleted uint64        // by the sweeps
+	flushed atomic.Uint64 // by FlushConntrack and index flushes
+}
+
+// madeSlack bounds how far above the MADE read after a pass a number found
+// in that pass can be: one entry in flight per CPU.
+const madeSlack = 1024
 
 // SweepConntrack deletes the closed and idle-expired connections (the
 // datapath no longer honours them, but they hold their ENI's share and a
@@ -211,12 +247,24 @@ type ConntrackSweep struct {
 // it every two seconds; it reads the table in batches.
 func (d *Datapath) SweepConntrack() (ConntrackSweep, error) {
 	var out ConntrackSweep
+	// The inserts first, then MADE: the datapath counts in the other
+	// order, so every insert read here is in MADE and its entry counted.
+	var perCPU []uint64
+	if err := d.eni.CtInserts.Lookup(uint32(0), &perCPU); err != nil {
+		return out, fmt.Errorf("read conntrack inserts: %w", err)
+	}
+	for _, n := range perCPU {
+		out.Inserts += n
+	}
 	made, err := d.readUsage(usageCTMade)
 	if err != nil {
 		return out, err
 	}
 	now := monotonicNow()
 	left := map[uint32]uint64{}
+	// later holds, per ENI, how far above the MADE read the number of
+	// each entry is that may have been made during the pass.
+	later := map[uint32][]uint32{}
 	var expired []bpf.EniCtKey
 	const chunk = 4096
 	keys := make([]bpf.EniCtKey, chunk)
@@ -230,14 +278,42 @@ func (d *Datapath) SweepConntrack() (ConntrackSweep, error) {
 				expired = append(expired, k)
 				continue
 			}
-			left[k.EniId]++
 			out.Entries++
+			var m uint64
+			if int(k.EniId) < len(made) {
+				m = made[k.EniId]
+			}
+			if above := v.Seq - uint32(m); above != 0 && above < 1<<31 {
+				later[k.EniId] = append(later[k.EniId], above)
+				continue
+			}
+			left[k.EniId]++
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
 		}
 		if err != nil {
 			return out, fmt.Errorf("sweep conntrack: %w", err)
+		}
+	}
+	// Numbers above MADE as read: made during the pass (up to MADE as it
+	// is now, and a few in flight), so not charged; any other (numbered
+	// 2^32 adds ago, or by hand) is an entry like the rest.
+	if len(later) > 0 {
+		after, err := d.readUsage(usageCTMade)
+		if err != nil {
+			return out, err
+		}
+		for id, aboves := range later {
+			var during uint64
+			if int(id) < len(made) && int(id) < len(after) {
+				during = after[id] - made[id]
+			}
+			for _, above := range aboves {
+				if uint64(above) > during+madeSlack {
+					left[id]++
+				}
+			}
 		}
 	}
 	for len(expired) > 0 {
@@ -254,12 +330,27 @@ func (d *Datapath) SweepConntrack() (ConntrackSweep, error) {
 	if err := d.settleUsage(usageCTGone, made, left); err != nil {
 		return out, err
 	}
-	var perCPU []uint64
-	if err := d.eni.CtInserts.Lookup(uint32(0), &perCPU); err != nil {
-		return out, fmt.Errorf("read conntrack inserts: %w", err)
+	var counted uint64
+	for _, n := range left {
+		counted += n
 	}
-	for _, n := range perCPU {
-		out.Inserts += n
-	}
+	out.Evicted = d.ctTally.add(out.Inserts, counted, uint64(out.Deleted))
 	return out, nil
+}
+
+// add takes one sweep's inserts (read before its pass), the connections
+// it counted (made before it read MADE) and those it deleted, and returns
+// the evictions so far. Every insert read is counted, deleted, flushed or
+// evicted; a connection counted but inserted after the read only lowers
+// the tally: the result never overstates.
+func (t *ctTally) add(inserts, counted, deleted uint64) uint64 {
+	t.deleted += deleted
+	tally := int64(inserts - counted - t.deleted - t.flushed.Load())
+	if !t.sampled {
+		t.base, t.sampled = tally, true
+	}
+	if n := tally - t.base; n > 0 && uint64(n) > t.evicted {
+		t.evicted = uint64(n)
+	}
+	return t.evicted
 }

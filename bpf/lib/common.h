@@ -225,7 +225,8 @@ struct ct_entry {
 	__u8 state;
 	__u8 origin;   /* direction of the first packet, as seen by the ENI */
 	__u8 fin_dirs; /* bit per direction that sent a FIN */
-	__u8 _pad[5];
+	__u8 _pad;
+	__u32 seq; /* the ENI's USAGE_CT_MADE count with this connection (low 32 bits) */
 };
 
 struct route_key {

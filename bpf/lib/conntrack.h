@@ -144,17 +144,33 @@ static __always_inline int ct_create(const struct eni_info *eni, const struct ct
 		if (flags & TCPF_FIN)
 			e.fin_dirs = 1 << dir;
 	}
-	if (fresh && !usage_room(eni->eni_id, USAGE_CT_MADE, eni->max_conns)) {
-		usage_add(eni->eni_id, USAGE_CT_REFUSED);
-		return -1;
+	if (fresh) {
+		if (!usage_room(eni->eni_id, USAGE_CT_MADE, eni->max_conns)) {
+			usage_add(eni->eni_id, USAGE_CT_REFUSED);
+			return -1;
+		}
+		e.seq = usage_next(eni->eni_id, USAGE_CT_MADE);
+	} else {
+		/* A stale entry replaced: the same connection slot, counted
+		 * when it was made. */
+		struct ct_entry *old = bpf_map_lookup_elem(&conntrack, k);
+
+		if (old)
+			e.seq = old->seq;
 	}
+	/* In this order: entry, then MADE, then the inserts. The daemon's
+	 * recount (dataplane/usage.go) reads the inserts, then MADE, then
+	 * the table, and counts only entries numbered up to the MADE it
+	 * read: an entry made while it reads is neither counted nor in
+	 * MADE, so the ENI is charged neither less nor more than it holds. */
 	if (bpf_map_update_elem(&conntrack, k, &e, BPF_ANY) == 0 && fresh) {
 		__u32 slot = 0;
-		__u64 *n = bpf_map_lookup_elem(&ct_inserts, &slot);
+		__u64 *n;
 
+		usage_add(eni->eni_id, USAGE_CT_MADE);
+		n = bpf_map_lookup_elem(&ct_inserts, &slot);
 		if (n)
 			*n += 1;
-		usage_add(eni->eni_id, USAGE_CT_MADE);
 	}
 	return 0;
 }

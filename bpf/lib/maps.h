@@ -188,6 +188,17 @@ static __always_inline int usage_room(__u32 eni_id, enum usage_slot made_slot, _
 	return (__s64)(*made - *gone) < (__s64)limit;
 }
 
+/* usage_next is what a slot will read after one more add (low 32 bits):
+ * the sequence number of an entry about to be counted there. Two CPUs may
+ * get the same number; each adds after it numbered its entry, so the
+ * number is never above the slot's value once the entry is counted. */
+static __always_inline __u32 usage_next(__u32 eni_id, enum usage_slot slot)
+{
+	__u64 *v = usage_slot(eni_id, slot);
+
+	return v ? (__u32)(*v + 1) : 0;
+}
+
 /* usage_add adds one to a slot the datapath writes. */
 static __always_inline void usage_add(__u32 eni_id, enum usage_slot slot)
 {

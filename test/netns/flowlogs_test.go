@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -348,8 +349,12 @@ func TestConntrackFull(t *testing.T) {
 		t.Fatalf("f1 opened 140,000 connections: %q refused, %q tracked of %q", refused, entries, most)
 	}
 	t.Logf("f1: %s connections tracked of %s, %s refused", entries, most, refused)
-	if n, _ := strconv.Atoi(entries); most != strconv.Itoa(limit) || n < limit-64 || n > limit+64 {
-		t.Errorf("f1 tracks %s connections with max_connections %s; want about %d of %d", entries, most, limit, limit)
+	// Refused at its limit, give or take one entry per CPU (CPUs that
+	// open connections at the same instant), even with the daemon's
+	// recount running through the flood.
+	ncpu := runtime.NumCPU()
+	if n, _ := strconv.Atoi(entries); most != strconv.Itoa(limit) || n < limit-ncpu || n > limit+ncpu {
+		t.Errorf("f1 tracks %s connections with max_connections %s; want %d of %d, give or take %d", entries, most, limit, limit, ncpu)
 	}
 	if v := metricValue(t, l, "p", `vpcd_drops_total{reason="conntrack_allowance"}`); v != refused {
 		t.Errorf("vpcd_drops_total{reason=\"conntrack_allowance\"} %s, f1's refusals %s", v, refused)
@@ -360,6 +365,8 @@ func TestConntrackFull(t *testing.T) {
 	if !ping(t, l, "f3", "10.7.1.20", 2) {
 		t.Error("f3 could not open a connection while f1 was at its limit")
 	}
+	// By now the daemon has recounted f1's connections after the flood:
+	// the count it settles on still holds f1 at its limit.
 	if ping(t, l, "f1", "10.7.1.21", 1) {
 		t.Error("f1 opened a new connection over its limit")
 	}
