@@ -416,6 +416,9 @@ func Down(name string) error {
 		note(stopEtcd(newEtcdState(dir, netip.Addr{}), downStopTimeout))
 	}
 
+	// VMs on tap ENIs, by their PID files (vm.go).
+	note(stopVMs(dir))
+
 	// 2. Namespaces.
 	nss, err := labNamespaces(name, own)
 	note(err)

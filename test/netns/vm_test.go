@@ -1,0 +1,115 @@
+package netns
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpcd/vpcd/internal/testkit"
+	"github.com/vpcd/vpcd/lab"
+	"github.com/vpcd/vpcd/vm"
+)
+
+// needVMM fails the test when QEMU or busybox-static is missing: .ci/run
+// and scripts/deps.sh install them, so on this project's machines a
+// missing one is a broken machine, not a reason to skip.
+func needVMM(t testing.TB) {
+	t.Helper()
+	testkit.NeedRoot(t, labNeeds)
+	testkit.NeedTools(t, vm.Tools()...)
+}
+
+// vmUp boots a VM on a tap ENI of the lab; the lab's Down stops it, and
+// the test's cleanup too.
+func vmUp(t testing.TB, l *lab.Lab, eni string) *lab.VM {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	v, err := l.VMUp(ctx, eni)
+	if err != nil {
+		t.Fatalf("vm up %s: %v", eni, err)
+	}
+	t.Cleanup(func() { l.VMDown(eni) })
+	return v
+}
+
+// vmRun runs one line of sh in a lab VM.
+func vmRun(t testing.TB, l *lab.Lab, eni, cmd string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, code, err := l.VMExec(ctx, eni, cmd)
+	if err != nil {
+		t.Fatalf("vm %s: %s: %v\n%s", eni, cmd, err, out)
+	}
+	return out, code
+}
+
+// TestVMs runs real guest kernels (QEMU microvm under TCG, Debian's cloud
+// kernel, a busybox initramfs) on tap ENIs of two hosts (testdata/vms.yaml)
+// and checks what SPEC §12 promises them.
+func TestVMs(t *testing.T) {
+	needVMM(t)
+	testkit.NeedTools(t, "tcpdump", "tshark")
+	l := upLab(t, "vgv", "vms.yaml")
+	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
+	for _, eni := range []string{"m1", "m2"} {
+		v := vmUp(t, l, eni)
+		t.Logf("VM on %s at its shell %v after QEMU started", eni, v.Boot.Round(time.Millisecond))
+	}
+	listen(t, l, "c2", "10.74.1.20:8080")
+	listen(t, l, "c2", "10.74.1.20:9090")
+	// m2's guest serves TCP 8080 and 9090 with busybox nc (one connection
+	// each; -e cat echoes).
+	vmRun(t, l, "m2", "nc -l -p 8080 -e cat >/dev/null 2>&1 &")
+	vmRun(t, l, "m2", "nc -l -p 9090 -e cat >/dev/null 2>&1 &")
+
+	t.Run("the VM pings a container on another host and a VM there", func(t *testing.T) {
+		for _, dst := range []string{"10.74.1.20", "10.74.1.21"} {
+			if out, code := vmRun(t, l, "m1", "ping -c 3 -W 2 "+dst); code != 0 {
+				t.Errorf("m1 → %s: status %d\n%s", dst, code, out)
+			}
+		}
+	})
+	t.Run("the VM opens TCP to a container and to a VM on another host", func(t *testing.T) {
+		if out, _ := vmRun(t, l, "m1", "echo vm-to-container | nc -w 3 10.74.1.20 8080"); !strings.Contains(out, "vm-to-container") {
+			t.Errorf("m1 → c2:8080 echoed %q", out)
+		}
+		if out, _ := vmRun(t, l, "m1", "echo vm-to-vm | nc -w 3 10.74.1.21 8080"); !strings.Contains(out, "vm-to-vm") {
+			t.Errorf("m1 → m2:8080 echoed %q", out)
+		}
+	})
+	t.Run("security groups apply to the VM's ENI: the denied port does not connect, counted", func(t *testing.T) {
+		before := drops(t, l, "vgv-h2")["sg_ingress"]
+		if out, _ := vmRun(t, l, "m1", "echo denied | nc -w 2 10.74.1.21 9090"); strings.Contains(out, "denied") {
+			t.Errorf("m1 → m2:9090 (denied) echoed %q", out)
+		}
+		if after := drops(t, l, "vgv-h2")["sg_ingress"]; after <= before {
+			t.Errorf("sg_ingress on vgv-h2 went %d → %d", before, after)
+		}
+	})
+	t.Run("a spoofed source from inside the VM is dropped", func(t *testing.T) {
+		before := drops(t, l, "vgv-h1")["source_check"]
+		vmRun(t, l, "m1", "ip addr add 10.74.1.99/32 dev eth0")
+		if out, code := vmRun(t, l, "m1", "ping -c 2 -W 1 -I 10.74.1.99 10.74.1.20"); code == 0 {
+			t.Errorf("a spoofed ping got answers:\n%s", out)
+		}
+		vmRun(t, l, "m1", "ip addr del 10.74.1.99/32 dev eth0")
+		if after := drops(t, l, "vgv-h1")["source_check"]; after < before+2 {
+			t.Errorf("source_check on vgv-h1 went %d → %d, want +2", before, after)
+		}
+	})
+	t.Run("a daemon restart keeps the VM's traffic", func(t *testing.T) {
+		if err := l.Restart(t.Context(), "vgv-h1"); err != nil {
+			t.Fatal(err)
+		}
+		if out, code := vmRun(t, l, "m1", "ping -c 3 -W 2 10.74.1.20"); code != 0 {
+			t.Errorf("m1 → c2 after the restart: status %d\n%s", code, out)
+		}
+	})
+	t.Run("the rack carries only WireGuard", func(t *testing.T) {
+		rack.stop()
+		checkRackCapture(t, rackPcap)
+	})
+}
