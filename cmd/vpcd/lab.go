@@ -18,7 +18,9 @@ const labSynopsis = `lab up --topology FILE [--name LAB] [--etcd]
        vpcd lab rack [--name LAB] -- CMD...
        vpcd lab status|down [--name LAB]
        vpcd lab apply [--name LAB] --topology FILE
-       vpcd lab restart|kill|start [--name LAB] HOST`
+       vpcd lab restart|kill|start [--name LAB] HOST
+       vpcd lab vm up|down [--name LAB] ENI
+       vpcd lab vm exec [--name LAB] ENI -- CMD...`
 
 func cmdLab(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
@@ -82,6 +84,8 @@ func cmdLab(args []string) error {
 		return nil
 	case "exec", "host", "rack":
 		return labExec(ctx, sub, *name, pos)
+	case "vm":
+		return labVM(ctx, *name, pos)
 	case "restart", "kill", "start":
 		if len(pos) != 1 {
 			return fmt.Errorf("lab %s: want exactly one HOST", sub)
