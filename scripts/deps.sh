@@ -4,8 +4,8 @@
 set -euo pipefail
 
 packages=(iproute2 iputils-ping iperf3 tcpdump tshark wireguard-tools nfdump clang llvm libbpf-dev bpftool etcd-server etcd-client
-	containernetworking-plugins containerd busybox-static)
-tools=(ip ping iperf3 tcpdump tshark wg nfcapd nfdump clang llvm-strip bpftool etcd etcdctl containerd ctr)
+	containernetworking-plugins containerd busybox-static qemu-system-x86)
+tools=(ip ping iperf3 tcpdump tshark wg nfcapd nfdump clang llvm-strip bpftool etcd etcdctl containerd ctr qemu-system-x86_64)
 
 missing=0
 for t in "${tools[@]}"; do
