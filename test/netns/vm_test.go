@@ -113,3 +113,31 @@ func TestVMs(t *testing.T) {
 		checkRackCapture(t, rackPcap)
 	})
 }
+
+// BenchmarkVMBootToPing measures a VM on a tap ENI from starting QEMU
+// (microvm, TCG) to the guest's first answered ping of an ENI on another
+// host, and to its shell on the way.
+func BenchmarkVMBootToPing(b *testing.B) {
+	needVMM(b)
+	l := upLab(b, "vgv", "vms.yaml")
+	var shell, toPing time.Duration
+	for range b.N {
+		start := time.Now()
+		v := vmUp(b, l, "m1")
+		shell += v.Boot
+		for {
+			if _, code := vmRun(b, l, "m1", "ping -c 1 -W 1 10.74.1.20 >/dev/null"); code == 0 {
+				break
+			}
+			if time.Since(start) > time.Minute {
+				b.Fatal("no ping answered a minute after start")
+			}
+		}
+		toPing += time.Since(start)
+		if err := l.VMDown("m1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(shell.Seconds()/float64(b.N), "s-to-shell")
+	b.ReportMetric(toPing.Seconds()/float64(b.N), "s-to-ping")
+}
