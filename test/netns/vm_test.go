@@ -2,6 +2,8 @@ package netns
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +62,8 @@ func TestVMs(t *testing.T) {
 	}
 	listen(t, l, "c2", "10.74.1.20:8080")
 	listen(t, l, "c2", "10.74.1.20:9090")
+	listen(t, l, "c3", "10.74.2.20:7070")
+	listen(t, l, "c3", "10.74.2.20:8080")
 	// m2's guest serves TCP 8080 and 9090 with busybox nc (one connection
 	// each; -e cat echoes).
 	vmRun(t, l, "m2", "nc -l -p 8080 -e cat >/dev/null 2>&1 &")
@@ -87,6 +91,39 @@ func TestVMs(t *testing.T) {
 		}
 		if after := drops(t, l, "vgv-h2")["sg_ingress"]; after <= before {
 			t.Errorf("sg_ingress on vgv-h2 went %d → %d", before, after)
+		}
+	})
+	t.Run("the subnet's network ACL applies to the VM's traffic, counted", func(t *testing.T) {
+		if out, _ := vmRun(t, l, "m1", "echo other-subnet | nc -w 3 10.74.2.20 8080"); !strings.Contains(out, "other-subnet") {
+			t.Errorf("m1 → c3:8080 (allowed) echoed %q", out)
+		}
+		before := drops(t, l, "vgv-h2")["nacl_ingress"]
+		if out, _ := vmRun(t, l, "m1", "echo acl | nc -w 2 10.74.2.20 7070"); strings.Contains(out, "acl") {
+			t.Errorf("m1 → c3:7070 (denied by vms2's ACL) echoed %q", out)
+		}
+		if after := drops(t, l, "vgv-h2")["nacl_ingress"]; after <= before {
+			t.Errorf("nacl_ingress on vgv-h2 went %d → %d", before, after)
+		}
+	})
+	t.Run("flow logs and a mirror session cover the VM's ENI", func(t *testing.T) {
+		if canConnect(l, "c2", "10.74.1.10:9090") {
+			t.Error("c2 → m1:9090 (denied) connects")
+		}
+		path := filepath.Join(l.Dir(), "flows", "vgv-h1.log")
+		var got string
+		if !testkit.Eventually(5*time.Second, func() bool {
+			b, _ := os.ReadFile(path)
+			got = string(b)
+			return strings.Contains(got, "10.74.1.10 10.74.1.20 8080 6 ACCEPT") && strings.Contains(got, "10.74.1.20 10.74.1.10 9090 6 REJECT")
+		}) {
+			t.Errorf("flow log %s lacks m1's accepted and rejected flows:\n%s", path, got)
+		}
+		pcap := filepath.Join(l.Dir(), "mirror", "m1.pcap")
+		if !testkit.Eventually(3*time.Second, func() bool {
+			return len(tshark(t, pcap, "icmp.type == 8 && ip.src == 10.74.1.10")) >= 3 &&
+				len(tshark(t, pcap, "tcp.dstport == 8080 && ip.src == 10.74.1.10")) > 0
+		}) {
+			t.Errorf("pcap %s lacks m1's pings and TCP", pcap)
 		}
 	})
 	t.Run("a spoofed source from inside the VM is dropped", func(t *testing.T) {
