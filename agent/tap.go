@@ -34,14 +34,28 @@ func ensureTaps(enis []dataplane.ENI) []error {
 func ensureTap(ifname string, owner uint32, multiQueue bool) error {
 	l, err := netlink.LinkByName(ifname)
 	if err == nil {
-		if l.Type() != "tuntap" {
+		t, ok := l.(*netlink.Tuntap)
+		if !ok || t.Mode != netlink.TUNTAP_MODE_TAP {
 			return fmt.Errorf("interface %s exists and is a %s, not a tap", ifname, l.Type())
 		}
-		return nil
-	}
-	var missing netlink.LinkNotFoundError
-	if !errors.As(err, &missing) {
-		return fmt.Errorf("interface %s: %w", ifname, err)
+		same := t.Flags&netlink.TUNTAP_VNET_HDR != 0 && (t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0) == multiQueue && t.Owner == owner
+		if same {
+			return nil
+		}
+		// Made for other settings (the topology changed, or someone else
+		// made it): made again while no VMM holds it, else left alone.
+		if t.Queues > 0 {
+			return fmt.Errorf("tap %s is open (%d queues) with other settings than the ENI's (vnet headers, tap_multi_queue %v, tap_owner %d); it is made again once its VMM closes it",
+				ifname, t.Queues, multiQueue, owner)
+		}
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("delete tap %s to make it again: %w", ifname, err)
+		}
+	} else {
+		var missing netlink.LinkNotFoundError
+		if !errors.As(err, &missing) {
+			return fmt.Errorf("interface %s: %w", ifname, err)
+		}
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = ifname
