@@ -2,8 +2,10 @@ package netns
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -138,8 +140,29 @@ func TestVMs(t *testing.T) {
 		}
 	})
 	t.Run("a daemon restart keeps the VM's traffic", func(t *testing.T) {
+		// 200 pings 20 ms apart from inside the guest, across hosts, with
+		// the restart in the middle: TestRestartAndCrash's bound for veths.
+		vmRun(t, l, "m1", "ping -c 200 -i 0.02 -W 1 10.74.1.20 >/tmp/restart.ping 2>&1 &")
+		testkit.WaitFor(t, 10*time.Second, "the guest's pings under way", func() bool {
+			out, _ := vmRun(t, l, "m1", "grep -c 'bytes from' /tmp/restart.ping")
+			n, _ := strconv.Atoi(strings.TrimSpace(out))
+			return n >= 20
+		})
 		if err := l.Restart(t.Context(), "vgv-h1"); err != nil {
 			t.Fatal(err)
+		}
+		var summary string
+		testkit.WaitFor(t, 30*time.Second, "the guest's pings done", func() bool {
+			summary, _ = vmRun(t, l, "m1", "grep 'packets transmitted' /tmp/restart.ping")
+			return strings.Contains(summary, "received")
+		})
+		var sent, got int
+		if _, err := fmt.Sscanf(strings.TrimSpace(summary), "%d packets transmitted, %d packets received", &sent, &got); err != nil {
+			t.Fatalf("ping summary %q: %v", summary, err)
+		}
+		t.Logf("lost across a restart: %d of %d from the VM across hosts", sent-got, sent)
+		if sent-got > 75 {
+			t.Errorf("lost %d of %d across hosts (max 75)", sent-got, sent)
 		}
 		if out, code := vmRun(t, l, "m1", "ping -c 3 -W 2 10.74.1.20"); code != 0 {
 			t.Errorf("m1 → c2 after the restart: status %d\n%s", code, out)
