@@ -19,7 +19,7 @@ import (
 // writes to $VPCD_CNI_BENCH_OUT.
 func BenchmarkCNI(b *testing.B) {
 	const n = 100
-	l := upCNILab(b, "cfb", "cni.yaml")
+	l := upEtcdLab(b, "cfb", "cni.yaml")
 	h1 := newCNIEnv(b, l, "cf1")
 	cniListen(b, l, "srv", "10.0.1.10:8080")
 	var add, reach, del []time.Duration

@@ -76,32 +76,6 @@ func cnitool(t testing.TB) string {
 	return p
 }
 
-// upCNILab is upLab on the etcd control plane.
-func upCNILab(t testing.TB, name, topo string) *lab.Lab {
-	t.Helper()
-	testkit.NeedRoot(t, labNeeds)
-	lab.Down(name)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: filepath.Join("testdata", topo), Binary: vpcdBinary, Etcd: true})
-	if err != nil {
-		t.Fatalf("lab up --etcd: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range l.Topology().Hosts {
-				if b, err := os.ReadFile(l.LogPath(h.Name)); err == nil {
-					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 40))
-				}
-			}
-		}
-		if err := lab.Down(name); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	return l
-}
-
 // cniEnv is one lab host's runtime: its network configurations (one
 // directory per host, for the host's daemon socket) and the runner.
 type cniEnv struct {
@@ -349,7 +323,7 @@ func cniListen(t testing.TB, l *lab.Lab, eni, addr string) {
 func TestCNI(t *testing.T) {
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "ping", "tcpdump", "tshark", "etcd")
-	l := upCNILab(t, "cf", "cni.yaml")
+	l := upEtcdLab(t, "cf", "cni.yaml")
 	h1, h2 := newCNIEnv(t, l, "cf1"), newCNIEnv(t, l, "cf2")
 	cniListen(t, l, "srv", "10.0.1.10:8080")
 	cniListen(t, l, "srv", "10.0.1.10:9090")

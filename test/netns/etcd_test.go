@@ -17,7 +17,7 @@ import (
 
 // upEtcdLab brings up a lab in etcd mode (lab up --etcd) from a topology
 // file under testdata and tears it down when the test ends.
-func upEtcdLab(t *testing.T, name, topo string) *lab.Lab {
+func upEtcdLab(t testing.TB, name, topo string) *lab.Lab {
 	t.Helper()
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "etcd")
@@ -32,7 +32,7 @@ func upEtcdLab(t *testing.T, name, topo string) *lab.Lab {
 		if t.Failed() {
 			for _, h := range l.Topology().Hosts {
 				if b, err := os.ReadFile(l.LogPath(h.Name)); err == nil {
-					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 30))
+					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 40))
 				}
 			}
 		}
