@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -86,13 +87,27 @@ func (r *Registration) register(ctx context.Context) error {
 		return fmt.Errorf("register %s: lease: %w", r.key, err)
 	}
 	r.mu.Lock()
-	r.lease = lease.ID
 	val, _ := json.Marshal(r.rec)
 	r.mu.Unlock()
 	if _, err := r.cli.Put(ctx, r.key, string(val), clientv3.WithLease(lease.ID)); err != nil {
 		r.cli.Revoke(context.WithoutCancel(ctx), lease.ID)
 		return fmt.Errorf("register %s: %w", r.key, err)
 	}
+	// The lease is the registration's only once its key is written: a
+	// Put cut short (Close during a re-registration) leaves the last
+	// good lease in place, never the one just revoked.
+	r.mu.Lock()
+	r.lease = lease.ID
+	if now := mustJSON(r.rec); now != string(val) {
+		// UpdateKey ran while the Put was in flight, against the old
+		// lease: write the newer record under the new one.
+		r.mu.Unlock()
+		if _, err := r.cli.Put(ctx, r.key, now, clientv3.WithLease(lease.ID)); err != nil {
+			return fmt.Errorf("register %s: %w", r.key, err)
+		}
+		return nil
+	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -170,7 +185,17 @@ func (r *Registration) Close(ctx context.Context) error {
 	r.cancel()
 	<-r.done
 	_, err := r.cli.Revoke(ctx, r.LeaseID())
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// Already expired (etcd was away longer than the TTL): the
+		// key went with it, which is what Close asks for.
+		return nil
+	}
 	return err
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // Done is closed when the registration stopped keeping itself alive
