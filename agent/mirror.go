@@ -112,10 +112,11 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 		if idx, ok := a.dp.MirrorIndex(s.Name); ok {
 			if c, err := a.dp.MirrorCounters(idx); err == nil {
 				st.Dropped += c.Dropped
+				st.Packets += c.Sent // copies the kernel sent itself
 			}
 		}
 		if ms, ok := a.mirrors.m.Stats(s.Name); ok {
-			st.Packets = ms.Sent
+			st.Packets += ms.Sent
 			st.Dropped += ms.Dropped
 			st.Errors = ms.Errors
 		}

@@ -216,6 +216,7 @@ type EniMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
+	Sent    uint64
 }
 
 type EniMirrorKey struct {
@@ -243,6 +244,10 @@ type EniMirrorSession struct {
 	_          structs.HostLayout
 	Snaplen    uint32
 	SrcIfindex uint32
+	Target     uint32
+	Vni        uint32
+	OutIfindex uint32
+	Pad        uint32
 }
 
 type EniMirrorSet struct {

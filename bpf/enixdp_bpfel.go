@@ -152,6 +152,7 @@ type EniXdpMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
+	Sent    uint64
 }
 
 type EniXdpMirrorKey struct {
@@ -164,6 +165,10 @@ type EniXdpMirrorSession struct {
 	_          structs.HostLayout
 	Snaplen    uint32
 	SrcIfindex uint32
+	Target     uint32
+	Vni        uint32
+	OutIfindex uint32
+	Pad        uint32
 }
 
 type EniXdpMirrorSet struct {

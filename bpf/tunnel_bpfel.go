@@ -152,6 +152,7 @@ type TunnelMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
+	Sent    uint64
 }
 
 type TunnelMirrorKey struct {
@@ -164,6 +165,10 @@ type TunnelMirrorSession struct {
 	_          structs.HostLayout
 	Snaplen    uint32
 	SrcIfindex uint32
+	Target     uint32
+	Vni        uint32
+	OutIfindex uint32
+	Pad        uint32
 }
 
 type TunnelMirrorSet struct {

@@ -53,6 +53,12 @@ type MirrorSession struct {
 	Snaplen int
 	Ingress []MirrorRule
 	Egress  []MirrorRule
+	// Target is the target ENI's address and VNI the session's
+	// virtual_network_id; Target is invalid for a pcap target. With the
+	// tc hook the kernel makes and sends the copies to an ENI target
+	// itself, through the mirror device (MirrorInjectPeer).
+	Target netip.Addr
+	VNI    uint32
 }
 
 // mirror bits of eni_info.
@@ -72,6 +78,16 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 
 	idx := d.assignMirrorIDs(sessions)
 	arr = map[uint32]bpf.EniMirrorSession{}
+	outIfindex := 0
+	for _, s := range sessions {
+		if s.Target.IsValid() {
+			var err error
+			if outIfindex, err = d.mirrorDevice(); err != nil {
+				errs = append(errs, err) // copies go through the daemon meanwhile
+			}
+			break
+		}
+	}
 	sets = map[bpf.EniMirrorKey]bpf.EniMirrorSet{}
 	bits = map[string]uint8{}
 
@@ -91,7 +107,11 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 		if snap <= 0 || snap > MirrorSnapMax {
 			snap = MirrorSnapMax
 		}
-		arr[id] = bpf.EniMirrorSession{Snaplen: uint32(snap), SrcIfindex: uint32(ifx)}
+		ms := bpf.EniMirrorSession{Snaplen: uint32(snap), SrcIfindex: uint32(ifx)}
+		if s.Target.Is4() {
+			ms.Target, ms.Vni, ms.OutIfindex = be32(s.Target), s.VNI, uint32(outIfindex)
+		}
+		arr[id] = ms
 		for dir, rules := range [2][]MirrorRule{Ingress: s.Ingress, Egress: s.Egress} {
 			if len(rules) == 0 {
 				continue
@@ -186,7 +206,8 @@ func (d *Datapath) MirrorIndex(name string) (uint32, bool) {
 // MirrorCounter is what the datapath counted for a session.
 type MirrorCounter struct {
 	Packets uint64 // copies handed to the daemon
-	Dropped uint64 // copies the full ring refused
+	Dropped uint64 // copies the full ring or the mirror device's queue refused
+	Sent    uint64 // copies the kernel sent to an ENI target itself
 }
 
 // MirrorCounters sums a session's per-CPU counters.
@@ -199,6 +220,7 @@ func (d *Datapath) MirrorCounters(index uint32) (MirrorCounter, error) {
 	for _, c := range per {
 		out.Packets += c.Packets
 		out.Dropped += c.Dropped
+		out.Sent += c.Sent
 	}
 	return out, nil
 }
@@ -280,7 +302,8 @@ func (r *MirrorReader) Wake() error { return r.rd.Flush() }
 
 // MirrorInjectName and MirrorInjectPeer are the veth pair mirror copies
 // enter the VPC through: the daemon writes to the first, the mirror_inject
-// program runs at ingress of the second.
+// program runs at ingress of the second. The ENI and tunnel programs (tc)
+// clone frames for ENI targets straight into the ingress of the second.
 const (
 	MirrorInjectName = "vpcd-mirror"
 	MirrorInjectPeer = "vpcd-mirror-in"
@@ -317,6 +340,20 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 		}
 	}
 	return l.Attrs().Index, nil
+}
+
+// mirrorDevice returns the ifindex of the interface whose ingress the
+// datapath clones frames for ENI targets into, creating the pair when
+// missing.
+func (d *Datapath) mirrorDevice() (int, error) {
+	if _, err := d.EnsureMirrorInject(); err != nil {
+		return 0, err
+	}
+	peer, err := netlink.LinkByName(MirrorInjectPeer)
+	if err != nil {
+		return 0, fmt.Errorf("mirror injection interface %s: %w", MirrorInjectPeer, err)
+	}
+	return peer.Attrs().Index, nil
 }
 
 // RemoveMirrorInject deletes the injection pair and its pinned link (no

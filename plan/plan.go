@@ -472,10 +472,16 @@ func mirrorSessions(t *topology.Topology, host string) []dataplane.MirrorSession
 				snap = most
 			}
 		}
-		out = append(out, dataplane.MirrorSession{
+		ms := dataplane.MirrorSession{
 			Name: s.Name, SourceENI: s.SourceENI, SessionNumber: s.SessionNumber, Snaplen: snap,
 			Ingress: mirrorRules(f.Ingress), Egress: mirrorRules(f.Egress),
-		})
+		}
+		if s.Target.ENI != "" {
+			if e := t.ENIByName(s.Target.ENI); e != nil {
+				ms.Target, ms.VNI = e.IP, uint32(s.VirtualNetworkID)
+			}
+		}
+		out = append(out, ms)
 	}
 	return out
 }

@@ -389,9 +389,9 @@ func TestMirrorSessions(t *testing.T) {
 		{Accept: true, Protocol: 17, Source: pfx("0.0.0.0/0"), Dest: pfx("0.0.0.0/0"), SrcPorts: any, DstPorts: any},
 	}
 	want := []dataplane.MirrorSession{
-		{Name: "m-late", SourceENI: "a1", SessionNumber: 20, Snaplen: cut, Ingress: webOnly, Egress: []dataplane.MirrorRule{}},
+		{Name: "m-late", SourceENI: "a1", SessionNumber: 20, Snaplen: cut, Ingress: webOnly, Egress: []dataplane.MirrorRule{}, Target: addr("10.0.1.30"), VNI: 42},
 		{Name: "m-early", SourceENI: "a1", SessionNumber: 10, Snaplen: 64, Ingress: []dataplane.MirrorRule{}, Egress: egressOnly},
-		{Name: "m-big", SourceENI: "a2", SessionNumber: 1, Snaplen: cut, Ingress: webOnly, Egress: []dataplane.MirrorRule{}},
+		{Name: "m-big", SourceENI: "a2", SessionNumber: 1, Snaplen: cut, Ingress: webOnly, Egress: []dataplane.MirrorRule{}, Target: addr("10.0.1.20"), VNI: 44},
 	}
 	if !reflect.DeepEqual(p.Datapath.Mirror, want) {
 		t.Errorf("datapath sessions:\n%+v\nwant\n%+v", p.Datapath.Mirror, want)

@@ -139,12 +139,25 @@ struct mirror_set {
 struct mirror_session {
 	__u32 snaplen;     /* bytes of the frame to copy; at most MIRROR_SNAP_MAX are */
 	__u32 src_ifindex; /* the source ENI's interface (injected copies) */
+	__u32 target;      /* an ENI target's address (network order); 0: a pcap target */
+	__u32 vni;         /* the session's virtual_network_id */
+	/* The mirror device (tc hook, ENI target): the ENI program clones the
+	 * frame into its ingress, where mirror_inject cuts, wraps and routes
+	 * it; 0: copies go through the ring to the daemon. */
+	__u32 out_ifindex;
+	__u32 _pad;
 };
 
 struct mirror_counter {
 	__u64 packets; /* copies handed to the daemon */
-	__u64 dropped; /* copies the full ring refused */
+	__u64 dropped; /* copies the full ring or mirror device refused */
+	__u64 sent;    /* copies the kernel sent to an ENI target itself */
 };
+
+/* A frame cloned into the mirror device carries its session in skb->mark:
+ * MIRROR_CLONE_TAG | index (the index fits the low 16 bits). */
+#define MIRROR_CLONE_TAG 0x6d4d0000u
+#define MIRROR_CLONE_MASK 0xffff0000u
 
 /* The head of a copy in the mirror ring; the frame's first cap bytes
  * follow it. */

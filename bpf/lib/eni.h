@@ -202,6 +202,10 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
 		if (fe->mirror & MIRROR_IN)
 			return fast_local_mirrored(ctx, fe->out_ifindex, fe->out_tap, fe->dst_mac, cfg->gw_mac, pi);
+		/* A copy (a clone) may have moved the frame: find it afresh. */
+		eth = ctx_data(ctx);
+		if ((void *)(eth + 1) > ctx_data_end(ctx))
+			return CTX_DROP;
 		mac_copy(eth->h_dest, fe->dst_mac);
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(ctx, fe->out_ifindex, fe->out_tap);
@@ -384,8 +388,16 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 		/* The packet left the source: its egress sessions see it, as
 		 * they would if the target lived on another host, whatever the
 		 * target's policy says next. */
-		if (eni->mirror & MIRROR_OUT)
+		if (eni->mirror & MIRROR_OUT) {
 			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
+			/* A copy (a clone) may have moved the frame. */
+			c.pos = ctx_data(ctx);
+			c.end = ctx_data_end(ctx);
+			eth = parse_eth(&c);
+			ip = eth ? parse_ipv4(&c) : NULL;
+			if (!ip)
+				return drop_packet(ctx, DROP_MALFORMED, DIR_EGRESS, HOOK_ENI);
+		}
 		why = later ? DROP_UNSPEC : policy_check(dst, &pi, DIR_INGRESS, now);
 		if (eni->flow_log)
 			count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 0);
@@ -418,13 +430,64 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 	count_eni(eni->eni_id, DIR_EGRESS, segs, bytes);
 	if (eni->flow_log)
 		count_flow(ctx, eni->eni_id, &pi, DIR_EGRESS, FLOW_ACCEPT, 1);
+	/* The hash before a copy (a clone) may move the frame. */
+	ports = flow_hash(ip->saddr, ip->daddr, ip->protocol, ports);
 	if (eni->mirror & MIRROR_OUT)
 		mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
-	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff,
-			 flow_hash(ip->saddr, ip->daddr, ip->protocol, ports));
+	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff, ports);
 }
 
 #if defined(VPCD_HOOK_TC)
+/* mirror_wrap turns a frame the ENI program cloned into the mirror device
+ * into the frame the daemon would have written for it: cut to the
+ * session's packet_length, then Ethernet (from the session's inject MAC),
+ * IPv4 from the source ENI to the target, UDP to 4789 and VXLAN with the
+ * session's VNI in front. */
+static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
+{
+	struct mirror_session *ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
+	struct vxlan_encap h;
+	struct ethhdr inner, outer;
+	struct eni_info *src;
+	__u32 src_if, cap, len = skb->len;
+
+	if (!ms || !ms->target || !ms->src_ifindex)
+		return -1;
+	src_if = ms->src_ifindex;
+	src = bpf_map_lookup_elem(&enis, &src_if);
+	if (!src)
+		return -1;
+	cap = ms->snaplen;
+	if (cap > len)
+		cap = len;
+	if (cap < ETH_HLEN + sizeof(struct iphdr))
+		cap = ETH_HLEN + sizeof(struct iphdr);
+	/* Also when nothing is cut: a super-packet's copy is one packet. */
+	if (bpf_skb_change_tail(skb, cap, 0) < 0)
+		return -1;
+	if (bpf_skb_load_bytes(skb, 0, &inner, ETH_HLEN) < 0)
+		return -1;
+	if (bpf_skb_adjust_room(skb, VXLAN_ENCAP_LEN, BPF_ADJ_ROOM_MAC, 0) < 0)
+		return -1;
+	vxlan_fill(&h, src->ip, ms->target, ms->vni, cap, idx * 2654435761u, inner.h_dest, inner.h_source);
+	h.inner.h_proto = inner.h_proto;
+	h.ip.id = (__u16)bpf_get_prandom_u32();
+	h.ip.check = 0;
+	h.ip.check = ipv4_csum(&h.ip);
+	__builtin_memset(&outer, 0, sizeof(outer));
+	outer.h_source[0] = MIRROR_INJECT_MAC0;
+	outer.h_source[1] = MIRROR_INJECT_MAC1;
+	outer.h_source[2] = (__u8)(idx >> 24);
+	outer.h_source[3] = (__u8)(idx >> 16);
+	outer.h_source[4] = (__u8)(idx >> 8);
+	outer.h_source[5] = (__u8)idx;
+	outer.h_proto = bpf_htons(ETH_P_IP);
+	if (bpf_skb_store_bytes(skb, 0, &outer, ETH_HLEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN, &h, VXLAN_ENCAP_LEN, 0) < 0)
+		return -1;
+	return 0;
+}
+
 static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 {
 	struct cursor c = { .pos = ctx_data(skb), .end = ctx_data_end(skb) };
@@ -445,6 +508,22 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 	cfg = get_config();
 	if (!cfg)
 		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
+	if ((skb->mark & MIRROR_CLONE_MASK) == MIRROR_CLONE_TAG) {
+		/* A frame the ENI program cloned here: make it a copy. */
+		idx = skb->mark & ~MIRROR_CLONE_MASK;
+		skb->mark = 0;
+		if (mirror_wrap(skb, idx) < 0) {
+			struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
+
+			if (mc) {
+				mc->sent--;
+				mc->dropped++;
+			}
+			return CTX_DROP;
+		}
+		c.pos = ctx_data(skb);
+		c.end = ctx_data_end(skb);
+	}
 	eth = parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_source[0] != MIRROR_INJECT_MAC0 ||
 	    eth->h_source[1] != MIRROR_INJECT_MAC1)

@@ -4,10 +4,14 @@
  * filter accepts the packet mirrors it, once. A filter's rules are tried in
  * rule_number order, the first match decides, no match is no mirror.
  *
- * The datapath only decides and copies: the first bytes of the frame go to
- * the daemon through the mirror ring, which wraps them in VXLAN and sends
- * them back through the VPC (mirror_inject) or writes a pcap file. A full
- * ring drops the copy and counts it; the packet itself is never held up.
+ * The datapath decides and copies. For an ENI target (tc hook) the frame
+ * is cloned into the mirror device, whose program (mirror_inject) cuts the
+ * clone, wraps it in VXLAN and sends it through the VPC: no copy leaves
+ * the kernel. Otherwise (a pcap target, or the XDP hook) the first bytes
+ * of the frame go to the daemon through the mirror ring, which writes a
+ * pcap file or wraps them and sends them back through mirror_inject. A
+ * full ring or mirror queue drops the copy and counts it; the packet
+ * itself is never held up.
  *
  * Callers mirror only packets that passed the network ACLs and security
  * groups, never ARP, never a mirror copy itself. */
@@ -114,6 +118,24 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 	mc = bpf_map_lookup_elem(&mirror_stats, &idx);
 	if (!ms || !mc)
 		return 0;
+#if defined(VPCD_HOOK_TC)
+	if (ms->out_ifindex && ms->target) {
+		/* An ENI target: the copy never leaves the kernel. The clone
+		 * shares the frame's data; the mirror device's program cuts,
+		 * wraps and routes it. Its queue full: the copy is dropped. */
+		__u32 mark = ctx->mark;
+		long ret;
+
+		ctx->mark = MIRROR_CLONE_TAG | idx;
+		ret = bpf_clone_redirect(ctx, ms->out_ifindex, BPF_F_INGRESS);
+		ctx->mark = mark;
+		if (ret)
+			mc->dropped++;
+		else
+			mc->sent++;
+		return 0;
+	}
+#endif
 	len = ctx_len(ctx);
 	cap = ms->snaplen;
 	if (cap > len)
