@@ -53,6 +53,9 @@ type Options struct {
 	Logger       *slog.Logger
 	// ENIHook forces the ENI program's hook; empty = by interface type.
 	ENIHook dataplane.Hook
+	// MirrorMaxPPS is the mirror path's capacity in copies per second;
+	// 0: no limit.
+	MirrorMaxPPS int
 	// TapHook forces the ENI program's hook on tap ENIs, before ENIHook;
 	// empty = ENIHook.
 	TapHook dataplane.Hook
@@ -115,6 +118,7 @@ type Agent struct {
 	mirrors struct {
 		m        *mirror.Mirror
 		injectUp bool
+		lost     queueLoss
 	}
 
 	// flowLogs turns the datapath's flow counters into flow-log records;
@@ -232,6 +236,9 @@ func Run(ctx context.Context, o Options, reload <-chan struct{}) error {
 		return err
 	}
 	defer a.dp.Close()
+	if err := a.dp.SetMirrorLimit(o.MirrorMaxPPS); err != nil {
+		return err
+	}
 
 	// The tunnel starts with no device in the maps: remote traffic drops
 	// (counted) until the encrypted path exists. Never a cleartext one.

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -111,8 +113,11 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 		}
 		if idx, ok := a.dp.MirrorIndex(s.Name); ok {
 			if c, err := a.dp.MirrorCounters(idx); err == nil {
-				st.Dropped += c.Dropped
-				st.Packets += c.Sent // copies the kernel sent itself
+				// Copies the kernel made and sent itself; those the
+				// mirror device refused, could not wrap, or lost in
+				// its queue (cloned, never seen again) are dropped.
+				st.Packets += c.Sent
+				st.Dropped += c.Dropped + c.Failed + a.mirrors.lost.lost(idx, c, time.Now())
 			}
 		}
 		if ms, ok := a.mirrors.m.Stats(s.Name); ok {
@@ -124,4 +129,57 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// queueLoss finds the copies a session's mirror device lost in its queue:
+// every wire packet cloned into it is wrapped (sent) or fails within far
+// less than a second, so what was queued a second ago and is neither sent
+// nor failed now was dropped on the way (a full backlog). The count only
+// grows; it is kept per session index and reset with it.
+type queueLoss struct {
+	mu sync.Mutex
+	by map[uint32]*lossState
+}
+
+type lossState struct {
+	samples []lossSample // queued over the last seconds, oldest first
+	lost    uint64
+	last    dataplane.MirrorCounter
+}
+
+type lossSample struct {
+	at     time.Time
+	queued uint64
+}
+
+func (q *queueLoss) lost(idx uint32, c dataplane.MirrorCounter, now time.Time) uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.by == nil {
+		q.by = map[uint32]*lossState{}
+	}
+	st := q.by[idx]
+	if st == nil || c.Queued < st.last.Queued || c.Sent < st.last.Sent {
+		st = &lossState{} // a new session on this index: counters restarted
+		q.by[idx] = st
+	}
+	st.last = c
+	st.samples = append(st.samples, lossSample{at: now, queued: c.Queued})
+	// The newest sample at least a second old decides; older ones go.
+	ref := -1
+	for i, s := range st.samples {
+		if now.Sub(s.at) >= time.Second {
+			ref = i
+		}
+	}
+	if ref >= 0 {
+		if q := st.samples[ref].queued; q > c.Sent+c.Failed && q-c.Sent-c.Failed > st.lost {
+			st.lost = q - c.Sent - c.Failed
+		}
+		st.samples = st.samples[ref:]
+	}
+	if len(st.samples) > 64 {
+		st.samples = st.samples[len(st.samples)-64:]
+	}
+	return st.lost
 }

@@ -212,17 +212,31 @@ type EniLpmV4Key struct {
 	Addr      uint32
 }
 
+type EniMirrorBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Last   uint64
+}
+
 type EniMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
 	Sent    uint64
+	Queued  uint64
+	Failed  uint64
 }
 
 type EniMirrorKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type EniMirrorLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
 }
 
 type EniMirrorRule struct {
@@ -365,6 +379,8 @@ const (
 	EniMapFlowLost       = "flow_lost"
 	EniMapFlows          = "flows"
 	EniMapFrags          = "frags"
+	EniMapMirrorBucket   = "mirror_bucket"
+	EniMapMirrorLimit    = "mirror_limit"
 	EniMapMirrorRing     = "mirror_ring"
 	EniMapMirrorSessions = "mirror_sessions"
 	EniMapMirrorSets     = "mirror_sets"
@@ -450,6 +466,8 @@ type EniMapSpecs struct {
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -509,6 +527,8 @@ type EniMaps struct {
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -537,6 +557,8 @@ func (m *EniMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBucket,
+		m.MirrorLimit,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

@@ -148,17 +148,31 @@ type EniXdpLpmV4Key struct {
 	Addr      uint32
 }
 
+type EniXdpMirrorBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Last   uint64
+}
+
 type EniXdpMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
 	Sent    uint64
+	Queued  uint64
+	Failed  uint64
 }
 
 type EniXdpMirrorKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type EniXdpMirrorLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
 }
 
 type EniXdpMirrorSession struct {
@@ -285,6 +299,8 @@ const (
 	EniXdpMapFlowLost         = "flow_lost"
 	EniXdpMapFlows            = "flows"
 	EniXdpMapFrags            = "frags"
+	EniXdpMapMirrorBucket     = "mirror_bucket"
+	EniXdpMapMirrorLimit      = "mirror_limit"
 	EniXdpMapMirrorRing       = "mirror_ring"
 	EniXdpMapMirrorSessions   = "mirror_sessions"
 	EniXdpMapMirrorSets       = "mirror_sets"
@@ -368,6 +384,8 @@ type EniXdpMapSpecs struct {
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -427,6 +445,8 @@ type EniXdpMaps struct {
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -455,6 +475,8 @@ func (m *EniXdpMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBucket,
+		m.MirrorLimit,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

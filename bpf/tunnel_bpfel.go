@@ -148,17 +148,31 @@ type TunnelLpmV4Key struct {
 	Addr      uint32
 }
 
+type TunnelMirrorBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Last   uint64
+}
+
 type TunnelMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
 	Sent    uint64
+	Queued  uint64
+	Failed  uint64
 }
 
 type TunnelMirrorKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type TunnelMirrorLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
 }
 
 type TunnelMirrorSession struct {
@@ -285,6 +299,8 @@ const (
 	TunnelMapFlowLost       = "flow_lost"
 	TunnelMapFlows          = "flows"
 	TunnelMapFrags          = "frags"
+	TunnelMapMirrorBucket   = "mirror_bucket"
+	TunnelMapMirrorLimit    = "mirror_limit"
 	TunnelMapMirrorRing     = "mirror_ring"
 	TunnelMapMirrorSessions = "mirror_sessions"
 	TunnelMapMirrorSets     = "mirror_sets"
@@ -368,6 +384,8 @@ type TunnelMapSpecs struct {
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -427,6 +445,8 @@ type TunnelMaps struct {
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -455,6 +475,8 @@ func (m *TunnelMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBucket,
+		m.MirrorLimit,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

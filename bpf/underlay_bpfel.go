@@ -148,17 +148,31 @@ type UnderlayLpmV4Key struct {
 	Addr      uint32
 }
 
+type UnderlayMirrorBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Last   uint64
+}
+
 type UnderlayMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
 	Sent    uint64
+	Queued  uint64
+	Failed  uint64
 }
 
 type UnderlayMirrorKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type UnderlayMirrorLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
 }
 
 type UnderlayMirrorSession struct {
@@ -285,6 +299,8 @@ const (
 	UnderlayMapFlowLost         = "flow_lost"
 	UnderlayMapFlows            = "flows"
 	UnderlayMapFrags            = "frags"
+	UnderlayMapMirrorBucket     = "mirror_bucket"
+	UnderlayMapMirrorLimit      = "mirror_limit"
 	UnderlayMapMirrorRing       = "mirror_ring"
 	UnderlayMapMirrorSessions   = "mirror_sessions"
 	UnderlayMapMirrorSets       = "mirror_sets"
@@ -369,6 +385,8 @@ type UnderlayMapSpecs struct {
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -429,6 +447,8 @@ type UnderlayMaps struct {
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -457,6 +477,8 @@ func (m *UnderlayMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBucket,
+		m.MirrorLimit,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

@@ -148,17 +148,31 @@ type UnderlayXdpLpmV4Key struct {
 	Addr      uint32
 }
 
+type UnderlayXdpMirrorBucket struct {
+	_      structs.HostLayout
+	Tokens uint64
+	Last   uint64
+}
+
 type UnderlayXdpMirrorCounter struct {
 	_       structs.HostLayout
 	Packets uint64
 	Dropped uint64
 	Sent    uint64
+	Queued  uint64
+	Failed  uint64
 }
 
 type UnderlayXdpMirrorKey struct {
 	_       structs.HostLayout
 	Ifindex uint32
 	Dir     uint32
+}
+
+type UnderlayXdpMirrorLimit struct {
+	_     structs.HostLayout
+	Rate  uint64
+	Burst uint64
 }
 
 type UnderlayXdpMirrorSession struct {
@@ -285,6 +299,8 @@ const (
 	UnderlayXdpMapFlowLost         = "flow_lost"
 	UnderlayXdpMapFlows            = "flows"
 	UnderlayXdpMapFrags            = "frags"
+	UnderlayXdpMapMirrorBucket     = "mirror_bucket"
+	UnderlayXdpMapMirrorLimit      = "mirror_limit"
 	UnderlayXdpMapMirrorRing       = "mirror_ring"
 	UnderlayXdpMapMirrorSessions   = "mirror_sessions"
 	UnderlayXdpMapMirrorSets       = "mirror_sets"
@@ -369,6 +385,8 @@ type UnderlayXdpMapSpecs struct {
 	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	Frags          *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
@@ -429,6 +447,8 @@ type UnderlayXdpMaps struct {
 	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	Frags          *ebpf.Map `ebpf:"frags"`
+	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
 	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
 	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
 	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
@@ -457,6 +477,8 @@ func (m *UnderlayXdpMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBucket,
+		m.MirrorLimit,
 		m.MirrorRing,
 		m.MirrorSessions,
 		m.MirrorSets,

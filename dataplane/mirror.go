@@ -208,6 +208,8 @@ type MirrorCounter struct {
 	Packets uint64 // copies handed to the daemon
 	Dropped uint64 // copies the full ring or the mirror device's queue refused
 	Sent    uint64 // copies the kernel sent to an ENI target itself
+	Queued  uint64 // wire packets cloned into the mirror device for an ENI target
+	Failed  uint64 // cloned copies the mirror device's program could not wrap
 }
 
 // MirrorCounters sums a session's per-CPU counters.
@@ -221,6 +223,8 @@ func (d *Datapath) MirrorCounters(index uint32) (MirrorCounter, error) {
 		out.Packets += c.Packets
 		out.Dropped += c.Dropped
 		out.Sent += c.Sent
+		out.Queued += c.Queued
+		out.Failed += c.Failed
 	}
 	return out, nil
 }
@@ -328,8 +332,14 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("mirror injection interface %s: %w", MirrorInjectPeer, err)
 	}
-	// The program first, then the pair up: nothing crosses it unchecked.
+	// The programs first, then the pair up: nothing crosses it unchecked.
+	// The peer's program makes copies of the frames cloned out of the
+	// first and sends them back; the first's routes them (and the
+	// daemon's copies, which enter at the peer, are routed there).
 	if err := d.attachPinned("mirror-inject", MirrorInjectPeer, HookTCX, d.eni.MirrorInject); err != nil {
+		return 0, err
+	}
+	if err := d.attachPinned("mirror-route", MirrorInjectName, HookTCX, d.eni.MirrorInject); err != nil {
 		return 0, err
 	}
 	for _, link := range []netlink.Link{l, peer} {
@@ -339,30 +349,69 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 			return 0, fmt.Errorf("mirror injection interface %s up: %w", link.Attrs().Name, err)
 		}
 	}
+	// Offloads, once both ends are up (veth starts its GRO poller only
+	// on an up device): neither end segments in hardware nor checksums,
+	// so a super-packet cloned out of the first is cut into its wire
+	// segments, with their real checksums, as it leaves; the first end
+	// batches the copies that come back with UDP GRO.
+	noOffload := map[string]bool{
+		"tx-checksum-ip-generic":       false,
+		"tx-tcp-segmentation":          false,
+		"tx-tcp-ecn-segmentation":      false,
+		"tx-tcp-mangleid-segmentation": false,
+		"tx-tcp6-segmentation":         false,
+		"tx-tcp-accecn-segmentation":   false, // 6.18: veth batches (GRO) only from a peer without any TSO
+		"tx-udp-segmentation":          false,
+	}
+	if err := setFeatures(MirrorInjectPeer, noOffload); err != nil {
+		return 0, fmt.Errorf("mirror injection interface: %w", err)
+	}
+	noOffload["rx-gro"] = true
+	noOffload["rx-udp-gro-forwarding"] = true
+	if err := setFeatures(MirrorInjectName, noOffload); err != nil {
+		return 0, fmt.Errorf("mirror injection interface: %w", err)
+	}
 	return l.Attrs().Index, nil
 }
 
-// mirrorDevice returns the ifindex of the interface whose ingress the
-// datapath clones frames for ENI targets into, creating the pair when
-// missing.
+// mirrorDevice returns the ifindex of the interface the datapath clones
+// frames for ENI targets out of, creating the pair when missing.
 func (d *Datapath) mirrorDevice() (int, error) {
-	if _, err := d.EnsureMirrorInject(); err != nil {
-		return 0, err
-	}
-	peer, err := netlink.LinkByName(MirrorInjectPeer)
-	if err != nil {
-		return 0, fmt.Errorf("mirror injection interface %s: %w", MirrorInjectPeer, err)
-	}
-	return peer.Attrs().Index, nil
+	return d.EnsureMirrorInject()
 }
 
 // RemoveMirrorInject deletes the injection pair and its pinned link (no
 // session needs it any more, or teardown).
 func (d *Datapath) RemoveMirrorInject() error {
 	delete(d.attached, "mirror-inject")
-	err := unpinLink(d.linkPin("mirror-inject"))
+	delete(d.attached, "mirror-route")
+	err := errors.Join(unpinLink(d.linkPin("mirror-inject")), unpinLink(d.linkPin("mirror-route")))
 	if l, lerr := netlink.LinkByName(MirrorInjectName); lerr == nil {
 		err = errors.Join(err, netlink.LinkDel(l))
 	}
 	return err
+}
+
+// SetMirrorLimit sets the mirror path's capacity, in copies per second for
+// the host (0: no limit), shared out evenly over the CPUs: each CPU's
+// bucket holds a tenth of a second of its share (at least 64 copies, so a
+// super-packet's copies fit). Copies beyond it are dropped and counted in
+// the sessions' dropped counters; traffic is never held up.
+func (d *Datapath) SetMirrorLimit(pps int) error {
+	var lim bpf.EniMirrorLimit
+	if pps > 0 {
+		n, err := ebpf.PossibleCPU()
+		if err != nil {
+			return fmt.Errorf("mirror limit: %w", err)
+		}
+		lim.Rate = uint64(pps / n)
+		if lim.Rate == 0 {
+			lim.Rate = 1
+		}
+		lim.Burst = max(lim.Rate/10, 64)
+	}
+	if err := d.eni.MirrorLimit.Put(uint32(0), &lim); err != nil {
+		return fmt.Errorf("mirror limit: %w", err)
+	}
+	return nil
 }

@@ -129,7 +129,13 @@ func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
 	}
 	t := &vxlanTUN{name: name, mtu: mtu, events: make(chan tun.Event, 4), rbuf: make([]byte, vnetHdrLen+65536), gsoHdr: make([]byte, vnetHdrLen+encap.InnerL4At+60)}
 	base := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
-	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
+	// UDP segmentation too where the kernel has it (6.2): a batch of one
+	// mirror session's copies (UDP GRO on the mirror device) then comes
+	// whole, as one read.
+	uso := unix.TUN_F_USO4 | unix.TUN_F_USO6
+	if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|uso|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
+		t.tunnelGSO = true
+	} else if unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base|tunFUDPTunnelGSO|tunFUDPTunnelGSOCsum) == nil {
 		t.tunnelGSO = true
 	} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base); err != nil {
 		return fail(fmt.Errorf("tunnel device %s: offloads: %w", name, err))
@@ -277,6 +283,18 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		t.stats.ReadPackets.Add(1)
 		return 1, nil
 	}
+	if g, per := copiesPerPacket(pkt, h, t.mtu); per > 1 {
+		// A batch of one mirror session's copies: several copies per
+		// packet across the tunnel (one encryption, one message), cut
+		// into the copies by the receiving vpcd's kernel.
+		h.gsoSize = uint16(per * g)
+		n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
+		for i := 0; i < n; i++ {
+			markBatch(bufs[i][offset:offset+sizes[i]], g)
+		}
+		t.stats.ReadPackets.Add(uint64(n))
+		return n, err
+	}
 	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
@@ -306,6 +324,14 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
 	head, ok := parseGRO(bufs[0][offset:])
 	if !ok || !t.tunnelGSO || t.groOff.Load() {
+		if _, g, copied := mirrorUnit(bufs[0][offset:]); !ok && copied {
+			if t.tunnelGSO && !t.groOff.Load() {
+				return t.writeCopies(bufs, offset)
+			}
+			if g > 0 {
+				return 1, t.writeBatchAlone(bufs[0][offset:], g)
+			}
+		}
 		return 1, t.writeOne(bufs[0][offset:])
 	}
 	gsoSize := head.payload
@@ -442,4 +468,94 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 	}
 	t.iov = iov
 	return t.writev(iov)
+}
+
+// writeCopies writes bufs[0] and the mirror copies of the same session
+// that follow it (see copyRun) as one UDP GSO packet: the copies'
+// headers, fixed up for the total length, and each copy's payload from
+// wireguard-go's buffers. Anything else goes alone.
+func (t *vxlanTUN) writeCopies(bufs [][]byte, offset int) (int, error) {
+	n, size, total, batch := copyRun(bufs, offset)
+	if n < 2 && !batch {
+		return 1, t.writeOne(bufs[0][offset:])
+	}
+	head := bufs[0][offset:]
+	const hl = encap.InnerL4At + encap.UDPLen
+	hdr := t.gsoHdr[:vnetHdrLen+hl]
+	v, h := hdr[:vnetHdrLen], hdr[vnetHdrLen:]
+	clear(v)
+	copy(h, head[:hl])
+	clearBatchMark(h)
+	binary.BigEndian.PutUint16(h[2:], uint16(total))
+	h[10], h[11] = 0, 0
+	binary.BigEndian.PutUint16(h[10:], encap.Checksum(h[:20]))
+	binary.BigEndian.PutUint16(h[encap.OuterUDPAt+4:], uint16(total-encap.OuterUDPAt))
+	ip := h[encap.InnerIPAt:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	udp := h[encap.InnerL4At:]
+	binary.BigEndian.PutUint16(udp[4:], uint16(total-encap.InnerL4At))
+	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the
+	// kernel sums each copy when it cuts the batch.
+	binary.BigEndian.PutUint16(udp[6:], encap.PseudoPartial(encap.PseudoBase(ip[12:16], ip[16:20], encap.ProtoUDP), total-encap.InnerL4At))
+
+	// Plain UDP GSO whose transport header is the copies' UDP header, as
+	// writeGSO does for TCP: the tunnel program's decapsulation leaves an
+	// ordinary UDP GSO packet, cut into the copies where it is delivered.
+	v[0] = vnetFlagNeedsCsum
+	v[1] = vnetGSOUDPL4
+	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
+	binary.LittleEndian.PutUint16(v[4:], uint16(size))
+	binary.LittleEndian.PutUint16(v[6:], encap.InnerL4At)
+	binary.LittleEndian.PutUint16(v[8:], 6)
+
+	iov := t.iov[:0]
+	iov = append(iov, hdr)
+	for _, b := range bufs[:n] {
+		iov = append(iov, b[offset+hl:])
+	}
+	t.iov = iov
+	err := t.writev(iov)
+	if errors.Is(err, unix.EINVAL) {
+		t.groOff.Store(true)
+		if t.log != nil {
+			t.log.Warn("the kernel refused a batch of mirror copies; writing them one by one", "device", t.name, "err", err)
+		}
+		for _, b := range bufs[:n] {
+			pkt := b[offset:]
+			if _, g, _ := mirrorUnit(pkt); g > 0 {
+				err = t.writeBatchAlone(pkt, g)
+			} else {
+				err = t.writeOne(pkt)
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		return n, nil
+	}
+	return n, err
+}
+
+// writeBatchAlone writes a batch of copies from a peer (see batchCopies)
+// one copy at a time, for a kernel that refuses UDP GSO writes.
+func (t *vxlanTUN) writeBatchAlone(pkt []byte, g int) error {
+	clearBatchMark(pkt)
+	segs := (len(pkt) - encap.InnerL4At - encap.UDPLen + g - 1) / g
+	bufs := make([][]byte, segs)
+	for i := range bufs {
+		bufs[i] = make([]byte, encap.InnerL4At+encap.UDPLen+g)
+	}
+	sizes := make([]int, segs)
+	n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(g)}, bufs, sizes, 0, true)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		if err := t.writeOne(bufs[i][:sizes[i]]); err != nil {
+			return err
+		}
+	}
+	return nil
 }

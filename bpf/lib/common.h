@@ -142,8 +142,11 @@ struct mirror_session {
 	__u32 target;      /* an ENI target's address (network order); 0: a pcap target */
 	__u32 vni;         /* the session's virtual_network_id */
 	/* The mirror device (tc hook, ENI target): the ENI program clones the
-	 * frame into its ingress, where mirror_inject cuts, wraps and routes
-	 * it; 0: copies go through the ring to the daemon. */
+	 * frame out of it (vpcd-mirror, no segmentation offload, so the stack
+	 * cuts a super-packet into its wire segments); mirror_inject at its
+	 * peer's ingress cuts and wraps each and sends it back, through GRO,
+	 * to be routed in batches; 0: copies go through the ring to the
+	 * daemon. */
 	__u32 out_ifindex;
 	__u32 _pad;
 };
@@ -151,7 +154,22 @@ struct mirror_session {
 struct mirror_counter {
 	__u64 packets; /* copies handed to the daemon */
 	__u64 dropped; /* copies the full ring or mirror device refused */
-	__u64 sent;    /* copies the kernel sent to an ENI target itself */
+	__u64 sent;    /* copies the kernel wrapped and sent to an ENI target itself */
+	__u64 queued;  /* wire packets cloned into the mirror device for an ENI target */
+	__u64 failed;  /* cloned copies mirror_inject could not wrap */
+};
+
+/* The mirror path's capacity (`vpcd run --mirror-max-pps`), per CPU: a
+ * token bucket in copies, scaled by 1e9 (a copy costs 1e9, a nanosecond
+ * earns rate). rate 0: no limit. */
+struct mirror_limit {
+	__u64 rate;  /* copies per second, per CPU */
+	__u64 burst; /* copies the bucket holds */
+};
+
+struct mirror_bucket {
+	__u64 tokens; /* copies x 1e9 */
+	__u64 last;   /* bpf_ktime_get_ns of the last refill */
 };
 
 /* A frame cloned into the mirror device carries its session in skb->mark:

@@ -438,6 +438,49 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 }
 
 #if defined(VPCD_HOOK_TC)
+/* mirror_udp_csum writes the full UDP checksum of a copy mirror_wrap has
+ * just built (outer IPv4 without options at ETH_HLEN) and marks the copy
+ * checksum-verified. GRO batches only UDP with a checksum, and the stack
+ * need not sum the copy again. */
+static __always_inline int mirror_udp_csum(struct __sk_buff *skb, const struct vxlan_encap *h, __u32 ulen)
+{
+	const __u32 off = ETH_HLEN + sizeof(struct iphdr);
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, proto;
+		__be16 len;
+	} ph = { .saddr = h->ip.saddr, .daddr = h->ip.daddr, .proto = IPPROTO_UDP_, .len = bpf_htons(ulen) };
+	__u8 buf[64];
+	__s64 sum;
+	__u16 check;
+
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	for (__u32 i = 0; i < (MIRROR_SNAP_MAX + 16 + 63) / 64; i++) {
+		__u32 pos = i * 64, n;
+
+		if (pos >= ulen || sum < 0)
+			break;
+		n = ulen - pos;
+		if (n > 64)
+			n = 64;
+		/* n is 1..64; the mask shows the verifier. */
+		n = ((n - 1) & 63) + 1;
+		__builtin_memset(buf, 0, sizeof(buf));
+		if (bpf_skb_load_bytes(skb, off + pos, buf, n) < 0)
+			return -1;
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)buf, sizeof(buf), (__u32)sum);
+	}
+	if (sum < 0)
+		return -1;
+	check = csum_fold((__u32)sum);
+	if (!check)
+		check = 0xffff;
+	if (bpf_skb_store_bytes(skb, off + offsetof(struct udphdr, check), &check, sizeof(check), 0) < 0)
+		return -1;
+	bpf_csum_level(skb, BPF_CSUM_LEVEL_INC);
+	return 0;
+}
+
 /* mirror_wrap turns a frame the ENI program cloned into the mirror device
  * into the frame the daemon would have written for it: cut to the
  * session's packet_length, then Ethernet (from the session's inject MAC),
@@ -471,7 +514,10 @@ static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
 		return -1;
 	vxlan_fill(&h, src->ip, ms->target, ms->vni, cap, idx * 2654435761u, inner.h_dest, inner.h_source);
 	h.inner.h_proto = inner.h_proto;
-	h.ip.id = (__u16)bpf_get_prandom_u32();
+	/* An atomic datagram (DF, fixed ID): GRO may batch a session's
+	 * copies into one UDP super-packet. */
+	h.ip.id = 0;
+	h.ip.frag_off = bpf_htons(IP_DF);
 	h.ip.check = 0;
 	h.ip.check = ipv4_csum(&h.ip);
 	__builtin_memset(&outer, 0, sizeof(outer));
@@ -485,7 +531,7 @@ static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
 	if (bpf_skb_store_bytes(skb, 0, &outer, ETH_HLEN, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &h, VXLAN_ENCAP_LEN, 0) < 0)
 		return -1;
-	return 0;
+	return mirror_udp_csum(skb, &h, sizeof(struct udphdr) + sizeof(struct vxlanhdr) + cap);
 }
 
 static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
@@ -512,17 +558,19 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		/* A frame the ENI program cloned here: make it a copy. */
 		idx = skb->mark & ~MIRROR_CLONE_MASK;
 		skb->mark = 0;
-		if (mirror_wrap(skb, idx) < 0) {
-			struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
+		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
 
-			if (mc) {
-				mc->sent--;
-				mc->dropped++;
-			}
+		if (mirror_wrap(skb, idx) < 0) {
+			if (mc)
+				mc->failed++;
 			return CTX_DROP;
 		}
-		c.pos = ctx_data(skb);
-		c.end = ctx_data_end(skb);
+		if (mc)
+			mc->sent++;
+		/* Back out of this device to its peer, whose GRO makes one UDP
+		 * super-packet of a session's copies: the route, the policy
+		 * and the tunnel then run once per batch. */
+		return bpf_redirect(skb->ifindex, 0);
 	}
 	eth = parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_source[0] != MIRROR_INJECT_MAC0 ||
@@ -560,7 +608,7 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		why = policy_check(dst, &pi, DIR_INGRESS, bpf_ktime_get_coarse_ns());
 		if (why)
 			return drop_packet(skb, why, policy_dir(why), HOOK_ENI);
-		count_eni(dst->eni_id, DIR_INGRESS, 1, len - ETH_HLEN);
+		count_eni(dst->eni_id, DIR_INGRESS, ctx_is_gso(skb) ? ctx_gso_segs(skb) : 1, len - ETH_HLEN);
 		c.pos = ctx_data(skb);
 		c.end = ctx_data_end(skb);
 		eth = parse_eth(&c);

@@ -273,6 +273,22 @@ struct {
 } mirror_stats SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mirror_limit);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_limit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mirror_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} mirror_bucket SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, MIRROR_RING_SIZE);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);

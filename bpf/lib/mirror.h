@@ -100,6 +100,38 @@ static __always_inline __u64 mirror_wakeup(void)
 		mc->packets++;                                                                 \
 	} while (0)
 
+/* mirror_admit takes segs copies from this CPU's share of the mirror
+ * path's capacity; 0: the path is full, the copies are dropped. */
+static __always_inline int mirror_admit(__u32 segs)
+{
+	const __u64 unit = 1000000000ull;
+	struct mirror_limit *lim;
+	struct mirror_bucket *b;
+	__u32 zero = 0;
+	__u64 now, elapsed, cap, cost;
+
+	lim = bpf_map_lookup_elem(&mirror_limit, &zero);
+	if (!lim || !lim->rate)
+		return 1;
+	b = bpf_map_lookup_elem(&mirror_bucket, &zero);
+	if (!b)
+		return 0;
+	now = bpf_ktime_get_ns();
+	elapsed = now - b->last;
+	if (elapsed > unit)
+		elapsed = unit;
+	b->last = now;
+	cap = lim->burst * unit;
+	b->tokens += elapsed * lim->rate;
+	if (b->tokens > cap)
+		b->tokens = cap;
+	cost = (__u64)segs * unit;
+	if (b->tokens < cost)
+		return 0;
+	b->tokens -= cost;
+	return 1;
+}
+
 /* mirror_copy mirrors the frame in ctx if a session of the ENI takes it. */
 __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32 saddr, __u32 daddr, __u64 pp)
 {
@@ -121,18 +153,27 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 #if defined(VPCD_HOOK_TC)
 	if (ms->out_ifindex && ms->target) {
 		/* An ENI target: the copy never leaves the kernel. The clone
-		 * shares the frame's data; the mirror device's program cuts,
-		 * wraps and routes it. Its queue full: the copy is dropped. */
-		__u32 mark = ctx->mark;
+		 * shares the frame's data and leaves through the mirror device,
+		 * which has no segmentation offload: a super-packet becomes its
+		 * wire segments there, one copy each. The peer's program
+		 * (mirror_inject) cuts, wraps and routes them. Refused (the
+		 * device's queue full): the copies are dropped. */
+		__u32 mark = ctx->mark, segs = ctx_is_gso(ctx) ? ctx_gso_segs(ctx) : 1;
 		long ret;
 
+		if (!segs)
+			segs = 1;
+		if (!mirror_admit(segs)) {
+			mc->dropped += segs;
+			return 0;
+		}
 		ctx->mark = MIRROR_CLONE_TAG | idx;
-		ret = bpf_clone_redirect(ctx, ms->out_ifindex, BPF_F_INGRESS);
+		ret = bpf_clone_redirect(ctx, ms->out_ifindex, 0);
 		ctx->mark = mark;
 		if (ret)
-			mc->dropped++;
+			mc->dropped += segs;
 		else
-			mc->sent++;
+			mc->queued += segs;
 		return 0;
 	}
 #endif
@@ -144,6 +185,10 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 		cap = MIRROR_SNAP_MAX;
 	if (cap < 1)
 		return 0;
+	if (!mirror_admit(1)) {
+		mc->dropped++;
+		return 0;
+	}
 	if (cap <= MIRROR_SNAP_SMALL)
 		MIRROR_EMIT(MIRROR_SNAP_SMALL);
 	else

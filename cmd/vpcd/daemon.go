@@ -46,6 +46,7 @@ func cmdRun(args []string) error {
 	underlayHook := fs.String("underlay-hook", "auto", "hook of the underlay filter: auto (tcx on veth, else xdp), xdp or tcx")
 	tapHook := fs.String("tap-hook", "auto", "hook of the ENI program on tap ENIs: auto (by measurement: docs/datapath.md), xdp or tcx; before --eni-hook")
 	profile := fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the metrics address")
+	mirrorPPS := fs.Int("mirror-max-pps", 0, "mirror copies per second this host's mirror path takes; beyond it copies are dropped and counted, never traffic (0: no limit)")
 	cpus := fs.Int("cpus", 0, "CPUs the daemon may use at once (GOMAXPROCS); 0: the Go runtime's choice (all, or a cgroup's limit); default: a quarter of those, at least 1, or $GOMAXPROCS")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -84,7 +85,10 @@ func cmdRun(args []string) error {
 	opts := agent.Options{
 		ConfigPath: *config, Host: *host, StateDir: *stateDir, BPFFS: *bpffs,
 		MetricsAddr: *metrics, SocketPath: *socket, TunnelDevice: *tunDev, Logger: log, Profile: *profile, UnderlayHook: uhook, ENIHook: ehook,
-		TapHook: thook,
+		TapHook: thook, MirrorMaxPPS: *mirrorPPS,
+	}
+	if *mirrorPPS < 0 {
+		return fmt.Errorf("run: --mirror-max-pps %d: must be 0 (no limit) or more", *mirrorPPS)
 	}
 	if *etcdURLs == "" {
 		if _, err := source.LoadFile(*config, *host); err != nil {

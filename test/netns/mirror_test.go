@@ -1,16 +1,24 @@
 package netns
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/internal/testkit"
@@ -41,19 +49,19 @@ func TestMirror(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { udp.Close() })
-	var received atomic.Uint64 // copies the collector took
-	go func() {
-		buf := make([]byte, 65536)
-		for {
-			if _, _, err := udp.ReadFrom(buf); err != nil {
-				return
-			}
-			received.Add(1)
-		}
-	}()
+	// Room for bursts: a batch of copies arrives as one packet, and the
+	// kernel queues all its copies at once.
+	if err := forceRcvBuf(udp, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	// The copies, as the collector's socket took them (a batch of copies
+	// arrives as one UDP GSO packet, which a capture would see whole; the
+	// kernel cuts it into the copies for the socket), go to a pcap file
+	// for tshark to decode.
+	colPcap, received := collect(t, udp, "10.7.1.30:4789")
 
 	src, srcPcap := capture(t, l, lab.ENI, "web", "eth0")
-	col, colPcap := capture(t, l, lab.ENI, "col", "eth0")
+	outSegs0 := snmpTCP(t, l, "cl", "OutSegs")
 
 	// Traffic: a bulk echo to port 80, a line to 8080, pings to web, and
 	// pings to p1 (mirrored to a pcap file).
@@ -61,13 +69,19 @@ func TestMirror(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	payload := []byte(strings.Repeat("mirror me please ", 16384)) // 272 KiB
+	payload := []byte(strings.Repeat("mirror me please ", 131072)) // 2 MiB, in super-packets
 	go func() { c.Write(payload) }()
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := io.ReadFull(c, make([]byte, len(payload))); err != nil {
 		t.Fatalf("echo over port 80: %v", err)
 	}
 	c.Close()
+	// Every segment of the connection has reached web once web's socket
+	// is gone: the wire packets mirrored at web's ingress are the ones cl
+	// sent (TcpOutSegs counts a super-packet's segments; cl talks to no
+	// one else meanwhile).
+	testkit.WaitFor(t, 10*time.Second, "web's port 80 connection to close", func() bool { return !tcpOpen(t, l, "web", 80) })
+	wire80 := snmpTCP(t, l, "cl", "OutSegs") - outSegs0
 	c2, err := dial(l, "cl", "10.7.1.10:8080")
 	if err != nil {
 		t.Fatal(err)
@@ -118,14 +132,16 @@ func TestMirror(t *testing.T) {
 		}
 		return n
 	}
-	testkit.WaitFor(t, 5*time.Second, "col to receive every mirror copy sent to it", func() bool {
-		sent := sentToCol()
+	var sent uint64
+	if !testkit.Eventually(5*time.Second, func() bool {
+		sent = sentToCol()
 		return sent > 0 && received.Load() == sent
-	})
-	for _, c := range []*background{src, col} {
-		if out := c.stop(); !strings.Contains(out, "\n0 packets dropped by kernel") {
-			t.Fatalf("a capture lost packets; counts would be wrong:\n%s", out)
-		}
+	}) {
+		t.Fatalf("col received %d mirror copies; the sessions sent it %d (drops m1 %v, m2 %v; col's UDP RcvbufErrors %d)",
+			received.Load(), sent, drops(t, l, "m1"), drops(t, l, "m2"), snmp(t, l, "col", "Udp", "RcvbufErrors"))
+	}
+	if out := src.stop(); !strings.Contains(out, "\n0 packets dropped by kernel") {
+		t.Fatalf("a capture lost packets; counts would be wrong:\n%s", out)
 	}
 
 	fields := []string{"-T", "fields", "-E", "separator=|", "-e", "vxlan.vni", "-e", "udp.length",
@@ -155,8 +171,11 @@ func TestMirror(t *testing.T) {
 		t.Fatal("the collector received no mirror copies")
 	}
 
-	t.Run("every ingress TCP/80 packet once, with the session's VNI, truncated", func(t *testing.T) {
-		atSource := len(tshark(t, srcPcap, "ip.dst == 10.7.1.10 && tcp.dstport == 80"))
+	t.Run("every ingress TCP/80 wire packet once, with the session's VNI, truncated", func(t *testing.T) {
+		// The capture at web sees super-packets (GSO is on); the copies
+		// are one per wire segment, which cl's TCP counted.
+		captured := len(tshark(t, srcPcap, "ip.dst == 10.7.1.10 && tcp.dstport == 80"))
+		atSource := int(wire80)
 		var n, full int
 		for _, p := range copies {
 			if p.vni != 4242 {
@@ -176,13 +195,13 @@ func TestMirror(t *testing.T) {
 				full++
 			}
 		}
-		t.Logf("%d ingress TCP/80 packets at the source, %d VNI-4242 copies at the collector (%d cut at 128 bytes), %d copies in all", atSource, n, full, len(copies))
+		t.Logf("%d ingress TCP/80 wire packets at the source (%d captured frames), %d VNI-4242 copies at the collector (%d cut at 128 bytes), %d copies in all", atSource, captured, n, full, len(copies))
 		if n != atSource {
 			t.Errorf("collector got %d VNI-4242 copies; the source saw %d ingress TCP/80 packets (drops m1 %v, m2 %v)",
 				n, atSource, drops(t, l, "m1"), drops(t, l, "m2"))
 		}
-		if atSource < 10 || full == 0 {
-			t.Errorf("too little traffic to judge: %d packets at the source, %d copies cut at 128 bytes", atSource, full)
+		if atSource < 150 || captured >= atSource || full == 0 {
+			t.Errorf("too little traffic to judge: %d wire packets at the source in %d captured frames (want super-packets), %d copies cut at 128 bytes", atSource, captured, full)
 		}
 	})
 	t.Run("the lower-numbered session takes a packet; the other does not copy it again", func(t *testing.T) {
@@ -311,4 +330,128 @@ func TestMirror(t *testing.T) {
 		rack.stop()
 		checkRackCapture(t, rackPcap)
 	})
+}
+
+// collect writes every datagram conn receives into a pcap file, as
+// Ethernet + IPv4 + UDP frames from the sender to dst, for tshark to
+// decode; it returns the file and the count of datagrams so far.
+func collect(t *testing.T, conn net.PacketConn, dst string) (string, *atomic.Uint64) {
+	t.Helper()
+	to := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst))
+	path := filepath.Join(t.TempDir(), "collected.pcap")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := pcapgo.NewWriter(f)
+	if err := w.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	var n atomic.Uint64
+	done := make(chan struct{})
+	t.Cleanup(func() { conn.Close(); <-done; f.Close() })
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			k, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			src := from.(*net.UDPAddr)
+			eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+			ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.IP.To4(), DstIP: to.IP.To4()}
+			u := &layers.UDP{SrcPort: layers.UDPPort(src.Port), DstPort: layers.UDPPort(to.Port)}
+			u.SetNetworkLayerForChecksum(ip)
+			sb := gopacket.NewSerializeBuffer()
+			if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, u, gopacket.Payload(buf[:k])); err == nil {
+				w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(sb.Bytes()), Length: len(sb.Bytes())}, sb.Bytes())
+			}
+			n.Add(1)
+		}
+	}()
+	return path, &n
+}
+
+// snmpTCP reads one of the kernel's TCP counters in an ENI's namespace.
+func snmpTCP(t *testing.T, l *lab.Lab, eni, name string) uint64 {
+	t.Helper()
+	return snmp(t, l, eni, "Tcp", name)
+}
+
+// snmp reads a counter of /proc/net/snmp (proto "Tcp", "Udp", ...) in an
+// ENI's namespace.
+func snmp(t *testing.T, l *lab.Lab, eni, proto, name string) uint64 {
+	t.Helper()
+	var v uint64
+	if err := l.Do(lab.ENI, eni, func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/snmp")
+		if err != nil {
+			return err
+		}
+		var head []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.HasPrefix(line, proto+": ") {
+				continue
+			}
+			f := strings.Fields(line)
+			if head == nil {
+				head = f
+				continue
+			}
+			for i, h := range head {
+				if h == name && i < len(f) {
+					v, err = strconv.ParseUint(f[i], 10, 64)
+					return err
+				}
+			}
+		}
+		return fmt.Errorf("no %s %s in /proc/net/snmp", proto, name)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// tcpOpen reports whether a TCP connection (not a listener, not in
+// TIME_WAIT) with local port port exists in an ENI's namespace.
+func tcpOpen(t *testing.T, l *lab.Lab, eni string, port int) bool {
+	t.Helper()
+	open := false
+	if err := l.Do(lab.ENI, eni, func() error {
+		b, err := os.ReadFile("/proc/thread-self/net/tcp")
+		if err != nil {
+			return err
+		}
+		want := fmt.Sprintf(":%04X", port)
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) > 3 && strings.HasSuffix(f[1], want) && f[3] != "0A" && f[3] != "06" {
+				open = true
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return open
+}
+
+// forceRcvBuf sets a socket's receive buffer past net.core.rmem_max (root).
+func forceRcvBuf(conn net.PacketConn, bytes int) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("%T has no raw socket", conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bytes)
+	}); err != nil {
+		return err
+	}
+	return serr
 }
