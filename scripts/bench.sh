@@ -3,16 +3,25 @@
 # run. iperf3 throughput interleaved, median of ROUNDS, one stream and four:
 # a bare veth pair, kernel VXLAN, stock wireguard-go (built from the module
 # proxy), kernel VXLAN over that wireguard-go, and vpcd (across hosts, on
-# one host, with a flow log, with a mirror session, with the underlay
-# filter at XDP); ping latency; eBPF cost per packet in place and with
-# BPF_PROG_TEST_RUN; memory with 1,000 ENIs and 100,000 connections.
+# one host, with a flow log, with a mirror session of all traffic, with a
+# session whose filter matches nothing, an ENI without a session on a host
+# that has one, with the underlay filter at XDP); ping latency; eBPF cost
+# per packet in place and with BPF_PROG_TEST_RUN; memory with 1,000 ENIs
+# and 100,000 connections.
 # Writes BENCHMARKS.md, BENCHMARKS.json and BENCHMARKS.png. Needs root.
+#
+# ROUNDS, SECS, OUT and CASES (a subset of the default list below) may be
+# set. QUICK=1 measures only the throughput CASES: no latency, eBPF cost,
+# memory or tap section, and only the namespaces and labs those CASES use
+# (e.g. QUICK=1 ROUNDS=1 SECS=2 CASES="vpcd_cross vpcd_cross_mirror"
+# OUT=/tmp/b.md). make bench leaves QUICK unset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 OUT=${OUT:-BENCHMARKS.md}
+QUICK=${QUICK:-}
 VPCD=${VPCD:-./bin/vpcd}
 WGGO=./bin/wireguard-go
 GO=${GO:-go}
@@ -34,6 +43,7 @@ cleanup() {
 	"$VPCD" lab down --name "${LAB}x" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}f" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}m" >/dev/null 2>&1 || true
+	"$VPCD" lab down --name "${LAB}n" >/dev/null 2>&1 || true
 	"$VPCD" lab down --name "${LAB}big" >/dev/null 2>&1 || true
 	for n in $NS; do ip netns del "$n" 2>/dev/null || true; done
 	rm -f /var/run/wireguard/vbwg[0-3].sock
@@ -45,10 +55,21 @@ trap cleanup EXIT
 cleanup
 TMP=$(mktemp -d)
 
-log "building stock wireguard-go from the module proxy"
-"$GO" build -o "$WGGO" golang.zx2c4.com/wireguard
+CASES=${CASES:-"veth vxlan wggo wggo1 vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_cross_mirror_none vpcd_cross_e3 vpcd_cross_nosession vpcd_same vpcd_cross_xdp veth4 wggo4 wggo14 vpcd_cross4 vpcd_same4"}
+# needed CASE...: whether a setup step serves one of these cases; always
+# true without QUICK (latency and memory use the stock pairs too).
+needed() {
+	[ -n "$QUICK" ] || return 0
+	local c
+	for c in "$@"; do case " $CASES " in *" $c "*) return 0 ;; esac; done
+	return 1
+}
 
 nsx() { local n=$1; shift; ip netns exec "$n" "$@"; }
+
+if needed veth vxlan wggo wggo1 vxlanwg veth4 wggo4 wggo14; then
+log "building stock wireguard-go from the module proxy"
+"$GO" build -o "$WGGO" golang.zx2c4.com/wireguard
 
 log "bare veth pair"
 ip netns add vb-va; ip netns add vb-vb
@@ -98,6 +119,7 @@ nsx vb-wa ip link add vx1 type vxlan id 43 local 198.19.0.1 remote 198.19.0.2 ds
 nsx vb-wb ip link add vx1 type vxlan id 43 local 198.19.0.2 remote 198.19.0.1 dstport 4790 dev eth0
 nsx vb-wa ip addr add 10.96.0.1/24 dev vx1; nsx vb-wa ip link set vx1 up
 nsx vb-wb ip addr add 10.96.0.2/24 dev vx1; nsx vb-wb ip link set vx1 up
+fi
 
 log "vpcd lab: two hosts, ENIs at MTU 1500"
 cat > "$TMP/topology.yaml" <<'YAML'
@@ -117,20 +139,24 @@ enis:
   - {name: e2, host: b2, subnet: s, ip: 10.0.1.11, security_groups: [open]}
   - {name: e3, host: b1, subnet: s, ip: 10.0.1.12, security_groups: [open]}
 YAML
+# The plain lab also serves the CPU budget and memory readings of the report.
 "$VPCD" lab up --name "$LAB" --topology "$TMP/topology.yaml" >/dev/null
 # The same with the underlay filter forced to XDP (auto picks tcx on veths):
 # the number behind that choice (docs/hooks.md).
 sed 's/name: b1/name: x1/; s/host: b1/host: x1/g; s/name: b2/name: x2/; s/host: b2/host: x2/g' "$TMP/topology.yaml" > "$TMP/topology-xdp.yaml"
-"$VPCD" lab up --name "${LAB}x" --topology "$TMP/topology-xdp.yaml" --daemon-flags "--underlay-hook xdp" >/dev/null
+! needed vpcd_cross_xdp || "$VPCD" lab up --name "${LAB}x" --topology "$TMP/topology-xdp.yaml" --daemon-flags "--underlay-hook xdp" >/dev/null
 # The same with a flow log of every flow at a 1 s interval, to a file.
 sed 's/name: b1/name: y1/; s/host: b1/host: y1/g; s/name: b2/name: y2/; s/host: b2/host: y2/g' "$TMP/topology.yaml" > "$TMP/topology-fl.yaml"
 cat >> "$TMP/topology-fl.yaml" <<'YAML'
 flow_logs:
   - {name: all, resource: "vpc:v", traffic_type: ALL, aggregation_interval: 1s, destination: "file://flows/{host}.log"}
 YAML
-"$VPCD" lab up --name "${LAB}f" --topology "$TMP/topology-fl.yaml" >/dev/null
+! needed vpcd_cross_fl || "$VPCD" lab up --name "${LAB}f" --topology "$TMP/topology-fl.yaml" >/dev/null
 # The same with a mirror session taking all of e1's traffic, both ways, cut
-# to 128 bytes, to a collector ENI on the other host.
+# to 128 bytes, to a collector ENI on the other host. e3, on the session's
+# host but without a session of its own, is the case of an ENI without a
+# session on a host that has sessions (vpcd_cross_nosession; the same e3
+# in the plain lab is vpcd_cross_e3).
 sed 's/name: b1/name: z1/; s/host: b1/host: z1/g; s/name: b2/name: z2/; s/host: b2/host: z2/g' "$TMP/topology.yaml" > "$TMP/topology-m.yaml"
 cat >> "$TMP/topology-m.yaml" <<'YAML'
   - {name: e4, host: z2, subnet: s, ip: 10.0.1.13, security_groups: [open]}
@@ -141,7 +167,21 @@ mirror_filters:
 mirror_sessions:
   - {name: all-e1, source_eni: e1, filter: all, session_number: 1, virtual_network_id: 4242, packet_length: 128, target: {eni: e4}}
 YAML
-"$VPCD" lab up --name "${LAB}m" --topology "$TMP/topology-m.yaml" >/dev/null
+! needed vpcd_cross_mirror vpcd_cross_nosession || "$VPCD" lab up --name "${LAB}m" --topology "$TMP/topology-m.yaml" >/dev/null
+# The same with a session on e1 whose filter matches none of the benchmark's
+# traffic (it accepts only UDP to port 9; iperf3 is TCP): what a session
+# costs that copies nothing. Its own lab, hosts k1 and k2.
+sed 's/name: b1/name: k1/; s/host: b1/host: k1/g; s/name: b2/name: k2/; s/host: b2/host: k2/g' "$TMP/topology.yaml" > "$TMP/topology-n.yaml"
+cat >> "$TMP/topology-n.yaml" <<'YAML'
+  - {name: e4, host: k2, subnet: s, ip: 10.0.1.13, security_groups: [open]}
+mirror_filters:
+  - name: udp9
+    ingress: [{rule_number: 1, action: accept, protocol: udp, destination_port_range: "9-9"}]
+    egress: [{rule_number: 1, action: accept, protocol: udp, destination_port_range: "9-9"}]
+mirror_sessions:
+  - {name: none-e1, source_eni: e1, filter: udp9, session_number: 1, virtual_network_id: 4243, packet_length: 128, target: {eni: e4}}
+YAML
+! needed vpcd_cross_mirror_none || "$VPCD" lab up --name "${LAB}n" --topology "$TMP/topology-n.yaml" >/dev/null
 
 # measure CLIENT SERVER ADDR KIND [STREAMS] -> Gbit/s received (the sum
 # over streams). KIND is "ns" for plain namespaces or a lab's name.
@@ -164,7 +204,6 @@ measure() {
 }
 
 declare -A R
-CASES=${CASES:-"veth vxlan wggo wggo1 vxlanwg vpcd_cross vpcd_cross_fl vpcd_cross_mirror vpcd_same vpcd_cross_xdp veth4 wggo4 wggo14 vpcd_cross4 vpcd_same4"}
 for round in $(seq "$ROUNDS"); do
 	for c in $CASES; do
 		case $c in
@@ -183,6 +222,10 @@ for round in $(seq "$ROUNDS"); do
 		vpcd_cross_xdp) v=$(measure e1 e2 10.0.1.11 "${LAB}x") ;;
 		vpcd_cross_fl) v=$(measure e1 e2 10.0.1.11 "${LAB}f") ;;
 		vpcd_cross_mirror) v=$(measure e1 e2 10.0.1.11 "${LAB}m") ;;
+		vpcd_cross_mirror_none) v=$(measure e1 e2 10.0.1.11 "${LAB}n") ;;
+		vpcd_cross_e3) v=$(measure e3 e2 10.0.1.11 "$LAB") ;;
+		vpcd_cross_nosession) v=$(measure e3 e2 10.0.1.11 "${LAB}m") ;;
+		*) echo "bench: unknown case $c" >&2; exit 1 ;;
 		esac
 		R[$c]="${R[$c]:-} $v"
 		log "round $round/$ROUNDS $c: $v Gbit/s"
@@ -213,9 +256,10 @@ for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # Rows of cases not run (CASES=...) print n/a.
 
 # metric LAB HOST SERIES: the value of one series (name and labels as
-# exposed) from a lab host daemon's metrics, or n/a.
+# exposed) from a lab host daemon's metrics, or n/a (also when the lab is
+# not up, as with QUICK=1 and none of its cases).
 metric() {
-	"$VPCD" lab host --name "$1" "$2" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null |
+	{ "$VPCD" lab host --name "$1" "$2" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null || true; } |
 		awk -v m="$3" '$1 == m {print $2; found=1} END {if (!found) print "n/a"}'
 }
 
@@ -235,6 +279,12 @@ for p in json.load(sys.stdin):
 for n, (ns, cnt) in sorted(tot.items()):
     print(n, ns, cnt)'
 }
+# QUICK=1 leaves out everything but throughput; their readings stay empty
+# (n/a in the report, null in the JSON).
+LWG50= LWG99= LWS50= LWS99= LVP50= LVP99= INSITU= TESTRUN=
+MEM_RSS= MEM_MAPS= MEM_ENIS=n/a MEM_TOP=n/a MEM_CT=
+LOAD_PEAK1= LOAD_PEAK2= LOAD_NOW1= LOAD_NOW2= STOCK_PEAK1= STOCK_PEAK2=
+if [ -z "$QUICK" ]; then
 log "ping latency: stock wireguard-go and vpcd across hosts, interleaved"
 for round in $(seq "$ROUNDS"); do
 	latency ns vb-wa 10.99.0.2 >>"$TMP/ping-wggo"
@@ -294,12 +344,17 @@ LOAD_NOW1=$(procmem b1 VmRSS); LOAD_NOW2=$(procmem b2 VmRSS)
 nspeak() { for p in $(ip netns pids "$1" 2>/dev/null); do statusbytes "$p" VmHWM; done | sort -n | tail -1; }
 STOCK_PEAK1=$(nspeak vb-wa); STOCK_PEAK2=$(nspeak vb-wb)
 "$VPCD" lab down --name "${LAB}big" >/dev/null
+fi
 num() { case $1 in '' | *[!0-9]*) echo null ;; *) echo "$1" ;; esac; }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%.1f", b / 1048576; else print "n/a" }'; }
 
-# What the mirror session copied and dropped over all its runs.
+# What each mirror session copied and dropped over all its runs (its lab's
+# every run: e3's runs in the mirror lab add no copies). The session whose
+# filter matches nothing must have copied nothing.
 MIRRORED=$(metric "${LAB}m" z1 'vpcd_mirror_packets_total{session="all-e1"}')
 MIRROR_DROPPED=$(metric "${LAB}m" z1 'vpcd_mirror_dropped_total{session="all-e1"}')
+MIRRORED_NONE=$(metric "${LAB}n" k1 'vpcd_mirror_packets_total{session="none-e1"}')
+MIRROR_NONE_DROPPED=$(metric "${LAB}n" k1 'vpcd_mirror_dropped_total{session="none-e1"}')
 
 
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -327,7 +382,10 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 	echo "| vpcd ENI→ENI across hosts (VXLAN in WireGuard) | ${M[vpcd_cross]:-n/a} |${R[vpcd_cross]:-} | $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo]:-n/a}") of wireguard-go; $(ratio "${M[vpcd_cross]:-n/a}" "${M[wggo1]:-n/a}") of it at one CPU |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same]:-n/a} |${R[vpcd_same]:-} | $(ratio "${M[vpcd_same]:-n/a}" "${M[veth]:-n/a}") of a bare veth pair |"
 	echo "| vpcd across hosts with a flow log of every flow (1 s interval, file) | ${M[vpcd_cross_fl]:-n/a} |${R[vpcd_cross_fl]:-} | $(ratio "${M[vpcd_cross_fl]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
-	echo "| vpcd across hosts with a mirror session copying all of the sender's traffic (128 bytes) to an ENI on the receiver's host | ${M[vpcd_cross_mirror]:-n/a} |${R[vpcd_cross_mirror]:-} | $(ratio "${M[vpcd_cross_mirror]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without |"
+	echo "| vpcd across hosts with a mirror session copying all of the sender's traffic (128 bytes) to an ENI on the receiver's host | ${M[vpcd_cross_mirror]:-n/a} |${R[vpcd_cross_mirror]:-} | $(ratio "${M[vpcd_cross_mirror]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without; $MIRRORED copies sent, $MIRROR_DROPPED dropped |"
+	echo "| vpcd across hosts with a mirror session on the sender whose filter matches none of the traffic (UDP port 9 only) to the same kind of target | ${M[vpcd_cross_mirror_none]:-n/a} |${R[vpcd_cross_mirror_none]:-} | $(ratio "${M[vpcd_cross_mirror_none]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd without; $MIRRORED_NONE copies sent, $MIRROR_NONE_DROPPED dropped |"
+	echo "| vpcd across hosts from a second ENI (e3) on a host without any session | ${M[vpcd_cross_e3]:-n/a} |${R[vpcd_cross_e3]:-} | $(ratio "${M[vpcd_cross_e3]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd from e1 |"
+	echo "| vpcd across hosts from an ENI without a session (e3) on a host that has one (the all-traffic session's) | ${M[vpcd_cross_nosession]:-n/a} |${R[vpcd_cross_nosession]:-} | $(ratio "${M[vpcd_cross_nosession]:-n/a}" "${M[vpcd_cross_e3]:-n/a}") of the same ENI on a host without any session |"
 	echo "| vpcd across hosts, underlay filter forced to XDP on the veth | ${M[vpcd_cross_xdp]:-n/a} |${R[vpcd_cross_xdp]:-} | $(ratio "${M[vpcd_cross_xdp]:-n/a}" "${M[vpcd_cross]:-n/a}") of vpcd with tcx there |"
 	echo
 	echo "Four streams (iperf3 -P 4), same rounds:"
@@ -340,17 +398,18 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 	echo "| vpcd ENI→ENI across hosts | ${M[vpcd_cross4]:-n/a} |${R[vpcd_cross4]:-} | $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo4]:-n/a}") of wireguard-go; $(ratio "${M[vpcd_cross4]:-n/a}" "${M[wggo14]:-n/a}") of it at one CPU |"
 	echo "| vpcd ENI→ENI on one host | ${M[vpcd_same4]:-n/a} |${R[vpcd_same4]:-} | $(ratio "${M[vpcd_same4]:-n/a}" "${M[veth4]:-n/a}") of a bare veth pair |"
 	echo
-	echo "Mirror session over its runs: $MIRRORED copies sent, $MIRROR_DROPPED dropped (a full ring or a failed send)."
+	echo "Mirror sessions over their runs: all of the sender's traffic, $MIRRORED copies sent, $MIRROR_DROPPED dropped (a full"
+	echo "mirror path or a failed send); the filter that matches nothing, $MIRRORED_NONE copies sent, $MIRROR_NONE_DROPPED dropped."
 	echo
 	echo "Ping latency, 100 pings 10 ms apart per path and round, rounds interleaved, milliseconds:"
 	echo
 	echo "| path | p50 | p99 |"
 	echo "|---|---:|---:|"
-	echo "| stock wireguard-go | $LWG50 | $LWG99 |"
-	echo "| stock wireguard-go held to one CPU | $LWS50 | $LWS99 |"
-	echo "| vpcd across hosts | $LVP50 | $LVP99 | "
+	echo "| stock wireguard-go | ${LWG50:-n/a} | ${LWG99:-n/a} |"
+	echo "| stock wireguard-go held to one CPU | ${LWS50:-n/a} | ${LWS99:-n/a} |"
+	echo "| vpcd across hosts | ${LVP50:-n/a} | ${LVP99:-n/a} | "
 	echo
-	echo "p50 ratio vpcd / wireguard-go: $(ratio "$LVP50" "$LWG50")"
+	echo "p50 ratio vpcd / wireguard-go: $(ratio "${LVP50:-n/a}" "${LWG50:-n/a}")"
 	echo
 	echo "## eBPF cost per packet"
 	echo
@@ -396,6 +455,7 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 	printf '},"vpcd_cpus":%s,"ping_ms":{"wireguard_go":{"p50":%s,"p99":%s},"wireguard_go_one_cpu":{"p50":%s,"p99":%s},"vpcd_cross":{"p50":%s,"p99":%s}}' \
 		"$(num "$VPCD_CPUS")" "${LWG50:-null}" "${LWG99:-null}" "${LWS50:-null}" "${LWS99:-null}" "${LVP50:-null}" "${LVP99:-null}"
 	printf ',"mirror":{"copies":"%s","dropped":"%s"}' "$MIRRORED" "$MIRROR_DROPPED"
+	printf ',"mirror_none":{"copies":"%s","dropped":"%s"}' "$MIRRORED_NONE" "$MIRROR_NONE_DROPPED"
 	printf ',"memory":{"enis":%s,"conntrack":%s,"resident_bytes":%s,"map_bytes":%s,"under_traffic_peak_bytes":[%s,%s],"after_traffic_bytes":[%s,%s]}}\n' \
 		"$(num "$MEM_ENIS")" "$(num "$MEM_CT")" "$(num "$MEM_RSS")" "$(num "$MEM_MAPS")" \
 		"$(num "$LOAD_PEAK1")" "$(num "$LOAD_PEAK2")" "$(num "$LOAD_NOW1")" "$(num "$LOAD_NOW2")"
@@ -406,7 +466,9 @@ CP_JSON=$(python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(
 [ -z "$CP_JSON" ] || python3 -c 'import json, sys; p = sys.argv[1]; d = json.load(open(p)); d["controlplane"] = json.loads(sys.argv[2]); open(p, "w").write(json.dumps(d, separators=(",", ":")) + "\n")' "${OUT%.md}.json" "$CP_JSON"
 # Tap ENIs (VMs): XDP and tcx with a frame generator, iperf3 through frame
 # pumps; its own section, written in place (make bench-taps alone).
+if [ -z "$QUICK" ]; then
 log "tap ENIs"
 OUT="$OUT" GO="$GO" ROUNDS="$ROUNDS" ./scripts/bench-taps.sh >/dev/null || log "tap ENIs: failed; BENCHMARKS.md keeps its previous tap section"
+fi
 cat "$OUT"
 log "wrote $OUT, ${OUT%.md}.json and ${OUT%.md}.png"
