@@ -565,8 +565,6 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 				mc->failed++;
 			return CTX_DROP;
 		}
-		if (mc)
-			mc->sent++;
 		/* Back out of this device to its peer, whose GRO makes one UDP
 		 * super-packet of a session's copies: the route, the policy
 		 * and the tunnel then run once per batch. */
@@ -585,6 +583,15 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 	src = bpf_map_lookup_elem(&enis, &src_if);
 	if (!src)
 		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
+	if (ms->out_ifindex && skb->ifindex == ms->out_ifindex) {
+		/* Copies the kernel made, back through GRO: sent from here
+		 * on (what the route, the target's groups or the tunnel drop
+		 * later is counted there). */
+		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
+
+		if (mc)
+			mc->sent += ctx_is_gso(skb) && ctx_gso_segs(skb) ? ctx_gso_segs(skb) : 1;
+	}
 	ip = parse_ipv4(&c);
 	if (!ip || ip->ihl != 5 || ip_is_fragment(ip) || ip->protocol != IPPROTO_UDP_ || ip->saddr != src->ip ||
 	    bpf_ntohs(ip->tot_len) > skb->len - ETH_HLEN)

@@ -22,9 +22,10 @@
 #include "common.h"
 #include "maps.h"
 #include "policy.h"
+#include "flow.h"
 
 /* mirror_pick returns the session that mirrors a packet at an ENI and
- * direction (key = ifindex << 32 | dir), or -1. pp is proto << 32 |
+ * direction (key = ifindex << 32 | wire packets << 1 | dir), or -1. pp is proto << 32 |
  * sport << 16 | dport (ports in host order, 0 when the packet has none).
  * A global function: verified once, whatever calls it. */
 __attribute__((noinline)) int mirror_pick(__u64 key, __u32 saddr, __u32 daddr, __u64 pp)
@@ -158,7 +159,7 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 		 * wire segments there, one copy each. The peer's program
 		 * (mirror_inject) cuts, wraps and routes them. Refused (the
 		 * device's queue full): the copies are dropped. */
-		__u32 mark = ctx->mark, segs = ctx_is_gso(ctx) ? ctx_gso_segs(ctx) : 1;
+		__u32 mark = ctx->mark, segs = (__u32)key >> 1;
 		long ret;
 
 		if (!segs)
@@ -199,7 +200,18 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 /* mirror_at mirrors a packet at an ENI's interface in a direction. */
 static __always_inline void mirror_at(struct ctx_buff *ctx, __u32 ifindex, __u8 dir, const struct pkt_info *pi)
 {
-	mirror_copy(ctx, (__u64)ifindex << 32 | dir, pi->saddr, pi->daddr,
+	__u32 segs = 1;
+
+#if defined(VPCD_HOOK_TC)
+	__u32 bytes;
+
+	/* The wire packets the frame stands for: a super-packet the tunnel
+	 * device made (a VMM's, or vpcd's own coalescing) has no segment
+	 * count yet. */
+	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &bytes);
+#endif
+	segs &= 0x7fffffff;
+	mirror_copy(ctx, (__u64)ifindex << 32 | segs << 1 | dir, pi->saddr, pi->daddr,
 		    (__u64)pi->proto << 32 | (__u32)pi->sport << 16 | pi->dport);
 }
 

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -454,4 +455,83 @@ func forceRcvBuf(conn net.PacketConn, bytes int) error {
 		return err
 	}
 	return serr
+}
+
+// TestMirrorFullPath: when the mirror path is full (here its capacity is
+// set low, --mirror-max-pps 2000, and a bulk echo mirrored both ways asks
+// far more of it), copies are dropped and counted, and the traffic itself
+// is untouched: every byte arrives, no packet of it is dropped, and every
+// wire packet is either copied to the collector or counted as dropped.
+func TestMirrorFullPath(t *testing.T) {
+	testkit.NeedRoot(t, labNeeds)
+	l := upLabWith(t, "mf", "mirror-full.yaml", "--mirror-max-pps", "2000")
+	listen(t, l, "dst", "10.71.1.20:9000")
+	var udp net.PacketConn
+	if err := l.Do(lab.ENI, "col", func() error {
+		var err error
+		udp, err = net.ListenPacket("udp4", "10.71.1.30:4789")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := forceRcvBuf(udp, 16<<20); err != nil {
+		t.Fatal(err)
+	}
+	_, received := collect(t, udp, "10.71.1.30:4789")
+
+	out0, back0 := snmpTCP(t, l, "src", "OutSegs"), snmpTCP(t, l, "dst", "OutSegs")
+	c, err := dial(l, "src", "10.71.1.20:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 8<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	go c.Write(payload)
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("echo of 8 MiB with the mirror path full: %v", err)
+	}
+	c.Close()
+	if !bytes.Equal(got, payload) {
+		t.Fatal("the echo came back changed")
+	}
+	testkit.WaitFor(t, 10*time.Second, "dst's connection to close", func() bool { return !tcpOpen(t, l, "dst", 9000) })
+	wire := snmpTCP(t, l, "src", "OutSegs") - out0 + snmpTCP(t, l, "dst", "OutSegs") - back0
+
+	count := func(series string) uint64 {
+		v, err := strconv.ParseUint(metricValue(t, l, "mf1", series), 10, 64)
+		if err != nil {
+			t.Fatalf("%s: %v", series, err)
+		}
+		return v
+	}
+	var sent, dropped uint64
+	if !testkit.Eventually(10*time.Second, func() bool {
+		sent = count(`vpcd_mirror_packets_total{session="src-all"}`)
+		dropped = count(`vpcd_mirror_dropped_total{session="src-all"}`)
+		return sent+dropped == wire && received.Load() == sent
+	}) {
+		t.Fatalf("%d wire packets both ways; the session sent %d copies and counted %d dropped; the collector received %d",
+			wire, sent, dropped, received.Load())
+	}
+	t.Logf("%d wire packets both ways: %d copies sent (all received), %d dropped and counted", wire, sent, dropped)
+	if dropped == 0 || sent == 0 {
+		t.Errorf("want some copies sent and some dropped at 2,000 a second: %d sent, %d dropped", sent, dropped)
+	}
+	// The traffic lost nothing: no drop on either host, none at the
+	// tunnel device, no retransmission.
+	for _, h := range []string{"mf1", "mf2"} {
+		if d := drops(t, l, h); len(d) != 0 {
+			t.Errorf("%s dropped traffic: %v", h, d)
+		}
+		if v := metricValue(t, l, h, `vpcd_tunnel_device_dropped_total{direction="egress"}`); v != "0" {
+			t.Errorf("%s's tunnel device dropped %s packets", h, v)
+		}
+	}
+	if r := snmpTCP(t, l, "src", "RetransSegs") + snmpTCP(t, l, "dst", "RetransSegs"); r != 0 {
+		t.Logf("note: %d TCP retransmissions (the lab's own queues, not the mirror path)", r)
+	}
 }
