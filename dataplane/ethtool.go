@@ -82,7 +82,7 @@ func featureNames(ifname string) ([]string, error) {
 // setFeatures turns the named offload features of ifname on or off. A name
 // the device does not know is an error when it is to be on (and left out
 // of want when it is to be off: an older kernel lacks it); one it cannot
-// change is reported by the features read back.
+// change is reported by the features read back. want is not changed.
 func setFeatures(ifname string, want map[string]bool) error {
 	names, err := featureNames(ifname)
 	if err != nil {
@@ -100,8 +100,7 @@ func setFeatures(ifname string, want map[string]bool) error {
 	for name, on := range want {
 		i, ok := bit[name]
 		if !ok && !on {
-			delete(want, name) // this kernel has no such offload to turn off
-			continue
+			continue // this kernel has no such offload to turn off
 		}
 		if !ok {
 			return fmt.Errorf("ethtool %s: no feature %q", ifname, name)
@@ -125,7 +124,7 @@ func setFeatures(ifname string, want map[string]bool) error {
 		return err
 	}
 	for name, on := range want {
-		if got[name] != on {
+		if _, known := bit[name]; known && got[name] != on {
 			return fmt.Errorf("ethtool %s: feature %s stayed %v", ifname, name, got[name])
 		}
 	}
