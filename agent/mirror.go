@@ -22,12 +22,21 @@ var (
 // datapath indexes, under a.state after a reconcile. needInject reports
 // whether a session sends to an ENI.
 func (a *Agent) mirrorRuntime(p *plan.Host) (out []mirror.Session, needInject bool) {
+	ifname := map[string]string{}
+	for _, e := range p.Datapath.ENIs {
+		ifname[e.Name] = e.Interface
+	}
 	for _, s := range p.Mirrors {
 		idx, ok := a.dp.MirrorIndex(s.Name)
 		if !ok {
 			continue
 		}
-		out = append(out, mirror.Session{Name: s.Name, Index: idx, VNI: s.VNI, Source: s.Source, Pcap: s.Pcap, Target: s.Target})
+		// The kernel sends an ENI target's copies itself from a source
+		// ENI at tc (the tunnel program, for ingress from other hosts,
+		// always is); at XDP they come through the ring.
+		hook, attached := a.dp.ENIHook(ifname[s.SourceENI])
+		ring := s.Pcap != "" || !attached || hook == dataplane.HookXDP
+		out = append(out, mirror.Session{Name: s.Name, Index: idx, VNI: s.VNI, Source: s.Source, Pcap: s.Pcap, Target: s.Target, Ring: ring})
 		if s.TargetENI != "" {
 			needInject = true
 		}

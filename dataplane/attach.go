@@ -237,6 +237,12 @@ func (d *Datapath) ENIInterfaceLive(ifname string) bool {
 	return !ok || a.Ifindex == iface.Attrs().Index
 }
 
+// ENIHook reports the hook the ENI program of ifname runs at, if attached.
+func (d *Datapath) ENIHook(ifname string) (Hook, bool) {
+	a, ok := d.attached["eni-"+ifname]
+	return Hook(a.Hook), ok
+}
+
 // ChooseHook picks where a program runs on ifname when the operator did
 // not say (docs/datapath.md has the numbers): tcx on veths, whose native
 // XDP turns off GSO on the peer and costs bulk TCP most of its throughput;

@@ -24,6 +24,11 @@ type Session struct {
 	Source netip.Addr // the source ENI's address: the copies' outer source
 	Target netip.Addr // the target ENI's address; invalid for a pcap target
 	Pcap   string     // the pcap file; "" for an ENI target
+	// Ring: copies of this session come through the ring (a pcap target,
+	// or an ENI target whose source ENI's program runs at XDP); the
+	// kernel sends the others itself, and the daemon does not poll for
+	// them.
+	Ring bool
 }
 
 // Stats is what the daemon did with a session's copies.
@@ -164,14 +169,25 @@ func (m *Mirror) Update(sessions []Session) error {
 			}
 		}
 	}
-	idle := len(m.byIndex) == 0
+	idle := !m.polling()
 	m.byIndex, m.byName, m.pcaps = byIndex, byName, pcaps
-	if idle && len(byIndex) > 0 {
+	if idle && m.polling() {
 		// The reader waits without a deadline while no session exists;
 		// now it has copies to poll for.
 		m.rd.Wake()
 	}
 	return errors.Join(errs...)
+}
+
+// polling reports whether a session's copies come through the ring, under
+// m.mu: only then does the reader poll it.
+func (m *Mirror) polling() bool {
+	for _, st := range m.byIndex {
+		if st.Ring {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns what the daemon did with a session's copies.
@@ -194,11 +210,12 @@ func (m *Mirror) run() {
 			return
 		default:
 		}
-		// No session, no copies: wait without polling (every poll costs
-		// the daemon thread switches) until Update wakes the reader.
+		// No session whose copies come through the ring: wait without
+		// polling (every poll costs the daemon thread switches) until
+		// Update wakes the reader.
 		var deadline time.Time
 		m.mu.Lock()
-		if len(m.byIndex) > 0 {
+		if m.polling() {
 			deadline = time.Now().Add(Poll)
 		}
 		m.mu.Unlock()

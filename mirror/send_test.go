@@ -116,8 +116,8 @@ func TestInjectBatches(t *testing.T) {
 	defer m.Close()
 	src, dst := netip.MustParseAddr("10.7.1.10"), netip.MustParseAddr("10.7.1.30")
 	if err := m.Update([]Session{
-		{Name: "a", Index: 3, VNI: 4242, Source: src, Target: dst},
-		{Name: "b", Index: 5, VNI: 4343, Source: src, Target: dst},
+		{Name: "a", Index: 3, VNI: 4242, Source: src, Target: dst, Ring: true},
+		{Name: "b", Index: 5, VNI: 4343, Source: src, Target: dst, Ring: true},
 	}); err != nil {
 		t.Fatal(err)
 	}

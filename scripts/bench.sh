@@ -260,7 +260,7 @@ for c in $CASES; do M[$c]=$(echo "${R[$c]}" | median); done
 # not up, as with QUICK=1 and none of its cases).
 metric() {
 	{ "$VPCD" lab host --name "$1" "$2" -- bash -c "exec 3<>/dev/tcp/127.0.0.1/9477; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3" 2>/dev/null || true; } |
-		awk -v m="$3" '$1 == m {print $2; found=1} END {if (!found) print "n/a"}'
+		awk -v m="$3" '$1 == m {printf "%.0f\n", $2; found=1} END {if (!found) print "n/a"}'
 }
 
 # BPF cost per packet in place: the kernel's own run-time statistics of
