@@ -197,21 +197,26 @@ func startEtcd(rackNS string, e *etcdState) error {
 	if err := inNS(rackNS, cmd.Start); err != nil {
 		return fmt.Errorf("start etcd in netns %s: %w", rackNS, err)
 	}
-	go func() { _ = cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	e.PID = cmd.Process.Pid
 	if err := os.WriteFile(e.PIDFile, []byte(strconv.Itoa(e.PID)+"\n"), 0o644); err != nil {
 		return err
 	}
-	return waitEtcd(rackNS, e, 30*time.Second)
+	return waitEtcd(rackNS, e, 30*time.Second, exited)
 }
 
-// waitEtcd waits until etcd answers a read from inside the rack.
-func waitEtcd(rackNS string, e *etcdState, within time.Duration) error {
+// waitEtcd waits until etcd answers a read from inside the rack, or the
+// process exits (exited closes). Not its command line: right after the
+// fork, before exec, /proc shows the parent's.
+func waitEtcd(rackNS string, e *etcdState, within time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(within)
 	var last error
 	for time.Now().Before(deadline) {
-		if !isEtcd(e.PID, e) {
+		select {
+		case <-exited:
 			return fmt.Errorf("etcd (pid %d) exited; last lines of %s:\n%s", e.PID, e.Log, logTail(e.Log, logTailLines))
+		default:
 		}
 		last = func() error {
 			cli, err := etcdClient(rackNS, e)
