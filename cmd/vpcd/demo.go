@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/control"
 	"github.com/vpcd/vpcd/lab"
@@ -118,6 +119,14 @@ func (d *demo) startAppliance() error {
 	})
 	if err != nil {
 		return fmt.Errorf("demo: appliance: %w", err)
+	}
+	// Copies arrive in batches (one UDP GSO packet the kernel cuts into
+	// up to 64 datagrams at once): room for bursts, as an appliance
+	// would size its socket.
+	if sc, ok := d.appliance.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20) })
+		}
 	}
 	go func() {
 		buf := make([]byte, 65536)
