@@ -67,20 +67,26 @@ func canFollow(head, p groPacket, next uint32, gsoSize, total int) bool {
 		return false
 	}
 	h, q := head.pkt, p.pkt
-	// Same outer addresses and ports, VNI, inner Ethernet and addresses.
-	const ports, vni, eth = encap.OuterUDPAt, encap.VXLANAt + 4, encap.InnerEthAt
-	if !bytes.Equal(h[12:20], q[12:20]) || !bytes.Equal(h[ports:ports+4], q[ports:ports+4]) ||
-		!bytes.Equal(h[vni:vni+4], q[vni:vni+4]) || !bytes.Equal(h[eth:eth+encap.EthLen], q[eth:eth+encap.EthLen]) {
-		return false
-	}
-	hi, qi := h[encap.InnerIPAt:], q[encap.InnerIPAt:]
-	if hi[1] != qi[1] || hi[8] != qi[8] || !bytes.Equal(hi[12:20], qi[12:20]) {
+	if !sameFlow(h, q) {
 		return false
 	}
 	ht, qt := h[encap.InnerL4At:], q[encap.InnerL4At:]
-	// Ports, ack number, window and options (timestamps) equal.
-	return bytes.Equal(ht[0:4], qt[0:4]) && bytes.Equal(ht[8:12], qt[8:12]) &&
+	// Ack number, window and options (timestamps) equal.
+	return bytes.Equal(ht[8:12], qt[8:12]) &&
 		bytes.Equal(ht[14:16], qt[14:16]) && bytes.Equal(ht[20:head.tcpLen], qt[20:p.tcpLen])
+}
+
+// sameFlow reports whether two VXLAN-wrapped IPv4 packets (options-free
+// inner header) belong to one flow for coalescing: same outer addresses
+// and ports, VNI, inner Ethernet header, TOS, TTL, addresses and
+// transport ports.
+func sameFlow(h, q []byte) bool {
+	const ports, vni, eth = encap.OuterUDPAt, encap.VXLANAt + 4, encap.InnerEthAt
+	hi, qi := h[encap.InnerIPAt:], q[encap.InnerIPAt:]
+	return bytes.Equal(h[12:20], q[12:20]) && bytes.Equal(h[ports:ports+4], q[ports:ports+4]) &&
+		bytes.Equal(h[vni:vni+4], q[vni:vni+4]) && bytes.Equal(h[eth:eth+encap.EthLen], q[eth:eth+encap.EthLen]) &&
+		hi[1] == qi[1] && hi[8] == qi[8] && bytes.Equal(hi[12:20], qi[12:20]) &&
+		bytes.Equal(h[encap.InnerL4At:encap.InnerL4At+4], q[encap.InnerL4At:encap.InnerL4At+4])
 }
 
 // Mirror copies (VXLAN whose VNI word carries the mirror mark) of one
@@ -141,11 +147,8 @@ func clearBatchMark(pkt []byte) {
 // at most maxCopies of them, the payload longer than one).
 func mirrorUnit(pkt []byte) (payload, g int, ok bool) {
 	const at = encap.InnerL4At
-	if len(pkt) < at+encap.UDPLen || pkt[0] != 0x45 || pkt[9] != encap.ProtoUDP ||
-		binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) ||
-		binary.BigEndian.Uint16(pkt[encap.OuterUDPAt+2:]) != encap.VXLANPort ||
-		pkt[encap.VXLANAt+7] != mirrorMark || pkt[encap.VXLANAt]&encap.FlagVNI == 0 ||
-		binary.BigEndian.Uint16(pkt[encap.InnerEthAt+12:]) != encap.EtherTypeIPv4 {
+	if len(pkt) < at+encap.UDPLen || !wholeVXLAN(pkt) ||
+		pkt[encap.VXLANAt+7] != mirrorMark || pkt[encap.VXLANAt]&encap.FlagVNI == 0 {
 		return 0, 0, false
 	}
 	ip := pkt[encap.InnerIPAt:]
@@ -185,7 +188,6 @@ func copyRun(bufs [][]byte, offset int) (n, size, total int, batch bool) {
 	if batch {
 		size = g
 	}
-	const ports, vni, eth = encap.OuterUDPAt, encap.VXLANAt + 4, encap.InnerEthAt
 	total = len(h)
 	copies := (payload + size - 1) / size
 	n = 1
@@ -199,11 +201,7 @@ func copyRun(bufs [][]byte, offset int) (n, size, total int, batch bool) {
 		if copies+qc > maxCopies {
 			break
 		}
-		hi, qi := h[encap.InnerIPAt:], q[encap.InnerIPAt:]
-		if !bytes.Equal(h[12:20], q[12:20]) || !bytes.Equal(h[ports:ports+4], q[ports:ports+4]) ||
-			!bytes.Equal(h[vni:vni+4], q[vni:vni+4]) || !bytes.Equal(h[eth:eth+encap.EthLen], q[eth:eth+encap.EthLen]) ||
-			hi[1] != qi[1] || hi[8] != qi[8] || !bytes.Equal(hi[12:20], qi[12:20]) ||
-			!bytes.Equal(h[encap.InnerL4At:encap.InnerL4At+4], q[encap.InnerL4At:encap.InnerL4At+4]) {
+		if !sameFlow(h, q) {
 			break
 		}
 		total += qp

@@ -402,14 +402,21 @@ func (t *vxlanTUN) writeOne(pkt []byte) error {
 	return t.writev([][]byte{hdr[:], pkt})
 }
 
+// wholeVXLAN reports whether pkt (at least encap.InnerL4At bytes) is a
+// whole, unfragmented IPv4 packet without options, to the VXLAN port,
+// carrying IPv4 in its inner Ethernet frame.
+func wholeVXLAN(pkt []byte) bool {
+	return pkt[0] == 0x45 && pkt[9] == encap.ProtoUDP &&
+		binary.BigEndian.Uint16(pkt[6:])&0x3fff == 0 && int(binary.BigEndian.Uint16(pkt[2:])) == len(pkt) &&
+		binary.BigEndian.Uint16(pkt[encap.OuterUDPAt+2:]) == encap.VXLANPort &&
+		binary.BigEndian.Uint16(pkt[encap.InnerEthAt+12:]) == encap.EtherTypeIPv4
+}
+
 // innerTCP reports where the TCP header of a VXLAN-wrapped, unfragmented
 // IPv4 TCP packet starts, with its header wholly in pkt and lengths that
 // agree with pkt's.
 func innerTCP(pkt []byte) (int, bool) {
-	if len(pkt) < encap.InnerL4At || pkt[0] != 0x45 || pkt[9] != encap.ProtoUDP ||
-		binary.BigEndian.Uint16(pkt[6:])&0x3fff != 0 || int(binary.BigEndian.Uint16(pkt[2:])) != len(pkt) ||
-		binary.BigEndian.Uint16(pkt[encap.OuterUDPAt+2:]) != encap.VXLANPort ||
-		binary.BigEndian.Uint16(pkt[encap.InnerEthAt+12:]) != encap.EtherTypeIPv4 {
+	if len(pkt) < encap.InnerL4At || !wholeVXLAN(pkt) {
 		return 0, false
 	}
 	ip := pkt[encap.InnerIPAt:]
@@ -435,14 +442,7 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 	clear(v)
 	copy(h, head.pkt[:hl])
 
-	binary.BigEndian.PutUint16(h[2:], uint16(total))
-	h[10], h[11] = 0, 0
-	binary.BigEndian.PutUint16(h[10:], encap.Checksum(h[:20]))
-	binary.BigEndian.PutUint16(h[encap.OuterUDPAt+4:], uint16(total-encap.OuterUDPAt))
-	ip := h[encap.InnerIPAt:]
-	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
-	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	ip := setGSOLengths(h, total)
 	tcp := h[encap.InnerL4At:]
 	tcp[13] |= psh
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum.
@@ -452,12 +452,7 @@ func (t *vxlanTUN) writeGSO(bufs [][]byte, offset int, head groPacket, gsoSize, 
 	// TCP header. The kernel takes it as is up to the tunnel program, whose
 	// decapsulation leaves an ordinary TCP GSO packet, as GRO would have
 	// made it. (This kernel's TUN refuses UDP-tunnel GSO on writes.)
-	v[0] = vnetFlagNeedsCsum
-	v[1] = vnetGSOTCPv4
-	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
-	binary.LittleEndian.PutUint16(v[4:], uint16(gsoSize))
-	binary.LittleEndian.PutUint16(v[6:], encap.InnerL4At)
-	binary.LittleEndian.PutUint16(v[8:], 16)
+	putGSOVnet(v, vnetGSOTCPv4, hl, gsoSize, 16)
 
 	iov := t.iov[:0]
 	iov = append(iov, hdr)
@@ -486,14 +481,7 @@ func (t *vxlanTUN) writeCopies(bufs [][]byte, offset int) (int, error) {
 	clear(v)
 	copy(h, head[:hl])
 	clearBatchMark(h)
-	binary.BigEndian.PutUint16(h[2:], uint16(total))
-	h[10], h[11] = 0, 0
-	binary.BigEndian.PutUint16(h[10:], encap.Checksum(h[:20]))
-	binary.BigEndian.PutUint16(h[encap.OuterUDPAt+4:], uint16(total-encap.OuterUDPAt))
-	ip := h[encap.InnerIPAt:]
-	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
-	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	ip := setGSOLengths(h, total)
 	udp := h[encap.InnerL4At:]
 	binary.BigEndian.PutUint16(udp[4:], uint16(total-encap.InnerL4At))
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the
@@ -503,12 +491,7 @@ func (t *vxlanTUN) writeCopies(bufs [][]byte, offset int) (int, error) {
 	// Plain UDP GSO whose transport header is the copies' UDP header, as
 	// writeGSO does for TCP: the tunnel program's decapsulation leaves an
 	// ordinary UDP GSO packet, cut into the copies where it is delivered.
-	v[0] = vnetFlagNeedsCsum
-	v[1] = vnetGSOUDPL4
-	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
-	binary.LittleEndian.PutUint16(v[4:], uint16(size))
-	binary.LittleEndian.PutUint16(v[6:], encap.InnerL4At)
-	binary.LittleEndian.PutUint16(v[8:], 6)
+	putGSOVnet(v, vnetGSOUDPL4, hl, size, 6)
 
 	iov := t.iov[:0]
 	iov = append(iov, hdr)
@@ -558,4 +541,33 @@ func (t *vxlanTUN) writeBatchAlone(pkt []byte, g int) error {
 		}
 	}
 	return nil
+}
+
+// setGSOLengths fixes the length fields and header checksums of h, the
+// outer IPv4 + UDP + VXLAN + inner Ethernet + inner IPv4 headers of a
+// coalesced VXLAN packet of total bytes, and returns the inner IPv4
+// header.
+func setGSOLengths(h []byte, total int) []byte {
+	binary.BigEndian.PutUint16(h[2:], uint16(total))
+	h[10], h[11] = 0, 0
+	binary.BigEndian.PutUint16(h[10:], encap.Checksum(h[:20]))
+	binary.BigEndian.PutUint16(h[encap.OuterUDPAt+4:], uint16(total-encap.OuterUDPAt))
+	ip := h[encap.InnerIPAt:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	return ip
+}
+
+// putGSOVnet fills the virtio-net header v of a coalesced packet whose
+// transport header (csum_start) is the inner one: CHECKSUM_PARTIAL, GSO
+// of gsoType in gsoSize segments after hl bytes of headers, the checksum
+// field csumOff bytes into the transport header.
+func putGSOVnet(v []byte, gsoType uint8, hl, gsoSize, csumOff int) {
+	v[0] = vnetFlagNeedsCsum
+	v[1] = gsoType
+	binary.LittleEndian.PutUint16(v[2:], uint16(hl))
+	binary.LittleEndian.PutUint16(v[4:], uint16(gsoSize))
+	binary.LittleEndian.PutUint16(v[6:], encap.InnerL4At)
+	binary.LittleEndian.PutUint16(v[8:], uint16(csumOff))
 }
