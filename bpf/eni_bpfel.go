@@ -212,6 +212,23 @@ type EniLpmV4Key struct {
 	Addr      uint32
 }
 
+type EniMirrorBatch struct {
+	_       structs.HostLayout
+	HdrLen  uint32
+	Mss     uint32
+	Segs    uint32
+	Payload uint32
+	Snap    uint32
+	Unit    uint32
+	Vni     uint32
+	Seq     uint32
+	Id      uint32
+	Pad     uint32
+	Hdrs    [256]uint8
+	Buf     [512]uint8
+	Chunk   [520]uint8
+}
+
 type EniMirrorBucket struct {
 	_      structs.HostLayout
 	Tokens uint64
@@ -367,41 +384,42 @@ type EniVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EniMapConfig         = "config"
-	EniMapConntrack      = "conntrack"
-	EniMapCtInserts      = "ct_inserts"
-	EniMapDrops          = "drops"
-	EniMapEniStats       = "eni_stats"
-	EniMapEniUsage       = "eni_usage"
-	EniMapEnis           = "enis"
-	EniMapEvents         = "events"
-	EniMapFastpath       = "fastpath"
-	EniMapFlowLost       = "flow_lost"
-	EniMapFlows          = "flows"
-	EniMapFrags          = "frags"
-	EniMapMirrorBucket   = "mirror_bucket"
-	EniMapMirrorLimit    = "mirror_limit"
-	EniMapMirrorRing     = "mirror_ring"
-	EniMapMirrorSessions = "mirror_sessions"
-	EniMapMirrorSets     = "mirror_sets"
-	EniMapMirrorStats    = "mirror_stats"
-	EniMapPeers          = "peers"
-	EniMapPolicyCidr     = "policy_cidr"
-	EniMapPolicyPort     = "policy_port"
-	EniMapPolicySets     = "policy_sets"
-	EniMapRoutes         = "routes"
-	EniMapSubstrate      = "substrate"
-	EniMapUnderlayAllow  = "underlay_allow"
-	EniMapUnderlayFrom   = "underlay_from"
-	EniProgFromWorkload  = "from_workload"
-	EniProgMirrorInject  = "mirror_inject"
-	EniVarCtStateBtf     = "__ct_state_btf"
-	EniVarDirectionBtf   = "__direction_btf"
-	EniVarDropEventBtf   = "__drop_event_btf"
-	EniVarDropReasonBtf  = "__drop_reason_btf"
-	EniVarEventHookBtf   = "__event_hook_btf"
-	EniVarUsageSlotBtf   = "__usage_slot_btf"
-	EniVarVpcdLimitBtf   = "__vpcd_limit_btf"
+	EniMapConfig             = "config"
+	EniMapConntrack          = "conntrack"
+	EniMapCtInserts          = "ct_inserts"
+	EniMapDrops              = "drops"
+	EniMapEniStats           = "eni_stats"
+	EniMapEniUsage           = "eni_usage"
+	EniMapEnis               = "enis"
+	EniMapEvents             = "events"
+	EniMapFastpath           = "fastpath"
+	EniMapFlowLost           = "flow_lost"
+	EniMapFlows              = "flows"
+	EniMapFrags              = "frags"
+	EniMapMirrorBatchScratch = "mirror_batch_scratch"
+	EniMapMirrorBucket       = "mirror_bucket"
+	EniMapMirrorLimit        = "mirror_limit"
+	EniMapMirrorRing         = "mirror_ring"
+	EniMapMirrorSessions     = "mirror_sessions"
+	EniMapMirrorSets         = "mirror_sets"
+	EniMapMirrorStats        = "mirror_stats"
+	EniMapPeers              = "peers"
+	EniMapPolicyCidr         = "policy_cidr"
+	EniMapPolicyPort         = "policy_port"
+	EniMapPolicySets         = "policy_sets"
+	EniMapRoutes             = "routes"
+	EniMapSubstrate          = "substrate"
+	EniMapUnderlayAllow      = "underlay_allow"
+	EniMapUnderlayFrom       = "underlay_from"
+	EniProgFromWorkload      = "from_workload"
+	EniProgMirrorInject      = "mirror_inject"
+	EniVarCtStateBtf         = "__ct_state_btf"
+	EniVarDirectionBtf       = "__direction_btf"
+	EniVarDropEventBtf       = "__drop_event_btf"
+	EniVarDropReasonBtf      = "__drop_reason_btf"
+	EniVarEventHookBtf       = "__event_hook_btf"
+	EniVarUsageSlotBtf       = "__usage_slot_btf"
+	EniVarVpcdLimitBtf       = "__vpcd_limit_btf"
 )
 
 // LoadEni returns the embedded CollectionSpec for Eni.
@@ -454,32 +472,33 @@ type EniProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniMapSpecs struct {
-	Config         *ebpf.MapSpec `ebpf:"config"`
-	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops          *ebpf.MapSpec `ebpf:"drops"`
-	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
-	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
-	Enis           *ebpf.MapSpec `ebpf:"enis"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows          *ebpf.MapSpec `ebpf:"flows"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
-	Peers          *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes         *ebpf.MapSpec `ebpf:"routes"`
-	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
+	Config             *ebpf.MapSpec `ebpf:"config"`
+	Conntrack          *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts          *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	EniStats           *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage           *ebpf.MapSpec `ebpf:"eni_usage"`
+	Enis               *ebpf.MapSpec `ebpf:"enis"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Fastpath           *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost           *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows              *ebpf.MapSpec `ebpf:"flows"`
+	Frags              *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.MapSpec `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.MapSpec `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers              *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr         *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets         *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes             *ebpf.MapSpec `ebpf:"routes"`
+	Substrate          *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // EniVariableSpecs contains global variables before they are loaded into the kernel.
@@ -515,32 +534,33 @@ func (o *EniObjects) Close() error {
 //
 // It can be passed to LoadEniObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniMaps struct {
-	Config         *ebpf.Map `ebpf:"config"`
-	Conntrack      *ebpf.Map `ebpf:"conntrack"`
-	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
-	Drops          *ebpf.Map `ebpf:"drops"`
-	EniStats       *ebpf.Map `ebpf:"eni_stats"`
-	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
-	Enis           *ebpf.Map `ebpf:"enis"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Fastpath       *ebpf.Map `ebpf:"fastpath"`
-	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
-	Flows          *ebpf.Map `ebpf:"flows"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
-	Peers          *ebpf.Map `ebpf:"peers"`
-	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
-	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
-	Routes         *ebpf.Map `ebpf:"routes"`
-	Substrate      *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
+	Config             *ebpf.Map `ebpf:"config"`
+	Conntrack          *ebpf.Map `ebpf:"conntrack"`
+	CtInserts          *ebpf.Map `ebpf:"ct_inserts"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	EniStats           *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage           *ebpf.Map `ebpf:"eni_usage"`
+	Enis               *ebpf.Map `ebpf:"enis"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Fastpath           *ebpf.Map `ebpf:"fastpath"`
+	FlowLost           *ebpf.Map `ebpf:"flow_lost"`
+	Flows              *ebpf.Map `ebpf:"flows"`
+	Frags              *ebpf.Map `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.Map `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.Map `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.Map `ebpf:"mirror_stats"`
+	Peers              *ebpf.Map `ebpf:"peers"`
+	PolicyCidr         *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.Map `ebpf:"policy_port"`
+	PolicySets         *ebpf.Map `ebpf:"policy_sets"`
+	Routes             *ebpf.Map `ebpf:"routes"`
+	Substrate          *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *EniMaps) Close() error {
@@ -557,6 +577,7 @@ func (m *EniMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBatchScratch,
 		m.MirrorBucket,
 		m.MirrorLimit,
 		m.MirrorRing,

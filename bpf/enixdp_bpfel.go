@@ -148,6 +148,23 @@ type EniXdpLpmV4Key struct {
 	Addr      uint32
 }
 
+type EniXdpMirrorBatch struct {
+	_       structs.HostLayout
+	HdrLen  uint32
+	Mss     uint32
+	Segs    uint32
+	Payload uint32
+	Snap    uint32
+	Unit    uint32
+	Vni     uint32
+	Seq     uint32
+	Id      uint32
+	Pad     uint32
+	Hdrs    [256]uint8
+	Buf     [512]uint8
+	Chunk   [520]uint8
+}
+
 type EniXdpMirrorBucket struct {
 	_      structs.HostLayout
 	Tokens uint64
@@ -287,40 +304,41 @@ type EniXdpVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	EniXdpMapConfig           = "config"
-	EniXdpMapConntrack        = "conntrack"
-	EniXdpMapCtInserts        = "ct_inserts"
-	EniXdpMapDrops            = "drops"
-	EniXdpMapEniStats         = "eni_stats"
-	EniXdpMapEniUsage         = "eni_usage"
-	EniXdpMapEnis             = "enis"
-	EniXdpMapEvents           = "events"
-	EniXdpMapFastpath         = "fastpath"
-	EniXdpMapFlowLost         = "flow_lost"
-	EniXdpMapFlows            = "flows"
-	EniXdpMapFrags            = "frags"
-	EniXdpMapMirrorBucket     = "mirror_bucket"
-	EniXdpMapMirrorLimit      = "mirror_limit"
-	EniXdpMapMirrorRing       = "mirror_ring"
-	EniXdpMapMirrorSessions   = "mirror_sessions"
-	EniXdpMapMirrorSets       = "mirror_sets"
-	EniXdpMapMirrorStats      = "mirror_stats"
-	EniXdpMapPeers            = "peers"
-	EniXdpMapPolicyCidr       = "policy_cidr"
-	EniXdpMapPolicyPort       = "policy_port"
-	EniXdpMapPolicySets       = "policy_sets"
-	EniXdpMapRoutes           = "routes"
-	EniXdpMapSubstrate        = "substrate"
-	EniXdpMapUnderlayAllow    = "underlay_allow"
-	EniXdpMapUnderlayFrom     = "underlay_from"
-	EniXdpProgFromWorkloadXdp = "from_workload_xdp"
-	EniXdpVarCtStateBtf       = "__ct_state_btf"
-	EniXdpVarDirectionBtf     = "__direction_btf"
-	EniXdpVarDropEventBtf     = "__drop_event_btf"
-	EniXdpVarDropReasonBtf    = "__drop_reason_btf"
-	EniXdpVarEventHookBtf     = "__event_hook_btf"
-	EniXdpVarUsageSlotBtf     = "__usage_slot_btf"
-	EniXdpVarVpcdLimitBtf     = "__vpcd_limit_btf"
+	EniXdpMapConfig             = "config"
+	EniXdpMapConntrack          = "conntrack"
+	EniXdpMapCtInserts          = "ct_inserts"
+	EniXdpMapDrops              = "drops"
+	EniXdpMapEniStats           = "eni_stats"
+	EniXdpMapEniUsage           = "eni_usage"
+	EniXdpMapEnis               = "enis"
+	EniXdpMapEvents             = "events"
+	EniXdpMapFastpath           = "fastpath"
+	EniXdpMapFlowLost           = "flow_lost"
+	EniXdpMapFlows              = "flows"
+	EniXdpMapFrags              = "frags"
+	EniXdpMapMirrorBatchScratch = "mirror_batch_scratch"
+	EniXdpMapMirrorBucket       = "mirror_bucket"
+	EniXdpMapMirrorLimit        = "mirror_limit"
+	EniXdpMapMirrorRing         = "mirror_ring"
+	EniXdpMapMirrorSessions     = "mirror_sessions"
+	EniXdpMapMirrorSets         = "mirror_sets"
+	EniXdpMapMirrorStats        = "mirror_stats"
+	EniXdpMapPeers              = "peers"
+	EniXdpMapPolicyCidr         = "policy_cidr"
+	EniXdpMapPolicyPort         = "policy_port"
+	EniXdpMapPolicySets         = "policy_sets"
+	EniXdpMapRoutes             = "routes"
+	EniXdpMapSubstrate          = "substrate"
+	EniXdpMapUnderlayAllow      = "underlay_allow"
+	EniXdpMapUnderlayFrom       = "underlay_from"
+	EniXdpProgFromWorkloadXdp   = "from_workload_xdp"
+	EniXdpVarCtStateBtf         = "__ct_state_btf"
+	EniXdpVarDirectionBtf       = "__direction_btf"
+	EniXdpVarDropEventBtf       = "__drop_event_btf"
+	EniXdpVarDropReasonBtf      = "__drop_reason_btf"
+	EniXdpVarEventHookBtf       = "__event_hook_btf"
+	EniXdpVarUsageSlotBtf       = "__usage_slot_btf"
+	EniXdpVarVpcdLimitBtf       = "__vpcd_limit_btf"
 )
 
 // LoadEniXdp returns the embedded CollectionSpec for EniXdp.
@@ -372,32 +390,33 @@ type EniXdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type EniXdpMapSpecs struct {
-	Config         *ebpf.MapSpec `ebpf:"config"`
-	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops          *ebpf.MapSpec `ebpf:"drops"`
-	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
-	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
-	Enis           *ebpf.MapSpec `ebpf:"enis"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows          *ebpf.MapSpec `ebpf:"flows"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
-	Peers          *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes         *ebpf.MapSpec `ebpf:"routes"`
-	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
+	Config             *ebpf.MapSpec `ebpf:"config"`
+	Conntrack          *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts          *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	EniStats           *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage           *ebpf.MapSpec `ebpf:"eni_usage"`
+	Enis               *ebpf.MapSpec `ebpf:"enis"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Fastpath           *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost           *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows              *ebpf.MapSpec `ebpf:"flows"`
+	Frags              *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.MapSpec `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.MapSpec `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers              *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr         *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets         *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes             *ebpf.MapSpec `ebpf:"routes"`
+	Substrate          *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // EniXdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -433,32 +452,33 @@ func (o *EniXdpObjects) Close() error {
 //
 // It can be passed to LoadEniXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type EniXdpMaps struct {
-	Config         *ebpf.Map `ebpf:"config"`
-	Conntrack      *ebpf.Map `ebpf:"conntrack"`
-	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
-	Drops          *ebpf.Map `ebpf:"drops"`
-	EniStats       *ebpf.Map `ebpf:"eni_stats"`
-	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
-	Enis           *ebpf.Map `ebpf:"enis"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Fastpath       *ebpf.Map `ebpf:"fastpath"`
-	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
-	Flows          *ebpf.Map `ebpf:"flows"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
-	Peers          *ebpf.Map `ebpf:"peers"`
-	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
-	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
-	Routes         *ebpf.Map `ebpf:"routes"`
-	Substrate      *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
+	Config             *ebpf.Map `ebpf:"config"`
+	Conntrack          *ebpf.Map `ebpf:"conntrack"`
+	CtInserts          *ebpf.Map `ebpf:"ct_inserts"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	EniStats           *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage           *ebpf.Map `ebpf:"eni_usage"`
+	Enis               *ebpf.Map `ebpf:"enis"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Fastpath           *ebpf.Map `ebpf:"fastpath"`
+	FlowLost           *ebpf.Map `ebpf:"flow_lost"`
+	Flows              *ebpf.Map `ebpf:"flows"`
+	Frags              *ebpf.Map `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.Map `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.Map `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.Map `ebpf:"mirror_stats"`
+	Peers              *ebpf.Map `ebpf:"peers"`
+	PolicyCidr         *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.Map `ebpf:"policy_port"`
+	PolicySets         *ebpf.Map `ebpf:"policy_sets"`
+	Routes             *ebpf.Map `ebpf:"routes"`
+	Substrate          *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *EniXdpMaps) Close() error {
@@ -475,6 +495,7 @@ func (m *EniXdpMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBatchScratch,
 		m.MirrorBucket,
 		m.MirrorLimit,
 		m.MirrorRing,

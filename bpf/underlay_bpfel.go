@@ -148,6 +148,23 @@ type UnderlayLpmV4Key struct {
 	Addr      uint32
 }
 
+type UnderlayMirrorBatch struct {
+	_       structs.HostLayout
+	HdrLen  uint32
+	Mss     uint32
+	Segs    uint32
+	Payload uint32
+	Snap    uint32
+	Unit    uint32
+	Vni     uint32
+	Seq     uint32
+	Id      uint32
+	Pad     uint32
+	Hdrs    [256]uint8
+	Buf     [512]uint8
+	Chunk   [520]uint8
+}
+
 type UnderlayMirrorBucket struct {
 	_      structs.HostLayout
 	Tokens uint64
@@ -287,41 +304,42 @@ type UnderlayVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UnderlayMapConfig           = "config"
-	UnderlayMapConntrack        = "conntrack"
-	UnderlayMapCtInserts        = "ct_inserts"
-	UnderlayMapDrops            = "drops"
-	UnderlayMapEniStats         = "eni_stats"
-	UnderlayMapEniUsage         = "eni_usage"
-	UnderlayMapEnis             = "enis"
-	UnderlayMapEvents           = "events"
-	UnderlayMapFastpath         = "fastpath"
-	UnderlayMapFlowLost         = "flow_lost"
-	UnderlayMapFlows            = "flows"
-	UnderlayMapFrags            = "frags"
-	UnderlayMapMirrorBucket     = "mirror_bucket"
-	UnderlayMapMirrorLimit      = "mirror_limit"
-	UnderlayMapMirrorRing       = "mirror_ring"
-	UnderlayMapMirrorSessions   = "mirror_sessions"
-	UnderlayMapMirrorSets       = "mirror_sets"
-	UnderlayMapMirrorStats      = "mirror_stats"
-	UnderlayMapPeers            = "peers"
-	UnderlayMapPolicyCidr       = "policy_cidr"
-	UnderlayMapPolicyPort       = "policy_port"
-	UnderlayMapPolicySets       = "policy_sets"
-	UnderlayMapRoutes           = "routes"
-	UnderlayMapSubstrate        = "substrate"
-	UnderlayMapUnderlayAllow    = "underlay_allow"
-	UnderlayMapUnderlayFrom     = "underlay_from"
-	UnderlayProgFromUnderlay    = "from_underlay"
-	UnderlayVarCtStateBtf       = "__ct_state_btf"
-	UnderlayVarDirectionBtf     = "__direction_btf"
-	UnderlayVarDropEventBtf     = "__drop_event_btf"
-	UnderlayVarDropReasonBtf    = "__drop_reason_btf"
-	UnderlayVarEventHookBtf     = "__event_hook_btf"
-	UnderlayVarUsageSlotBtf     = "__usage_slot_btf"
-	UnderlayVarVpcdLimitBtf     = "__vpcd_limit_btf"
-	UnderlayVarLastInvalidation = "last_invalidation"
+	UnderlayMapConfig             = "config"
+	UnderlayMapConntrack          = "conntrack"
+	UnderlayMapCtInserts          = "ct_inserts"
+	UnderlayMapDrops              = "drops"
+	UnderlayMapEniStats           = "eni_stats"
+	UnderlayMapEniUsage           = "eni_usage"
+	UnderlayMapEnis               = "enis"
+	UnderlayMapEvents             = "events"
+	UnderlayMapFastpath           = "fastpath"
+	UnderlayMapFlowLost           = "flow_lost"
+	UnderlayMapFlows              = "flows"
+	UnderlayMapFrags              = "frags"
+	UnderlayMapMirrorBatchScratch = "mirror_batch_scratch"
+	UnderlayMapMirrorBucket       = "mirror_bucket"
+	UnderlayMapMirrorLimit        = "mirror_limit"
+	UnderlayMapMirrorRing         = "mirror_ring"
+	UnderlayMapMirrorSessions     = "mirror_sessions"
+	UnderlayMapMirrorSets         = "mirror_sets"
+	UnderlayMapMirrorStats        = "mirror_stats"
+	UnderlayMapPeers              = "peers"
+	UnderlayMapPolicyCidr         = "policy_cidr"
+	UnderlayMapPolicyPort         = "policy_port"
+	UnderlayMapPolicySets         = "policy_sets"
+	UnderlayMapRoutes             = "routes"
+	UnderlayMapSubstrate          = "substrate"
+	UnderlayMapUnderlayAllow      = "underlay_allow"
+	UnderlayMapUnderlayFrom       = "underlay_from"
+	UnderlayProgFromUnderlay      = "from_underlay"
+	UnderlayVarCtStateBtf         = "__ct_state_btf"
+	UnderlayVarDirectionBtf       = "__direction_btf"
+	UnderlayVarDropEventBtf       = "__drop_event_btf"
+	UnderlayVarDropReasonBtf      = "__drop_reason_btf"
+	UnderlayVarEventHookBtf       = "__event_hook_btf"
+	UnderlayVarUsageSlotBtf       = "__usage_slot_btf"
+	UnderlayVarVpcdLimitBtf       = "__vpcd_limit_btf"
+	UnderlayVarLastInvalidation   = "last_invalidation"
 )
 
 // LoadUnderlay returns the embedded CollectionSpec for Underlay.
@@ -373,32 +391,33 @@ type UnderlayProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayMapSpecs struct {
-	Config         *ebpf.MapSpec `ebpf:"config"`
-	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops          *ebpf.MapSpec `ebpf:"drops"`
-	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
-	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
-	Enis           *ebpf.MapSpec `ebpf:"enis"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows          *ebpf.MapSpec `ebpf:"flows"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
-	Peers          *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes         *ebpf.MapSpec `ebpf:"routes"`
-	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
+	Config             *ebpf.MapSpec `ebpf:"config"`
+	Conntrack          *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts          *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	EniStats           *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage           *ebpf.MapSpec `ebpf:"eni_usage"`
+	Enis               *ebpf.MapSpec `ebpf:"enis"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Fastpath           *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost           *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows              *ebpf.MapSpec `ebpf:"flows"`
+	Frags              *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.MapSpec `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.MapSpec `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers              *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr         *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets         *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes             *ebpf.MapSpec `ebpf:"routes"`
+	Substrate          *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // UnderlayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -435,32 +454,33 @@ func (o *UnderlayObjects) Close() error {
 //
 // It can be passed to LoadUnderlayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayMaps struct {
-	Config         *ebpf.Map `ebpf:"config"`
-	Conntrack      *ebpf.Map `ebpf:"conntrack"`
-	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
-	Drops          *ebpf.Map `ebpf:"drops"`
-	EniStats       *ebpf.Map `ebpf:"eni_stats"`
-	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
-	Enis           *ebpf.Map `ebpf:"enis"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Fastpath       *ebpf.Map `ebpf:"fastpath"`
-	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
-	Flows          *ebpf.Map `ebpf:"flows"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
-	Peers          *ebpf.Map `ebpf:"peers"`
-	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
-	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
-	Routes         *ebpf.Map `ebpf:"routes"`
-	Substrate      *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
+	Config             *ebpf.Map `ebpf:"config"`
+	Conntrack          *ebpf.Map `ebpf:"conntrack"`
+	CtInserts          *ebpf.Map `ebpf:"ct_inserts"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	EniStats           *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage           *ebpf.Map `ebpf:"eni_usage"`
+	Enis               *ebpf.Map `ebpf:"enis"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Fastpath           *ebpf.Map `ebpf:"fastpath"`
+	FlowLost           *ebpf.Map `ebpf:"flow_lost"`
+	Flows              *ebpf.Map `ebpf:"flows"`
+	Frags              *ebpf.Map `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.Map `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.Map `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.Map `ebpf:"mirror_stats"`
+	Peers              *ebpf.Map `ebpf:"peers"`
+	PolicyCidr         *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.Map `ebpf:"policy_port"`
+	PolicySets         *ebpf.Map `ebpf:"policy_sets"`
+	Routes             *ebpf.Map `ebpf:"routes"`
+	Substrate          *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *UnderlayMaps) Close() error {
@@ -477,6 +497,7 @@ func (m *UnderlayMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBatchScratch,
 		m.MirrorBucket,
 		m.MirrorLimit,
 		m.MirrorRing,

@@ -148,6 +148,23 @@ type UnderlayXdpLpmV4Key struct {
 	Addr      uint32
 }
 
+type UnderlayXdpMirrorBatch struct {
+	_       structs.HostLayout
+	HdrLen  uint32
+	Mss     uint32
+	Segs    uint32
+	Payload uint32
+	Snap    uint32
+	Unit    uint32
+	Vni     uint32
+	Seq     uint32
+	Id      uint32
+	Pad     uint32
+	Hdrs    [256]uint8
+	Buf     [512]uint8
+	Chunk   [520]uint8
+}
+
 type UnderlayXdpMirrorBucket struct {
 	_      structs.HostLayout
 	Tokens uint64
@@ -287,41 +304,42 @@ type UnderlayXdpVpcdConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UnderlayXdpMapConfig           = "config"
-	UnderlayXdpMapConntrack        = "conntrack"
-	UnderlayXdpMapCtInserts        = "ct_inserts"
-	UnderlayXdpMapDrops            = "drops"
-	UnderlayXdpMapEniStats         = "eni_stats"
-	UnderlayXdpMapEniUsage         = "eni_usage"
-	UnderlayXdpMapEnis             = "enis"
-	UnderlayXdpMapEvents           = "events"
-	UnderlayXdpMapFastpath         = "fastpath"
-	UnderlayXdpMapFlowLost         = "flow_lost"
-	UnderlayXdpMapFlows            = "flows"
-	UnderlayXdpMapFrags            = "frags"
-	UnderlayXdpMapMirrorBucket     = "mirror_bucket"
-	UnderlayXdpMapMirrorLimit      = "mirror_limit"
-	UnderlayXdpMapMirrorRing       = "mirror_ring"
-	UnderlayXdpMapMirrorSessions   = "mirror_sessions"
-	UnderlayXdpMapMirrorSets       = "mirror_sets"
-	UnderlayXdpMapMirrorStats      = "mirror_stats"
-	UnderlayXdpMapPeers            = "peers"
-	UnderlayXdpMapPolicyCidr       = "policy_cidr"
-	UnderlayXdpMapPolicyPort       = "policy_port"
-	UnderlayXdpMapPolicySets       = "policy_sets"
-	UnderlayXdpMapRoutes           = "routes"
-	UnderlayXdpMapSubstrate        = "substrate"
-	UnderlayXdpMapUnderlayAllow    = "underlay_allow"
-	UnderlayXdpMapUnderlayFrom     = "underlay_from"
-	UnderlayXdpProgFromUnderlayXdp = "from_underlay_xdp"
-	UnderlayXdpVarCtStateBtf       = "__ct_state_btf"
-	UnderlayXdpVarDirectionBtf     = "__direction_btf"
-	UnderlayXdpVarDropEventBtf     = "__drop_event_btf"
-	UnderlayXdpVarDropReasonBtf    = "__drop_reason_btf"
-	UnderlayXdpVarEventHookBtf     = "__event_hook_btf"
-	UnderlayXdpVarUsageSlotBtf     = "__usage_slot_btf"
-	UnderlayXdpVarVpcdLimitBtf     = "__vpcd_limit_btf"
-	UnderlayXdpVarLastInvalidation = "last_invalidation"
+	UnderlayXdpMapConfig             = "config"
+	UnderlayXdpMapConntrack          = "conntrack"
+	UnderlayXdpMapCtInserts          = "ct_inserts"
+	UnderlayXdpMapDrops              = "drops"
+	UnderlayXdpMapEniStats           = "eni_stats"
+	UnderlayXdpMapEniUsage           = "eni_usage"
+	UnderlayXdpMapEnis               = "enis"
+	UnderlayXdpMapEvents             = "events"
+	UnderlayXdpMapFastpath           = "fastpath"
+	UnderlayXdpMapFlowLost           = "flow_lost"
+	UnderlayXdpMapFlows              = "flows"
+	UnderlayXdpMapFrags              = "frags"
+	UnderlayXdpMapMirrorBatchScratch = "mirror_batch_scratch"
+	UnderlayXdpMapMirrorBucket       = "mirror_bucket"
+	UnderlayXdpMapMirrorLimit        = "mirror_limit"
+	UnderlayXdpMapMirrorRing         = "mirror_ring"
+	UnderlayXdpMapMirrorSessions     = "mirror_sessions"
+	UnderlayXdpMapMirrorSets         = "mirror_sets"
+	UnderlayXdpMapMirrorStats        = "mirror_stats"
+	UnderlayXdpMapPeers              = "peers"
+	UnderlayXdpMapPolicyCidr         = "policy_cidr"
+	UnderlayXdpMapPolicyPort         = "policy_port"
+	UnderlayXdpMapPolicySets         = "policy_sets"
+	UnderlayXdpMapRoutes             = "routes"
+	UnderlayXdpMapSubstrate          = "substrate"
+	UnderlayXdpMapUnderlayAllow      = "underlay_allow"
+	UnderlayXdpMapUnderlayFrom       = "underlay_from"
+	UnderlayXdpProgFromUnderlayXdp   = "from_underlay_xdp"
+	UnderlayXdpVarCtStateBtf         = "__ct_state_btf"
+	UnderlayXdpVarDirectionBtf       = "__direction_btf"
+	UnderlayXdpVarDropEventBtf       = "__drop_event_btf"
+	UnderlayXdpVarDropReasonBtf      = "__drop_reason_btf"
+	UnderlayXdpVarEventHookBtf       = "__event_hook_btf"
+	UnderlayXdpVarUsageSlotBtf       = "__usage_slot_btf"
+	UnderlayXdpVarVpcdLimitBtf       = "__vpcd_limit_btf"
+	UnderlayXdpVarLastInvalidation   = "last_invalidation"
 )
 
 // LoadUnderlayXdp returns the embedded CollectionSpec for UnderlayXdp.
@@ -373,32 +391,33 @@ type UnderlayXdpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UnderlayXdpMapSpecs struct {
-	Config         *ebpf.MapSpec `ebpf:"config"`
-	Conntrack      *ebpf.MapSpec `ebpf:"conntrack"`
-	CtInserts      *ebpf.MapSpec `ebpf:"ct_inserts"`
-	Drops          *ebpf.MapSpec `ebpf:"drops"`
-	EniStats       *ebpf.MapSpec `ebpf:"eni_stats"`
-	EniUsage       *ebpf.MapSpec `ebpf:"eni_usage"`
-	Enis           *ebpf.MapSpec `ebpf:"enis"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	Fastpath       *ebpf.MapSpec `ebpf:"fastpath"`
-	FlowLost       *ebpf.MapSpec `ebpf:"flow_lost"`
-	Flows          *ebpf.MapSpec `ebpf:"flows"`
-	Frags          *ebpf.MapSpec `ebpf:"frags"`
-	MirrorBucket   *ebpf.MapSpec `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.MapSpec `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.MapSpec `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.MapSpec `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.MapSpec `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.MapSpec `ebpf:"mirror_stats"`
-	Peers          *ebpf.MapSpec `ebpf:"peers"`
-	PolicyCidr     *ebpf.MapSpec `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.MapSpec `ebpf:"policy_port"`
-	PolicySets     *ebpf.MapSpec `ebpf:"policy_sets"`
-	Routes         *ebpf.MapSpec `ebpf:"routes"`
-	Substrate      *ebpf.MapSpec `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.MapSpec `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.MapSpec `ebpf:"underlay_from"`
+	Config             *ebpf.MapSpec `ebpf:"config"`
+	Conntrack          *ebpf.MapSpec `ebpf:"conntrack"`
+	CtInserts          *ebpf.MapSpec `ebpf:"ct_inserts"`
+	Drops              *ebpf.MapSpec `ebpf:"drops"`
+	EniStats           *ebpf.MapSpec `ebpf:"eni_stats"`
+	EniUsage           *ebpf.MapSpec `ebpf:"eni_usage"`
+	Enis               *ebpf.MapSpec `ebpf:"enis"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Fastpath           *ebpf.MapSpec `ebpf:"fastpath"`
+	FlowLost           *ebpf.MapSpec `ebpf:"flow_lost"`
+	Flows              *ebpf.MapSpec `ebpf:"flows"`
+	Frags              *ebpf.MapSpec `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.MapSpec `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.MapSpec `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.MapSpec `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.MapSpec `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.MapSpec `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.MapSpec `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.MapSpec `ebpf:"mirror_stats"`
+	Peers              *ebpf.MapSpec `ebpf:"peers"`
+	PolicyCidr         *ebpf.MapSpec `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.MapSpec `ebpf:"policy_port"`
+	PolicySets         *ebpf.MapSpec `ebpf:"policy_sets"`
+	Routes             *ebpf.MapSpec `ebpf:"routes"`
+	Substrate          *ebpf.MapSpec `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.MapSpec `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.MapSpec `ebpf:"underlay_from"`
 }
 
 // UnderlayXdpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -435,32 +454,33 @@ func (o *UnderlayXdpObjects) Close() error {
 //
 // It can be passed to LoadUnderlayXdpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UnderlayXdpMaps struct {
-	Config         *ebpf.Map `ebpf:"config"`
-	Conntrack      *ebpf.Map `ebpf:"conntrack"`
-	CtInserts      *ebpf.Map `ebpf:"ct_inserts"`
-	Drops          *ebpf.Map `ebpf:"drops"`
-	EniStats       *ebpf.Map `ebpf:"eni_stats"`
-	EniUsage       *ebpf.Map `ebpf:"eni_usage"`
-	Enis           *ebpf.Map `ebpf:"enis"`
-	Events         *ebpf.Map `ebpf:"events"`
-	Fastpath       *ebpf.Map `ebpf:"fastpath"`
-	FlowLost       *ebpf.Map `ebpf:"flow_lost"`
-	Flows          *ebpf.Map `ebpf:"flows"`
-	Frags          *ebpf.Map `ebpf:"frags"`
-	MirrorBucket   *ebpf.Map `ebpf:"mirror_bucket"`
-	MirrorLimit    *ebpf.Map `ebpf:"mirror_limit"`
-	MirrorRing     *ebpf.Map `ebpf:"mirror_ring"`
-	MirrorSessions *ebpf.Map `ebpf:"mirror_sessions"`
-	MirrorSets     *ebpf.Map `ebpf:"mirror_sets"`
-	MirrorStats    *ebpf.Map `ebpf:"mirror_stats"`
-	Peers          *ebpf.Map `ebpf:"peers"`
-	PolicyCidr     *ebpf.Map `ebpf:"policy_cidr"`
-	PolicyPort     *ebpf.Map `ebpf:"policy_port"`
-	PolicySets     *ebpf.Map `ebpf:"policy_sets"`
-	Routes         *ebpf.Map `ebpf:"routes"`
-	Substrate      *ebpf.Map `ebpf:"substrate"`
-	UnderlayAllow  *ebpf.Map `ebpf:"underlay_allow"`
-	UnderlayFrom   *ebpf.Map `ebpf:"underlay_from"`
+	Config             *ebpf.Map `ebpf:"config"`
+	Conntrack          *ebpf.Map `ebpf:"conntrack"`
+	CtInserts          *ebpf.Map `ebpf:"ct_inserts"`
+	Drops              *ebpf.Map `ebpf:"drops"`
+	EniStats           *ebpf.Map `ebpf:"eni_stats"`
+	EniUsage           *ebpf.Map `ebpf:"eni_usage"`
+	Enis               *ebpf.Map `ebpf:"enis"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Fastpath           *ebpf.Map `ebpf:"fastpath"`
+	FlowLost           *ebpf.Map `ebpf:"flow_lost"`
+	Flows              *ebpf.Map `ebpf:"flows"`
+	Frags              *ebpf.Map `ebpf:"frags"`
+	MirrorBatchScratch *ebpf.Map `ebpf:"mirror_batch_scratch"`
+	MirrorBucket       *ebpf.Map `ebpf:"mirror_bucket"`
+	MirrorLimit        *ebpf.Map `ebpf:"mirror_limit"`
+	MirrorRing         *ebpf.Map `ebpf:"mirror_ring"`
+	MirrorSessions     *ebpf.Map `ebpf:"mirror_sessions"`
+	MirrorSets         *ebpf.Map `ebpf:"mirror_sets"`
+	MirrorStats        *ebpf.Map `ebpf:"mirror_stats"`
+	Peers              *ebpf.Map `ebpf:"peers"`
+	PolicyCidr         *ebpf.Map `ebpf:"policy_cidr"`
+	PolicyPort         *ebpf.Map `ebpf:"policy_port"`
+	PolicySets         *ebpf.Map `ebpf:"policy_sets"`
+	Routes             *ebpf.Map `ebpf:"routes"`
+	Substrate          *ebpf.Map `ebpf:"substrate"`
+	UnderlayAllow      *ebpf.Map `ebpf:"underlay_allow"`
+	UnderlayFrom       *ebpf.Map `ebpf:"underlay_from"`
 }
 
 func (m *UnderlayXdpMaps) Close() error {
@@ -477,6 +497,7 @@ func (m *UnderlayXdpMaps) Close() error {
 		m.FlowLost,
 		m.Flows,
 		m.Frags,
+		m.MirrorBatchScratch,
 		m.MirrorBucket,
 		m.MirrorLimit,
 		m.MirrorRing,

@@ -235,7 +235,7 @@ func (t *vxlanTUN) whole(frame []byte) bool {
 	}
 	var h vnetHdr
 	h.decode(frame)
-	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu
+	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu || kernelBatchSize(frame[vnetHdrLen:]) > 0
 }
 
 // maxSegments bounds the segments of one frame: 64 KiB of payload cut at
@@ -266,6 +266,24 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	var h vnetHdr
 	h.decode(frame)
 	pkt := frame[vnetHdrLen:]
+	if g, whole := kernelBatch(pkt); g > 0 && t.mtu > 0 {
+		pkt = whole
+		// The kernel's batch of copies. Its offload state is the
+		// cloned super-packet's, meaningless now (the copies' own
+		// checksums are summed): the mark says what it is.
+		// Cut into packets of whole units, as a UDP GSO batch is.
+		per := (t.mtu - encap.InnerL4At - encap.UDPLen) / g
+		if per < 1 {
+			return 0, errMalformed
+		}
+		clearBatchMark(pkt)
+		n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(per * g)}, bufs, sizes, offset, false)
+		for i := 0; i < n; i++ {
+			markBatch(bufs[i][offset:offset+sizes[i]], g)
+		}
+		t.stats.ReadPackets.Add(uint64(n))
+		return n, err
+	}
 	if h.gsoType == vnetGSONone {
 		if h.flags&vnetFlagNeedsCsum != 0 {
 			// An inner TCP checksum stays partial, as the split leaves

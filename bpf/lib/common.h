@@ -177,6 +177,43 @@ struct mirror_bucket {
 #define MIRROR_CLONE_TAG 0x6d4d0000u
 #define MIRROR_CLONE_MASK 0xffff0000u
 
+/* A batch of copies (tc hook, ENI target on another host): a TCP
+ * super-packet is cloned into the mirror device's ingress whole, and
+ * mirror_inject makes one packet of its wire segments' copies there:
+ * Ethernet, IPv4 and UDP from the source ENI to the target, then per
+ * segment the VXLAN header with the session's VNI and the segment's first
+ * packet_length bytes, each unit the same size but the last (the layout of
+ * a UDP GSO packet). One skb per super-packet, not one per segment. */
+#define MIRROR_BATCH_SEGS 64     /* segments of one batch, at most */
+#define MIRROR_BATCH_SNAP 256    /* a packet_length batches up to this */
+#define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
+#define MIRROR_BATCH_HDRS 136    /* Ethernet, IPv4 (20) and TCP headers */
+#define MIRROR_BATCH_HEAD 42     /* Ethernet, IPv4 and UDP before the units */
+#define MIRROR_BATCH_CHUNK 512   /* bytes bpf_csum_diff sums at once */
+
+struct mirror_batch {
+	__u32 hdr_len; /* H: the frame's Ethernet, IPv4 and TCP headers */
+	__u32 mss;     /* the super-packet's segment size */
+	__u32 segs;
+	__u32 payload; /* TCP payload bytes of the super-packet */
+	__u32 snap;    /* the session's packet_length */
+	__u32 unit;    /* VXLAN header + snap: the offset of one unit to the next */
+	__u32 vni;
+	__u32 seq; /* the first segment's, host order */
+	__u32 id;  /* the first segment's IPv4 ID, host order */
+	__u32 _pad;
+	__u8 hdrs[256]; /* MIRROR_BATCH_HDRS used; the rest for the verifier's bounds */
+	__u8 buf[512]; /* a unit: 8 + MIRROR_BATCH_HDRS + MIRROR_BATCH_SNAP at most */
+	__u8 chunk[MIRROR_BATCH_CHUNK + 8];
+};
+
+/* The VPC VXLAN header of such a batch on its way to the tunnel device
+ * carries the batch mark and the unit size in its reserved bytes 1..3
+ * (batchMark in tunnel/coalesce.go): the daemon cuts it into tunnel
+ * packets of whole units and the receiving daemon writes them back as
+ * UDP GSO, which its kernel cuts into the copies. */
+#define VXLAN_BATCH_MARK 0x42
+
 /* The head of a copy in the mirror ring; the frame's first cap bytes
  * follow it. */
 struct mirror_record {

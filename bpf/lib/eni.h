@@ -534,6 +534,239 @@ static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
 	return mirror_udp_csum(skb, &h, sizeof(struct udphdr) + sizeof(struct vxlanhdr) + cap);
 }
 
+/* mirror_sum adds the len bytes at off of a linear frame to a checksum
+ * (the bytes start at an even offset of what is summed). */
+static __always_inline __s64 mirror_sum(struct __sk_buff *skb, struct mirror_batch *b, __u32 off, __u32 len, __s64 sum)
+{
+	for (__u32 j = 0; j < (MIRROR_BATCH_MSS + MIRROR_BATCH_CHUNK - 1) / MIRROR_BATCH_CHUNK; j++) {
+		__u32 pos = j * MIRROR_BATCH_CHUNK, n, n4, o;
+		void *data, *end;
+		__u8 *p;
+
+		if (pos >= len || sum < 0)
+			break;
+		n = len - pos;
+		if (n > MIRROR_BATCH_CHUNK)
+			n = MIRROR_BATCH_CHUNK;
+		n = ((n - 1) & (MIRROR_BATCH_CHUNK - 1)) + 1; /* 1..512, as the verifier sees it */
+		data = ctx_data(skb);
+		end = ctx_data_end(skb);
+		/* (The verifier learns a packet range only below 64 KiB.) */
+		o = off + pos;
+		barrier_var(o);
+		p = o <= 0xffff - MIRROR_BATCH_CHUNK ? (__u8 *)data + o : NULL;
+		if (p && (void *)(p + MIRROR_BATCH_CHUNK) <= end) {
+			/* In place: whole words, then the 1..3 bytes left,
+			 * zero-padded as RFC 1071 pads. */
+			__u8 tail[4] = {};
+
+			n4 = n & (2 * MIRROR_BATCH_CHUNK - 4);
+			if (n4)
+				sum = bpf_csum_diff(NULL, 0, (__be32 *)p, n4, (__u32)sum);
+			if ((n & 3) && sum >= 0) {
+				if (bpf_skb_load_bytes(skb, o + n4, tail, n & 3) < 0)
+					return -1;
+				sum = bpf_csum_diff(NULL, 0, (__be32 *)tail, 4, (__u32)sum);
+			}
+			continue;
+		}
+		/* The frame's last bytes: through the scratch, zero-padded. */
+		*(__u32 *)&b->chunk[n & (MIRROR_BATCH_CHUNK - 4)] = 0;
+		if (bpf_skb_load_bytes(skb, off + pos, b->chunk, n) < 0)
+			return -1;
+		n4 = (n + 3) & (2 * MIRROR_BATCH_CHUNK - 4);
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)b->chunk, n4, (__u32)sum);
+	}
+	return sum;
+}
+
+/* mirror_batch_unit writes the unit of wire segment i of the frame
+ * mirror_batch is making a batch of (geometry and headers in the scratch):
+ * the VXLAN header, then the segment's first bytes as segmentation would
+ * have made it (IPv4 length, ID and checksum; TCP sequence number, flags
+ * and checksum over the whole segment). Returns the unit's length. */
+__attribute__((noinline)) int mirror_batch_unit(struct __sk_buff *skb, __u32 i)
+{
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, proto;
+		__be16 len;
+	} ph;
+	struct mirror_batch *b;
+	struct iphdr *ip;
+	__u32 zero = 0, h, thl, mss, m, off, keep, ulen;
+	__u8 *u, *th;
+	__s64 sum;
+
+	b = bpf_map_lookup_elem(&mirror_batch_scratch, &zero);
+	if (!b || !skb)
+		return -1;
+	h = b->hdr_len;
+	mss = b->mss;
+	if (h < ETH_HLEN + 20 + 20 || h > ETH_HLEN + 20 + 60 || !mss || mss > MIRROR_BATCH_MSS ||
+	    i >= b->segs || i >= MIRROR_BATCH_SEGS || b->snap > MIRROR_BATCH_SNAP)
+		return -1;
+	thl = h - ETH_HLEN - 20;
+	off = h + i * mss;
+	m = b->payload - i * mss;
+	if (m > mss)
+		m = mss;
+
+	u = b->buf;
+	*(__be32 *)&u[0] = bpf_htonl(VXLAN_FLAG_VNI);
+	*(__be32 *)&u[4] = bpf_htonl(b->vni << 8);
+	__builtin_memcpy(&u[8], b->hdrs, MIRROR_BATCH_HDRS);
+	ip = (struct iphdr *)&u[8 + ETH_HLEN];
+	ip->tot_len = bpf_htons(20 + thl + m);
+	ip->id = bpf_htons((__u16)(b->id + i));
+	ip->check = 0;
+	ip->check = ipv4_csum(ip);
+	th = &u[8 + ETH_HLEN + 20];
+	*(__be32 *)&th[4] = bpf_htonl(b->seq + i * mss);
+	/* tcp_gso_segment: CWR on the first segment only, FIN and PSH on the
+	 * last only. */
+	if (i)
+		th[13] &= ~0x80;
+	if (i + 1 < b->segs)
+		th[13] &= ~0x09;
+	th[16] = 0;
+	th[17] = 0;
+	ph.saddr = ip->saddr;
+	ph.daddr = ip->daddr;
+	ph.zero = 0;
+	ph.proto = IPPROTO_TCP_;
+	ph.len = bpf_htons(thl + m);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+	if (sum >= 0)
+		sum = bpf_csum_diff(NULL, 0, (__be32 *)th, thl, (__u32)sum);
+	if (sum >= 0)
+		sum = mirror_sum(skb, b, off, m, sum);
+	if (sum < 0)
+		return -1;
+	*(__u16 *)&th[16] = csum_fold((__u32)sum);
+
+	keep = h + m;
+	if (keep > b->snap)
+		keep = b->snap;
+	if (keep > h) {
+		__u32 plen = keep - h;
+
+		if (plen > MIRROR_BATCH_SNAP)
+			return -1;
+		plen = ((plen - 1) & (MIRROR_BATCH_SNAP - 1)) + 1;
+		if (bpf_skb_load_bytes(skb, off, &u[8 + h], plen) < 0)
+			return -1;
+	}
+	ulen = 8 + keep;
+	if (ulen > 8 + MIRROR_BATCH_SNAP || ulen < 9)
+		return -1;
+	ulen = ((ulen - 1) & 511) + 1; /* as the verifier sees it */
+	if (bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + i * b->unit, u, ulen, 0) < 0)
+		return -1;
+	return (int)ulen;
+}
+
+/* mirror_batch turns a TCP super-packet the ENI program cloned into the
+ * mirror device's ingress into one packet of its wire segments' copies
+ * (struct mirror_batch). *segs is the wire segments (known once the
+ * headers are read); the return value the unit size, negative on failure. */
+static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirror_session *ms,
+					const struct eni_info *src, __u32 idx, __u32 *segs, __u32 *batch_len)
+{
+	struct mirror_batch *b;
+	struct {
+		struct iphdr ip;
+		struct udphdr udp;
+	} head;
+	struct iphdr ip;
+	struct tcphdr tcp;
+	__u32 zero = 0, len = skb->len, mss = ctx_gso_size(skb), h, n, total = 0;
+
+	*segs = ctx_gso_segs(skb);
+	b = bpf_map_lookup_elem(&mirror_batch_scratch, &zero);
+	if (!b || len > 0xffff || !mss || mss > MIRROR_BATCH_MSS ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + sizeof(ip), &tcp, sizeof(tcp)) < 0)
+		return -1;
+	if (ip.version != 4 || ip.ihl != 5 || ip.protocol != IPPROTO_TCP_ || ip_is_fragment(&ip) || tcp.doff < 5)
+		return -1;
+	h = ETH_HLEN + sizeof(ip) + tcp.doff * 4;
+	if (len <= h)
+		return -1;
+	n = (len - h + mss - 1) / mss;
+	*segs = n;
+	if (n < 2 || n > MIRROR_BATCH_SEGS || ms->snaplen > MIRROR_BATCH_SNAP || ms->snaplen + 8 > mss)
+		return -1;
+	b->hdr_len = h;
+	b->mss = mss;
+	b->segs = n;
+	b->payload = len - h;
+	b->snap = ms->snaplen;
+	b->unit = 8 + ms->snaplen;
+	b->vni = ms->vni;
+	b->seq = bpf_ntohl(tcp.seq);
+	b->id = bpf_ntohs(ip.id);
+	if (h > MIRROR_BATCH_HDRS || bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0)
+		return -1;
+	/* Linear and private: the segments are summed in place, and each
+	 * unit is written over bytes already read (a unit is no longer than
+	 * a segment, so unit i ends before segment i+1 begins). */
+	if (bpf_skb_pull_data(skb, len) < 0)
+		return -1;
+	for (__u32 i = 0; i < MIRROR_BATCH_SEGS; i++) {
+		int r;
+
+		if (i >= n)
+			break;
+		r = mirror_batch_unit(skb, i);
+		if (r < 0 || r > 8 + MIRROR_BATCH_SNAP)
+			return -1;
+		total += (__u32)r;
+	}
+	/* Cut: this also ends the clone's GSO state (the batch is one
+	 * plain packet now). */
+	if (bpf_skb_change_tail(skb, MIRROR_BATCH_HEAD + total, 0) < 0)
+		return -1;
+	*batch_len = MIRROR_BATCH_HEAD + total;
+	__builtin_memset(&head, 0, sizeof(head));
+	head.ip.version = 4;
+	head.ip.ihl = 5;
+	head.ip.tot_len = bpf_htons(sizeof(head) + total);
+	head.ip.frag_off = bpf_htons(IP_DF);
+	head.ip.ttl = 64;
+	head.ip.protocol = IPPROTO_UDP_;
+	head.ip.saddr = src->ip;
+	head.ip.daddr = ms->target;
+	head.ip.check = ipv4_csum(&head.ip);
+	head.udp.source = vxlan_source_port(idx * 2654435761u);
+	head.udp.dest = bpf_htons(VXLAN_PORT);
+	head.udp.len = bpf_htons(sizeof(struct udphdr) + total);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &head, sizeof(head), 0) < 0)
+		return -1;
+	return (int)(8 + ms->snaplen);
+}
+
+/* mirror_to_tunnel sends a copy of len bytes (Ethernet header included),
+ * or a batch of copies of unit bytes each (unit > 0), to the target's
+ * host: the VPC's VXLAN header, with the mirror mark (and the batch mark),
+ * then the tunnel device. */
+static __always_inline int mirror_to_tunnel(struct __sk_buff *skb, const struct vpcd_config *cfg,
+					    const struct eni_info *src, const struct route *rt, __u32 hash,
+					    __u32 len, __u32 unit)
+{
+	struct vxlan_encap h;
+
+	if (!cfg->tun_ifindex || peer_down(rt->remote_ip))
+		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
+	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, hash, rt->mac, src->mac);
+	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
+	if (unit)
+		h.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI | VXLAN_BATCH_MARK << 16 | (unit & 0xffff));
+	if (vxlan_push(skb, &h) < 0)
+		return drop_packet(skb, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
+	return ctx_redirect(skb, cfg->tun_ifindex);
+}
+
 static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 {
 	struct cursor c = { .pos = ctx_data(skb), .end = ctx_data_end(skb) };
@@ -547,7 +780,6 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 	struct udphdr *udp;
 	struct cursor lc;
 	struct pkt_info pi;
-	struct vxlan_encap h;
 	enum drop_reason why;
 	__u32 idx, src_if, dst_if, len;
 
@@ -560,6 +792,29 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		skb->mark = 0;
 		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
 
+		if (ctx_is_gso(skb)) {
+			/* Entered whole (mirror_batchable): a batch. */
+			struct route_key brk;
+			struct route *brt;
+			__u32 segs = 1, bsrc, blen = 0;
+			int unit;
+
+			ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
+			bsrc = ms ? ms->src_ifindex : 0;
+			src = bsrc ? bpf_map_lookup_elem(&enis, &bsrc) : NULL;
+			unit = ms && src && ms->target ? mirror_batch(skb, ms, src, idx, &segs, &blen) : -1;
+			brk.vni = src ? src->vni : 0;
+			brk.ip = ms ? ms->target : 0;
+			brt = unit > 0 ? bpf_map_lookup_elem(&routes, &brk) : NULL;
+			if (!brt || brt->ifindex) {
+				if (mc)
+					mc->failed += segs;
+				return CTX_DROP;
+			}
+			if (mc)
+				mc->sent += segs;
+			return mirror_to_tunnel(skb, cfg, src, brt, idx * 0x9e3779b1u, blen, (__u32)unit);
+		}
 		if (mirror_wrap(skb, idx) < 0) {
 			if (mc)
 				mc->failed++;
@@ -625,14 +880,7 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(skb, dst_if, dst->tap);
 	}
-	if (!cfg->tun_ifindex || peer_down(rt->remote_ip))
-		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
-	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, idx * 0x9e3779b1u ^ pi.sport, rt->mac,
-		   src->mac);
-	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
-	if (vxlan_push(skb, &h) < 0)
-		return drop_packet(skb, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
-	return ctx_redirect(skb, cfg->tun_ifindex);
+	return mirror_to_tunnel(skb, cfg, src, rt, idx * 0x9e3779b1u ^ pi.sport, len, 0);
 }
 #endif
 

@@ -294,6 +294,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } mirror_ring SEC(".maps");
 
+/* Scratch for building a batch of mirror copies (lib/eni.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mirror_batch);
+} mirror_batch_scratch SEC(".maps");
+
 static __always_inline struct vpcd_config *get_config(void)
 {
 	__u32 zero = 0;

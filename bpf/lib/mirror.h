@@ -133,6 +133,32 @@ static __always_inline int mirror_admit(__u32 segs)
 	return 1;
 }
 
+#if defined(VPCD_HOOK_TC)
+/* mirror_batchable reports whether the copies of a frame's segs wire
+ * segments are made as one batch (see struct mirror_batch): a TCP
+ * super-packet whose copies are cut shorter than its segments, for a
+ * target on another host (a batch reaches the tunnel whole; a local target
+ * takes its copies one by one). */
+static __always_inline int mirror_batchable(struct __sk_buff *ctx, const struct mirror_session *ms, __u32 segs, __u8 proto)
+{
+	struct route_key rk = { .ip = ms->target };
+	struct eni_info *src;
+	struct route *rt;
+	__u32 src_if = ms->src_ifindex;
+
+	if (segs < 2 || segs > MIRROR_BATCH_SEGS || proto != IPPROTO_TCP_ || ctx->len > 0xffff ||
+	    !ctx->gso_size || ctx->gso_size > MIRROR_BATCH_MSS || ms->snaplen > MIRROR_BATCH_SNAP ||
+	    ms->snaplen + 8 > ctx->gso_size)
+		return 0;
+	src = bpf_map_lookup_elem(&enis, &src_if);
+	if (!src)
+		return 0;
+	rk.vni = src->vni;
+	rt = bpf_map_lookup_elem(&routes, &rk);
+	return rt && !rt->ifindex && rt->remote_ip;
+}
+#endif
+
 /* mirror_copy mirrors the frame in ctx if a session of the ENI takes it. */
 __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32 saddr, __u32 daddr, __u64 pp)
 {
@@ -169,7 +195,10 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 			return 0;
 		}
 		ctx->mark = MIRROR_CLONE_TAG | idx;
-		ret = bpf_clone_redirect(ctx, ms->out_ifindex, 0);
+		/* A batch enters the mirror device whole (its ingress: no
+		 * segmentation); the rest leaves it, to be cut into segments. */
+		ret = bpf_clone_redirect(ctx, ms->out_ifindex,
+					 mirror_batchable(ctx, ms, segs, (__u8)(pp >> 32)) ? BPF_F_INGRESS : 0);
 		ctx->mark = mark;
 		if (ret)
 			mc->dropped += segs;
