@@ -226,7 +226,6 @@ type EniMirrorBatch struct {
 	Pad     uint32
 	Hdrs    [256]uint8
 	Buf     [512]uint8
-	Chunk   [520]uint8
 }
 
 type EniMirrorBucket struct {

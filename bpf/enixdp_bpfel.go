@@ -162,7 +162,6 @@ type EniXdpMirrorBatch struct {
 	Pad     uint32
 	Hdrs    [256]uint8
 	Buf     [512]uint8
-	Chunk   [520]uint8
 }
 
 type EniXdpMirrorBucket struct {

@@ -13,13 +13,28 @@ const (
 	tcpFlagCWR = 0x80
 )
 
+// How splitVXLAN fills the inner transport checksums.
+type csumMode int
+
+const (
+	// csumPartial leaves TCP's partial (the pseudo-header sum, see
+	// below) and sums UDP.
+	csumPartial csumMode = iota
+	// csumFull sums both.
+	csumFull
+	// csumCopies leaves UDP's empty: packets of mirror copies, whose
+	// checksums the receiving vpcd's kernel fills in as it cuts them
+	// into the copies (writeCopies).
+	csumCopies
+)
+
 // splitVXLAN splits a VXLAN GSO super-packet (outer IPv4 + UDP + VXLAN +
 // inner Ethernet + inner IPv4 + TCP or UDP + gso_size-sized payload
 // segments) into one whole VXLAN packet per segment, as the kernel's
 // software segmentation would: fresh lengths, IP IDs and checksums, TCP
-// sequence numbers and flags per segment. With fullCsum false, inner TCP
-// checksums are left partial (the pseudo-header sum), see below.
-func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, fullCsum bool) (int, error) {
+// sequence numbers and flags per segment; the inner transport checksums
+// as mode says.
+func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, mode csumMode) (int, error) {
 	if h.gsoType&vnetGSOTunnelV4 == 0 {
 		return 0, fmt.Errorf("%w: GSO type %#x is not IPv4 UDP tunnel", errMalformed, h.gsoType)
 	}
@@ -118,7 +133,9 @@ func splitVXLAN(pkt []byte, h vnetHdr, bufs [][]byte, sizes []int, offset int, f
 			csumAt = iL4 + 6
 		}
 		out[csumAt], out[csumAt+1] = 0, 0
-		if proto == encap.ProtoTCP && !fullCsum {
+		if proto == encap.ProtoUDP && mode == csumCopies {
+			// Left empty (no checksum, as IPv4 allows).
+		} else if proto == encap.ProtoTCP && mode != csumFull {
 			// TCP keeps the pseudo-header sum, as a CHECKSUM_PARTIAL
 			// packet does: WireGuard authenticates every byte, and the
 			// receiving vpcd hands every TCP packet to its kernel as

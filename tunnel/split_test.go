@@ -92,7 +92,7 @@ func TestSplitVXLAN(t *testing.T) {
 		bufs[i] = make([]byte, 16+2000)
 	}
 	sizes := make([]int, len(bufs))
-	n, err := splitVXLAN(super, h, bufs, sizes, 16, true)
+	n, err := splitVXLAN(super, h, bufs, sizes, 16, csumFull)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestSplitVXLAN(t *testing.T) {
 	}
 	// Not a tunnel GSO type: refused, not mangled.
 	h.gsoType = vnetGSOTCPv4
-	if _, err := splitVXLAN(super, h, bufs, sizes, 16, true); err == nil {
+	if _, err := splitVXLAN(super, h, bufs, sizes, 16, csumFull); err == nil {
 		t.Fatal("plain TCP GSO accepted as VXLAN")
 	}
 }
@@ -285,7 +285,7 @@ func FuzzSplitVXLAN(f *testing.F) {
 			bufs[i] = make([]byte, 16+1600)
 		}
 		sizes := make([]int, len(bufs))
-		n, err := splitVXLAN(pkt, vnetHdr{gsoType: gso, gsoSize: mss}, bufs, sizes, 16, true)
+		n, err := splitVXLAN(pkt, vnetHdr{gsoType: gso, gsoSize: mss}, bufs, sizes, 16, csumFull)
 		if err != nil {
 			return
 		}
@@ -331,11 +331,11 @@ func TestSplitVXLANPartialChecksum(t *testing.T) {
 	}
 	full, fsizes := mk()
 	part, psizes := mk()
-	n, err := splitVXLAN(super, h, full, fsizes, 0, true)
+	n, err := splitVXLAN(super, h, full, fsizes, 0, csumFull)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m, err := splitVXLAN(super, h, part, psizes, 0, false); err != nil || m != n {
+	if m, err := splitVXLAN(super, h, part, psizes, 0, csumPartial); err != nil || m != n {
 		t.Fatalf("partial split: %d segments, %v; want %d", m, err, n)
 	}
 	for i := 0; i < n; i++ {

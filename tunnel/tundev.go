@@ -277,7 +277,7 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 			return 0, errMalformed
 		}
 		clearBatchMark(pkt)
-		n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(per * g)}, bufs, sizes, offset, false)
+		n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(per * g)}, bufs, sizes, offset, csumCopies)
 		for i := 0; i < n; i++ {
 			markBatch(bufs[i][offset:offset+sizes[i]], g)
 		}
@@ -306,14 +306,14 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		// packet across the tunnel (one encryption, one message), cut
 		// into the copies by the receiving vpcd's kernel.
 		h.gsoSize = uint16(per * g)
-		n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
+		n, err := splitVXLAN(pkt, h, bufs, sizes, offset, csumCopies)
 		for i := 0; i < n; i++ {
 			markBatch(bufs[i][offset:offset+sizes[i]], g)
 		}
 		t.stats.ReadPackets.Add(uint64(n))
 		return n, err
 	}
-	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, false)
+	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, csumPartial)
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
 }
@@ -549,7 +549,7 @@ func (t *vxlanTUN) writeBatchAlone(pkt []byte, g int) error {
 		bufs[i] = make([]byte, encap.InnerL4At+encap.UDPLen+g)
 	}
 	sizes := make([]int, segs)
-	n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(g)}, bufs, sizes, 0, true)
+	n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(g)}, bufs, sizes, 0, csumFull)
 	if err != nil {
 		return err
 	}

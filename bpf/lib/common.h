@@ -189,7 +189,6 @@ struct mirror_bucket {
 #define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
 #define MIRROR_BATCH_HDRS 136    /* Ethernet, IPv4 (20) and TCP headers */
 #define MIRROR_BATCH_HEAD 42     /* Ethernet, IPv4 and UDP before the units */
-#define MIRROR_BATCH_CHUNK 512   /* bytes bpf_csum_diff sums at once */
 
 struct mirror_batch {
 	__u32 hdr_len; /* H: the frame's Ethernet, IPv4 and TCP headers */
@@ -204,7 +203,6 @@ struct mirror_batch {
 	__u32 _pad;
 	__u8 hdrs[256]; /* MIRROR_BATCH_HDRS used; the rest for the verifier's bounds */
 	__u8 buf[512]; /* a unit: 8 + MIRROR_BATCH_HDRS + MIRROR_BATCH_SNAP at most */
-	__u8 chunk[MIRROR_BATCH_CHUNK + 8];
 };
 
 /* The VPC VXLAN header of such a batch on its way to the tunnel device
