@@ -64,6 +64,7 @@ func (c *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descENIRefused
 	ch <- descMirrorPackets
 	ch <- descMirrorDropped
+	ch <- descMirrorBatches
 	ch <- descTunCalls
 	ch <- descTunPackets
 	ch <- descTunDrops
@@ -90,6 +91,7 @@ func (c *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range a.mirrorStatuses() {
 		ch <- prometheus.MustNewConstMetric(descMirrorPackets, prometheus.CounterValue, float64(m.Packets), m.Name)
 		ch <- prometheus.MustNewConstMetric(descMirrorDropped, prometheus.CounterValue, float64(m.Dropped), m.Name)
+		ch <- prometheus.MustNewConstMetric(descMirrorBatches, prometheus.CounterValue, float64(m.Batches), m.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descFastEvict, prometheus.CounterValue, float64(a.dp.FastPathEvictions()))
 	a.state.Unlock()

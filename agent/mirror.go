@@ -15,6 +15,7 @@ import (
 
 var (
 	descMirrorPackets = prometheus.NewDesc("vpcd_mirror_packets_total", "Mirror copies sent to the session's target ENI or written to its pcap file.", []string{"session"}, nil)
+	descMirrorBatches = prometheus.NewDesc("vpcd_mirror_kernel_batches_total", "TCP super-packets whose copies the kernel made as one batch, one skb for all their wire segments' copies.", []string{"session"}, nil)
 	descMirrorDropped = prometheus.NewDesc("vpcd_mirror_dropped_total", "Mirror copies dropped: the ring to the daemon was full, or the daemon could not send or write them.", []string{"session"}, nil)
 )
 
@@ -126,6 +127,7 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 				// mirror device refused, could not wrap, or lost in
 				// its queue (cloned, never seen again) are dropped.
 				st.Packets += c.Sent
+				st.Batches = c.Batches
 				st.Dropped += c.Dropped + c.Failed + a.mirrors.lost.lost(idx, c, time.Now())
 			}
 		}

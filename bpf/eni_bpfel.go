@@ -241,6 +241,7 @@ type EniMirrorCounter struct {
 	Sent    uint64
 	Queued  uint64
 	Failed  uint64
+	Batches uint64
 }
 
 type EniMirrorKey struct {

@@ -177,6 +177,7 @@ type TunnelMirrorCounter struct {
 	Sent    uint64
 	Queued  uint64
 	Failed  uint64
+	Batches uint64
 }
 
 type TunnelMirrorKey struct {

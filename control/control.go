@@ -109,6 +109,10 @@ type MirrorStatus struct {
 	Packets uint64 `json:"packets"`
 	Dropped uint64 `json:"dropped"`
 	Errors  uint64 `json:"errors"`
+	// Batches counts the super-packets whose copies the kernel made as
+	// one batch (ENI targets on other hosts, copies cut by
+	// packet_length): one skb per super-packet instead of one per copy.
+	Batches uint64 `json:"kernel_batches"`
 }
 
 // Event is one line of `vpcd monitor`: a dropped packet or a flow's counts

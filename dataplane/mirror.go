@@ -210,6 +210,7 @@ type MirrorCounter struct {
 	Sent    uint64 // copies the kernel sent to an ENI target itself
 	Queued  uint64 // wire packets cloned into the mirror device for an ENI target
 	Failed  uint64 // cloned copies the mirror device's program could not wrap
+	Batches uint64 // super-packets whose copies the kernel made as one batch
 }
 
 // MirrorCounters sums a session's per-CPU counters.
@@ -225,6 +226,7 @@ func (d *Datapath) MirrorCounters(index uint32) (MirrorCounter, error) {
 		out.Sent += c.Sent
 		out.Queued += c.Queued
 		out.Failed += c.Failed
+		out.Batches += c.Batches
 	}
 	return out, nil
 }

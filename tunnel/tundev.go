@@ -267,11 +267,11 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	h.decode(frame)
 	pkt := frame[vnetHdrLen:]
 	if g, whole := kernelBatch(pkt); g > 0 && t.mtu > 0 {
+		// A batch of copies the kernel made of a super-packet. Its
+		// offload state is the cloned super-packet's, meaningless now:
+		// the marks say what it is. Cut into packets of whole copies,
+		// as a UDP GSO batch is.
 		pkt = whole
-		// The kernel's batch of copies. Its offload state is the
-		// cloned super-packet's, meaningless now (the copies' own
-		// checksums are summed): the mark says what it is.
-		// Cut into packets of whole units, as a UDP GSO batch is.
 		per := (t.mtu - encap.InnerL4At - encap.UDPLen) / g
 		if per < 1 {
 			return 0, errMalformed

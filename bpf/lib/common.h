@@ -157,6 +157,7 @@ struct mirror_counter {
 	__u64 sent;    /* copies the kernel wrapped and sent to an ENI target itself */
 	__u64 queued;  /* wire packets cloned into the mirror device for an ENI target */
 	__u64 failed;  /* cloned copies mirror_inject could not wrap */
+	__u64 batches; /* super-packets whose copies mirror_inject made as one batch */
 };
 
 /* The mirror path's capacity (`vpcd run --mirror-max-pps`), per CPU: a

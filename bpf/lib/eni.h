@@ -764,8 +764,10 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 					mc->failed += segs;
 				return CTX_DROP;
 			}
-			if (mc)
+			if (mc) {
 				mc->sent += segs;
+				mc->batches++;
+			}
 			return mirror_to_tunnel(skb, cfg, src, brt, idx * 0x9e3779b1u, blen, (__u32)unit);
 		}
 		if (mirror_wrap(skb, idx) < 0) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -204,6 +205,79 @@ func TestMirror(t *testing.T) {
 		if atSource < 150 || captured >= atSource || full == 0 {
 			t.Errorf("too little traffic to judge: %d wire packets at the source in %d captured frames (want super-packets), %d copies cut at 128 bytes", atSource, captured, full)
 		}
+	})
+	t.Run("copies of super-packets are made in the kernel in batches, segment by segment", func(t *testing.T) {
+		// The session's target is on the other host and cuts copies
+		// short: the kernel makes one batch per super-packet.
+		st, err := control.QueryStatus(l.SocketPath("m1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batches uint64
+		for _, m := range st.Mirrors {
+			if m.Name == "web-80" {
+				batches = m.Batches
+			}
+		}
+		if batches == 0 {
+			t.Fatalf("session web-80 made no batch in the kernel: %+v", st.Mirrors)
+		}
+		// tshark's view of each copy: the IPv4 header checksums (the
+		// copy's own and the mirrored one's) and the mirrored TCP
+		// segment's place in the stream. Segment by segment, the copies
+		// must cover cl's stream to web exactly: each starts where the
+		// one before it ended, as segmentation would have cut it.
+		lines := tshark(t, colPcap, "vxlan.vni == 4242 && tcp.dstport == 80", "-o", "ip.check_checksum:TRUE",
+			"-T", "fields", "-E", "separator=|", "-e", "ip.checksum.status", "-e", "tcp.seq_raw", "-e", "ip.len",
+			"-e", "ip.hdr_len", "-e", "tcp.hdr_len", "-e", "tcp.flags.syn", "-e", "tcp.flags.fin")
+		type seg struct{ seq, next uint64 }
+		var segs []seg
+		for _, line := range lines {
+			f := strings.Split(line, "|")
+			if len(f) != 7 {
+				t.Fatalf("tshark line %q", line)
+			}
+			for _, c := range strings.Split(f[0], ",") {
+				if c != "1" {
+					t.Errorf("copy with an IPv4 header checksum tshark finds bad (status %s): %q", c, line)
+				}
+			}
+			// The segment's length from the mirrored IPv4 header (the
+			// last of the two): the copy holds only its first bytes.
+			last := func(v string) uint64 {
+				x, err := strconv.ParseUint(v[strings.LastIndex(v, ",")+1:], 10, 32)
+				if err != nil {
+					t.Fatalf("tshark line %q", line)
+				}
+				return x
+			}
+			seq, ipLen, ipHdr, tcpHdr := last(f[1]), last(f[2]), last(f[3]), last(f[4])
+			if ipLen < ipHdr+tcpHdr {
+				t.Fatalf("tshark line %q", line)
+			}
+			next := seq + ipLen - ipHdr - tcpHdr
+			if f[5] == "1" || f[6] == "1" {
+				next++
+			}
+			segs = append(segs, seg{seq, next})
+		}
+		sort.Slice(segs, func(i, j int) bool {
+			return segs[i].seq < segs[j].seq || (segs[i].seq == segs[j].seq && segs[i].next < segs[j].next)
+		})
+		var gaps, overlaps int
+		for i := 1; i < len(segs); i++ {
+			p, c := segs[i-1], segs[i]
+			switch {
+			case c.seq > p.next:
+				gaps++
+			case c.seq < p.next && c.seq != p.seq:
+				overlaps++
+			}
+		}
+		if len(segs) < 150 || gaps != 0 || overlaps != 0 {
+			t.Errorf("%d copies of cl's TCP/80 segments: %d gaps and %d overlaps in the sequence space they cover", len(segs), gaps, overlaps)
+		}
+		t.Logf("%d batches; %d copies tile sequence numbers %d..%d", batches, len(segs), segs[0].seq, segs[len(segs)-1].next)
 	})
 	t.Run("the lower-numbered session takes a packet; the other does not copy it again", func(t *testing.T) {
 		var again, egress80, icmp int
