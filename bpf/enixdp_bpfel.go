@@ -149,19 +149,9 @@ type EniXdpLpmV4Key struct {
 }
 
 type EniXdpMirrorBatch struct {
-	_       structs.HostLayout
-	HdrLen  uint32
-	Mss     uint32
-	Segs    uint32
-	Payload uint32
-	Snap    uint32
-	Unit    uint32
-	Vni     uint32
-	Seq     uint32
-	Id      uint32
-	Pad     uint32
-	Hdrs    [256]uint8
-	Buf     [512]uint8
+	_    structs.HostLayout
+	Hdrs [256]uint8
+	Buf  [256]uint8
 }
 
 type EniXdpMirrorBucket struct {

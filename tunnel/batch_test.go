@@ -3,6 +3,7 @@ package tunnel
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -10,87 +11,183 @@ import (
 	"github.com/vpcd/vpcd/encap"
 )
 
-// kernelBatchPacket lays out a batch of mirror copies as the ENI program
-// hands it to the tunnel device (struct mirror_batch in bpf/lib/common.h):
-// the VPC's VXLAN headers with the mirror and batch marks, the copies'
-// IPv4 and UDP header, then the units, all of size g but the last.
-func kernelBatchPacket(units []byte, g int) []byte {
-	pkt := make([]byte, encap.InnerL4At+encap.UDPLen+len(units))
+const (
+	batchMSS  = 1448
+	batchSnap = 128
+	batchVNI  = 4242
+)
+
+// batchSuper is a TCP super-packet of segs segments, the last one short,
+// with CWR and PSH|FIN set as a sender's super-packet may have them.
+func batchSuper(segs int) []byte {
+	payload := make([]byte, (segs-1)*batchMSS+700)
+	for i := range payload {
+		payload[i] = byte(i*7 + i/batchMSS)
+	}
+	return vxlanTCP(payload, 1_000_000, tcpFlagACK|tcpFlagPSH|tcpFlagFIN|tcpFlagCWR, true)
+}
+
+// compactOf lays out, from a VXLAN TCP super-packet, the compact batch the
+// ENI program makes of it (struct mirror_batch_desc in bpf/lib/common.h),
+// as the tunnel device hands it over.
+func compactOf(super []byte, snap int) []byte {
+	frame := super[encap.InnerEthAt:]
+	hdrLen := encap.EthLen + 20 + int(frame[46]>>4)*4
+	d := batchDesc{mss: batchMSS, snap: snap, payload: len(frame) - hdrLen, hdrLen: hdrLen}
+	d.segs = (d.payload + batchMSS - 1) / batchMSS
+	d.cnt = d.segs
+	pkt := make([]byte, compactAt+descLen)
 	ip := pkt[:20]
 	ip[0], ip[8], ip[9] = 0x45, 64, encap.ProtoUDP
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(pkt)))
 	copy(ip[12:], []byte{198, 18, 0, 11, 198, 18, 0, 12})
-	binary.BigEndian.PutUint16(pkt[22:], 4789)
-	binary.BigEndian.PutUint16(pkt[24:], uint16(len(pkt)-20))
+	binary.BigEndian.PutUint16(pkt[22:], encap.VXLANPort)
 	vx := pkt[encap.VXLANAt:]
-	vx[0], vx[1] = encap.FlagVNI, batchMark
-	binary.BigEndian.PutUint16(vx[2:], uint16(g))
-	vx[4], vx[5], vx[6], vx[7] = 0, 0, 77, mirrorMark
-	eth := pkt[encap.VXLANAt+8:]
-	copy(eth, []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00})
+	vx[0], vx[1], vx[6], vx[7] = encap.FlagVNI, compactMark, 77, mirrorMark
+	binary.BigEndian.PutUint16(vx[2:], uint16(encap.HeaderLen+snap))
+	copy(pkt[encap.InnerEthAt:], []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00})
 	in := pkt[encap.InnerIPAt:]
 	in[0], in[6], in[8], in[9] = 0x45, 0x40, 64, encap.ProtoUDP
-	binary.BigEndian.PutUint16(in[2:], uint16(len(pkt)-encap.InnerIPAt))
 	copy(in[12:], []byte{10, 0, 1, 10, 10, 0, 1, 13})
-	udp := pkt[encap.InnerL4At:]
-	binary.BigEndian.PutUint16(udp[0:], 50000)
-	binary.BigEndian.PutUint16(udp[2:], 4789)
-	binary.BigEndian.PutUint16(udp[4:], uint16(encap.UDPLen+len(units)))
-	copy(pkt[encap.InnerL4At+encap.UDPLen:], units)
+	binary.BigEndian.PutUint16(pkt[encap.InnerL4At:], 50000)
+	binary.BigEndian.PutUint16(pkt[encap.InnerL4At+2:], encap.VXLANPort)
+	if err := encap.PutHeader(pkt[compactHdr:compactAt], batchVNI); err != nil {
+		panic(err)
+	}
+	d.put(pkt[compactAt:])
+	pkt = append(pkt, frame[:hdrLen]...)
+	for i := 0; i < d.segs; i++ {
+		at := hdrLen + i*batchMSS
+		pkt = append(pkt, frame[at:at+d.pfx(i)]...)
+	}
+	setGSOLengths(pkt, len(pkt))
+	binary.BigEndian.PutUint16(pkt[encap.InnerL4At+4:], uint16(len(pkt)-encap.InnerL4At))
 	return pkt
 }
 
-// TestReadKernelBatch: a batch of copies the kernel made of a super-packet
-// leaves the daemon as tunnel packets of whole copies, each at most the
-// MTU and marked with the copy size when it holds several: every copy
-// once, in order, whatever offload state the kernel reports for it and
-// whatever it hands over after the batch's IPv4 length.
-func TestReadKernelBatch(t *testing.T) {
-	const mtu, g, copies = 1440, 136, 45
-	units := make([]byte, g*(copies-1)+70) // the last copy is shorter
-	for i := range units {
-		units[i] = byte(i * 7)
+// copiesOf is what the session's copies of a super-packet must be: its
+// segments as the tunnel's own segmentation (splitVXLAN, checked against
+// the kernel's elsewhere) cuts them, each cut to snap bytes of frame
+// behind the session's VXLAN header.
+func copiesOf(t *testing.T, super []byte, snap int) []byte {
+	t.Helper()
+	bufs := make([][]byte, maxCopies)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2000)
 	}
-	for _, tail := range []int{0, 3000} {
-		vt, kernel := seqpacketTUN(t, mtu)
-		frame := make([]byte, vnetHdrLen)
-		// The cloned super-packet's offload state: TCP GSO in a UDP
-		// tunnel, checksum partial at a place that is not the copies'.
-		frame[0], frame[1] = vnetFlagNeedsCsum, vnetGSOTunnelV4|vnetGSOTCPv4
-		binary.LittleEndian.PutUint16(frame[4:], 1448)
-		binary.LittleEndian.PutUint16(frame[6:], 34)
-		binary.LittleEndian.PutUint16(frame[8:], 16)
-		frame = append(frame, kernelBatchPacket(units, g)...)
-		frame = append(frame, make([]byte, tail)...)
-		if _, err := unix.Write(kernel, frame); err != nil {
-			t.Fatal(err)
-		}
-		bufs := make([][]byte, 128)
-		for i := range bufs {
-			bufs[i] = make([]byte, 2000)
-		}
-		sizes := make([]int, len(bufs))
-		n, err := vt.Read(bufs, sizes, 16)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []byte
-		for i := 0; i < n; i++ {
-			p := bufs[i][16 : 16+sizes[i]]
-			if len(p) > mtu {
-				t.Errorf("tail %d: packet %d of %d bytes, over the MTU %d", tail, i, len(p), mtu)
+	sizes := make([]int, len(bufs))
+	n, err := splitVXLAN(super, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOTCPv4, gsoSize: batchMSS}, bufs, sizes, 0, csumPartial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	vx := make([]byte, encap.HeaderLen)
+	if err := encap.PutHeader(vx, batchVNI); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		frame := bufs[i][encap.InnerEthAt:sizes[i]]
+		want = append(want, vx...)
+		want = append(want, frame[:min(snap, len(frame))]...)
+	}
+	return want
+}
+
+// TestCompactBatchRoundTrip: a compact batch the kernel made of a
+// super-packet leaves the sending daemon as tunnel packets of whole
+// segments, each at most the MTU, whatever offload state the kernel
+// reports and whatever bytes it hands over past the batch; the receiving
+// daemon rebuilds from them exactly the copies of the segments that
+// segmentation makes, every one once, in order.
+func TestCompactBatchRoundTrip(t *testing.T) {
+	const mtu = 1440
+	for _, tc := range []struct {
+		name       string
+		segs, snap int
+	}{
+		{"45 segments cut at 128 bytes", 45, batchSnap},
+		{"44 segments cut at 256 bytes", 44, 256},
+		{"copies cut inside the TCP header", 30, 60},
+		{"two segments", 2, batchSnap},
+	} {
+		for _, tail := range []int{0, 3000} {
+			super := batchSuper(tc.segs)
+			want := copiesOf(t, super, tc.snap)
+			vt, kernel := seqpacketTUN(t, mtu)
+			frame := make([]byte, vnetHdrLen)
+			// The cloned super-packet's offload state.
+			frame[0], frame[1] = vnetFlagNeedsCsum, vnetGSOTunnelV4|vnetGSOTCPv4
+			binary.LittleEndian.PutUint16(frame[4:], batchMSS)
+			binary.LittleEndian.PutUint16(frame[6:], 34)
+			binary.LittleEndian.PutUint16(frame[8:], 16)
+			frame = append(frame, compactOf(super, tc.snap)...)
+			frame = append(frame, make([]byte, tail)...)
+			if _, err := unix.Write(kernel, frame); err != nil {
+				t.Fatal(err)
 			}
-			payload, pg, ok := mirrorUnit(p)
-			if !ok {
-				t.Fatalf("tail %d: packet %d is not a copy or batch of copies: % x", tail, i, p[:encap.InnerL4At+encap.UDPLen])
+			bufs := make([][]byte, 128)
+			for i := range bufs {
+				bufs[i] = make([]byte, 2000)
 			}
-			if payload > g && pg != g {
-				t.Errorf("tail %d: packet %d holds %d bytes of copies, marked with copy size %d", tail, i, payload, pg)
+			sizes := make([]int, len(bufs))
+			n, err := vt.Read(bufs, sizes, 16)
+			if err != nil {
+				t.Fatal(err)
 			}
-			got = append(got, p[encap.InnerL4At+encap.UDPLen:]...)
+			var got []byte
+			for i := 0; i < n; i++ {
+				p := bufs[i][16 : 16+sizes[i]]
+				if len(p) > mtu {
+					t.Errorf("%s: packet %d of %d bytes, over the MTU %d", tc.name, i, len(p), mtu)
+				}
+				c, ok := parseCompact(p)
+				if !ok {
+					t.Fatalf("%s: packet %d is not a compact batch", tc.name, i)
+				}
+				if encap.Checksum(p[:20]) != 0 || encap.Checksum(p[encap.InnerIPAt:encap.InnerL4At]) != 0 {
+					t.Errorf("%s: packet %d: an IPv4 header checksum is wrong", tc.name, i)
+				}
+				got = expandCompact(c, got)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s, %d bytes past the batch: %d packets rebuilt %d bytes of copies; want the %d bytes segmentation makes",
+					tc.name, tail, n, len(got), len(want))
+			}
 		}
-		if n < 2 || !bytes.Equal(got, units) {
-			t.Fatalf("tail %d: %d packets carried %d bytes of copies; want all %d, in order", tail, n, len(got), len(units))
-		}
+	}
+}
+
+// TestWriteCompact: the receiving daemon writes a compact batch's copies to
+// its kernel as one UDP GSO packet of the session's units, which the kernel
+// cuts into the copies.
+func TestWriteCompact(t *testing.T) {
+	super := batchSuper(10)
+	pkt := compactOf(super, batchSnap)
+	want := copiesOf(t, super, batchSnap)
+	vt, r := pipeTUN(t)
+	if n, err := vt.Write([][]byte{append(make([]byte, 16), pkt...)}, 16); err != nil || n != 1 {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	frame := make([]byte, vnetHdrLen+compactHdr+len(want))
+	if _, err := io.ReadFull(r, frame); err != nil {
+		t.Fatal(err)
+	}
+	var h vnetHdr
+	h.decode(frame)
+	unit := encap.HeaderLen + batchSnap
+	if h.gsoType != vnetGSOUDPL4 || int(h.gsoSize) != unit || h.csumStart != encap.InnerL4At || h.csumOffset != 6 ||
+		h.flags != vnetFlagNeedsCsum || int(h.hdrLen) != compactHdr {
+		t.Fatalf("virtio-net header %+v", h)
+	}
+	out := frame[vnetHdrLen:]
+	if out[encap.VXLANAt+1] != 0 || out[encap.VXLANAt+2] != 0 || out[encap.VXLANAt+3] != 0 {
+		t.Error("the batch mark reached the kernel")
+	}
+	if encap.Checksum(out[:20]) != 0 || int(binary.BigEndian.Uint16(out[2:])) != len(out) ||
+		encap.Checksum(out[encap.InnerIPAt:encap.InnerL4At]) != 0 ||
+		int(binary.BigEndian.Uint16(out[encap.InnerL4At+4:])) != len(out)-encap.InnerL4At {
+		t.Error("lengths or IPv4 checksums of the written batch wrong")
+	}
+	if !bytes.Equal(out[compactHdr:], want) {
+		t.Fatal("written copies differ from the segments' copies")
 	}
 }

@@ -128,33 +128,6 @@ func copiesPerPacket(pkt []byte, h vnetHdr, mtu int) (int, int) {
 	return g, (mtu - encap.InnerL4At - encap.UDPLen) / g
 }
 
-// kernelBatch returns the unit size of a batch of mirror copies the ENI
-// program made of a TCP super-packet's segments (struct mirror_batch in
-// bpf/lib/common.h), and the batch itself: one plain packet, longer than
-// the MTU, whose VPC VXLAN header already carries the batch mark and the
-// unit size. The kernel may hand it over with the rest of the frame it
-// was made of behind it (when the device's filter is missing), which is
-// cut off here. g is 0 when pkt is not such a batch.
-func kernelBatch(pkt []byte) (g int, batch []byte) {
-	if len(pkt) < encap.InnerL4At+encap.UDPLen || pkt[0] != 0x45 || pkt[encap.VXLANAt+7] != mirrorMark ||
-		pkt[encap.VXLANAt+1] != batchMark || pkt[encap.InnerIPAt] != 0x45 || pkt[encap.InnerIPAt+9] != encap.ProtoUDP {
-		return 0, nil
-	}
-	if n := int(binary.BigEndian.Uint16(pkt[2:])); n >= encap.InnerL4At+encap.UDPLen && n < len(pkt) {
-		pkt = pkt[:n]
-	}
-	g = int(binary.BigEndian.Uint16(pkt[encap.VXLANAt+2:]))
-	if g == 0 || (len(pkt)-encap.InnerL4At-encap.UDPLen+g-1)/g > maxCopies {
-		return 0, nil
-	}
-	return g, pkt
-}
-
-func kernelBatchSize(pkt []byte) int {
-	g, _ := kernelBatch(pkt)
-	return g
-}
-
 // markBatch marks a packet of copies of size g as a batch, when it holds
 // more than one.
 func markBatch(pkt []byte, g int) {

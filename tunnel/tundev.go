@@ -88,6 +88,7 @@ type vxlanTUN struct {
 	// guards the scratch space shared by the peers' writers.
 	wmu    sync.Mutex
 	gsoHdr []byte
+	cbuf   []byte // a compact batch's copies (writeCompact)
 	iov    [][]byte
 	log    *slog.Logger
 	stats  DeviceStats
@@ -235,7 +236,7 @@ func (t *vxlanTUN) whole(frame []byte) bool {
 	}
 	var h vnetHdr
 	h.decode(frame)
-	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu || kernelBatchSize(frame[vnetHdrLen:]) > 0
+	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu || isCompact(frame[vnetHdrLen:])
 }
 
 // maxSegments bounds the segments of one frame: 64 KiB of payload cut at
@@ -266,21 +267,12 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	var h vnetHdr
 	h.decode(frame)
 	pkt := frame[vnetHdrLen:]
-	if g, whole := kernelBatch(pkt); g > 0 && t.mtu > 0 {
-		// A batch of copies the kernel made of a super-packet. Its
-		// offload state is the cloned super-packet's, meaningless now:
-		// the marks say what it is. Cut into packets of whole copies,
-		// as a UDP GSO batch is.
-		pkt = whole
-		per := (t.mtu - encap.InnerL4At - encap.UDPLen) / g
-		if per < 1 {
-			return 0, errMalformed
-		}
-		clearBatchMark(pkt)
-		n, err := splitVXLAN(pkt, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOUDPL4, gsoSize: uint16(per * g)}, bufs, sizes, offset, csumCopies)
-		for i := 0; i < n; i++ {
-			markBatch(bufs[i][offset:offset+sizes[i]], g)
-		}
+	if c, ok := parseCompact(pkt); ok && t.mtu > 0 {
+		// A compact batch of copies the kernel made of a super-packet.
+		// Its offload state is the cloned super-packet's, meaningless
+		// now: the marks say what it is. Cut into tunnel packets of
+		// whole segments.
+		n, err := splitCompact(c, t.mtu, bufs, sizes, offset)
 		t.stats.ReadPackets.Add(uint64(n))
 		return n, err
 	}
@@ -340,6 +332,9 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 // writeRun writes bufs[0] and as many following packets as coalesce with
 // it, returning how many it consumed.
 func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
+	if c, ok := parseCompact(bufs[0][offset:]); ok {
+		return 1, t.writeCompact(c)
+	}
 	head, ok := parseGRO(bufs[0][offset:])
 	if !ok || !t.tunnelGSO || t.groOff.Load() {
 		if _, g, copied := mirrorUnit(bufs[0][offset:]); !ok && copied {

@@ -180,38 +180,44 @@ struct mirror_bucket {
 
 /* A batch of copies (tc hook, ENI target on another host): a TCP
  * super-packet is cloned into the mirror device's ingress whole, and
- * mirror_inject makes one packet of its wire segments' copies there:
- * Ethernet, IPv4 and UDP from the source ENI to the target, then per
- * segment the VXLAN header with the session's VNI and the segment's first
- * packet_length bytes, each unit the same size but the last (the layout of
- * a UDP GSO packet). One skb per super-packet, not one per segment. */
+ * mirror_inject makes one packet of its wire segments' copies there, one
+ * skb per super-packet instead of one per copy. Every byte of a copy but
+ * the segment's own payload follows from the super-packet's headers and
+ * the segment's place (lengths, IPv4 ID, sequence number, flags, the
+ * checksums), so the batch holds the headers once: Ethernet, IPv4 and
+ * UDP from the source ENI to the target, the VXLAN header with the
+ * session's VNI, struct mirror_batch_desc, the frame's Ethernet, IPv4 and
+ * TCP headers, then for each segment its first bytes after them, as many
+ * as the copy holds (packet_length less the headers). The receiving vpcd
+ * rebuilds the copies (tunnel/compact.go); this layout crosses the tunnel
+ * cut into packets of whole segments, each with its own headers. */
 #define MIRROR_BATCH_SEGS 64     /* segments of one batch, at most */
 #define MIRROR_BATCH_SNAP 256    /* a packet_length batches up to this */
 #define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
-#define MIRROR_BATCH_HDRS 136    /* Ethernet, IPv4 (20) and TCP headers */
-#define MIRROR_BATCH_HEAD 42     /* Ethernet, IPv4 and UDP before the units */
+#define MIRROR_BATCH_HDRS 134    /* Ethernet, IPv4 (20) and TCP headers */
+#define MIRROR_BATCH_HEAD 42     /* Ethernet, IPv4 and UDP before the VXLAN header */
 
-struct mirror_batch {
-	__u32 hdr_len; /* H: the frame's Ethernet, IPv4 and TCP headers */
-	__u32 mss;     /* the super-packet's segment size */
-	__u32 segs;
-	__u32 payload; /* TCP payload bytes of the super-packet */
-	__u32 snap;    /* the session's packet_length */
-	__u32 unit;    /* VXLAN header + snap: the offset of one unit to the next */
-	__u32 vni;
-	__u32 seq; /* the first segment's, host order */
-	__u32 id;  /* the first segment's IPv4 ID, host order */
-	__u32 _pad;
-	__u8 hdrs[256]; /* MIRROR_BATCH_HDRS used; the rest for the verifier's bounds */
-	__u8 buf[512]; /* a unit: 8 + MIRROR_BATCH_HDRS + MIRROR_BATCH_SNAP at most */
+struct mirror_batch_desc {
+	__be16 mss;     /* the segments' payload size */
+	__be16 snap;    /* the session's packet_length */
+	__be16 payload; /* TCP payload bytes of the whole super-packet */
+	__u8 hdr_len;   /* the frame's Ethernet, IPv4 and TCP headers */
+	__u8 segs;      /* wire segments of the super-packet */
+	__u8 first;     /* the first segment whose bytes follow */
+	__u8 count;     /* how many segments' bytes follow */
+	__be16 _pad;
 };
 
-/* The VPC VXLAN header of such a batch on its way to the tunnel device
- * carries the batch mark and the unit size in its reserved bytes 1..3
- * (batchMark in tunnel/coalesce.go): the daemon cuts it into tunnel
- * packets of whole units and the receiving daemon writes them back as
- * UDP GSO, which its kernel cuts into the copies. */
-#define VXLAN_BATCH_MARK 0x42
+struct mirror_batch {
+	__u8 hdrs[256]; /* the frame's headers (MIRROR_BATCH_HDRS; the rest for the verifier's bounds) */
+	__u8 buf[256];  /* one segment's bytes */
+};
+
+/* The VPC VXLAN header of such a batch carries the batch mark and the
+ * size of one copy's unit (VXLAN header and packet_length bytes) in its
+ * reserved bytes 1..3 (compactMark in tunnel/compact.go). The mark never
+ * leaves the host but inside WireGuard, between vpcd hosts. */
+#define VXLAN_BATCH_MARK 0x43
 
 /* The head of a copy in the mirror ring; the frame's first cap bytes
  * follow it. */

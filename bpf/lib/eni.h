@@ -534,94 +534,13 @@ static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
 	return mirror_udp_csum(skb, &h, sizeof(struct udphdr) + sizeof(struct vxlanhdr) + cap);
 }
 
-/* mirror_batch_unit writes the unit of wire segment i of the frame
- * mirror_batch is making a batch of (geometry and headers in the scratch):
- * the VXLAN header, then the segment's first bytes as they cross the VPC's
- * wire: IPv4 length, ID and checksum, TCP sequence number and flags as
- * segmentation makes them, and the TCP checksum field as an offloaded
- * segment carries it there, the pseudo-header sum (the tunnel leaves it
- * so, see tunnel/split.go). Summing every byte of the segment for a copy
- * that holds a tenth of them cost a tenth of the stream's throughput.
- * Returns the unit's length. */
-__attribute__((noinline)) int mirror_batch_unit(struct __sk_buff *skb, __u32 i)
-{
-	struct {
-		__be32 saddr, daddr;
-		__u8 zero, proto;
-		__be16 len;
-	} ph;
-	struct mirror_batch *b;
-	struct iphdr *ip;
-	__u32 zero = 0, h, thl, mss, m, off, keep, ulen;
-	__u8 *u, *th;
-	__s64 sum;
-
-	b = bpf_map_lookup_elem(&mirror_batch_scratch, &zero);
-	if (!b || !skb)
-		return -1;
-	h = b->hdr_len;
-	mss = b->mss;
-	if (h < ETH_HLEN + 20 + 20 || h > ETH_HLEN + 20 + 60 || !mss || mss > MIRROR_BATCH_MSS ||
-	    i >= b->segs || i >= MIRROR_BATCH_SEGS || b->snap > MIRROR_BATCH_SNAP)
-		return -1;
-	thl = h - ETH_HLEN - 20;
-	off = h + i * mss;
-	m = b->payload - i * mss;
-	if (m > mss)
-		m = mss;
-
-	u = b->buf;
-	*(__be32 *)&u[0] = bpf_htonl(VXLAN_FLAG_VNI);
-	*(__be32 *)&u[4] = bpf_htonl(b->vni << 8);
-	__builtin_memcpy(&u[8], b->hdrs, MIRROR_BATCH_HDRS);
-	ip = (struct iphdr *)&u[8 + ETH_HLEN];
-	ip->tot_len = bpf_htons(20 + thl + m);
-	ip->id = bpf_htons((__u16)(b->id + i));
-	ip->check = 0;
-	ip->check = ipv4_csum(ip);
-	th = &u[8 + ETH_HLEN + 20];
-	*(__be32 *)&th[4] = bpf_htonl(b->seq + i * mss);
-	/* tcp_gso_segment: CWR on the first segment only, FIN and PSH on the
-	 * last only. */
-	if (i)
-		th[13] &= ~0x80;
-	if (i + 1 < b->segs)
-		th[13] &= ~0x09;
-	ph.saddr = ip->saddr;
-	ph.daddr = ip->daddr;
-	ph.zero = 0;
-	ph.proto = IPPROTO_TCP_;
-	ph.len = bpf_htons(thl + m);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
-	if (sum < 0)
-		return -1;
-	*(__u16 *)&th[16] = (__u16)~csum_fold((__u32)sum);
-
-	keep = h + m;
-	if (keep > b->snap)
-		keep = b->snap;
-	if (keep > h) {
-		__u32 plen = keep - h;
-
-		if (plen > MIRROR_BATCH_SNAP)
-			return -1;
-		plen = ((plen - 1) & (MIRROR_BATCH_SNAP - 1)) + 1;
-		if (bpf_skb_load_bytes(skb, off, &u[8 + h], plen) < 0)
-			return -1;
-	}
-	ulen = 8 + keep;
-	if (ulen > 8 + MIRROR_BATCH_SNAP || ulen < 9)
-		return -1;
-	ulen = ((ulen - 1) & 511) + 1; /* as the verifier sees it */
-	if (bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + i * b->unit, u, ulen, 0) < 0)
-		return -1;
-	return (int)ulen;
-}
-
 /* mirror_batch turns a TCP super-packet the ENI program cloned into the
- * mirror device's ingress into one packet of its wire segments' copies
- * (struct mirror_batch). *segs is the wire segments (known once the
- * headers are read); the return value the unit size, negative on failure. */
+ * mirror device's ingress into one packet that holds the copies of all
+ * its wire segments, compactly (struct mirror_batch_desc): the frame's
+ * headers once, then each segment's first bytes. *segs is the wire
+ * segments (known once the headers are read); the return value the size
+ * of one copy's unit (VXLAN header and packet_length bytes), negative on
+ * failure. */
 static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirror_session *ms,
 					const struct eni_info *src, __u32 idx, __u32 *segs, __u32 *batch_len)
 {
@@ -629,10 +548,12 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	struct {
 		struct iphdr ip;
 		struct udphdr udp;
+		struct vxlanhdr vxlan;
+		struct mirror_batch_desc desc;
 	} head;
 	struct iphdr ip;
 	struct tcphdr tcp;
-	__u32 zero = 0, len = skb->len, mss = ctx_gso_size(skb), h, n, total = 0;
+	__u32 zero = 0, len = skb->len, mss = ctx_gso_size(skb), h, n, snap = ms->snaplen, pfx, total;
 
 	*segs = ctx_gso_segs(skb);
 	b = bpf_map_lookup_elem(&mirror_batch_scratch, &zero);
@@ -647,44 +568,52 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 		return -1;
 	n = (len - h + mss - 1) / mss;
 	*segs = n;
-	if (n < 2 || n > MIRROR_BATCH_SEGS || ms->snaplen > MIRROR_BATCH_SNAP || ms->snaplen + 8 > mss)
+	if (n < 2 || n > MIRROR_BATCH_SEGS || snap > MIRROR_BATCH_SNAP || snap + 8 > mss || h > MIRROR_BATCH_HDRS)
 		return -1;
-	b->hdr_len = h;
-	b->mss = mss;
-	b->segs = n;
-	b->payload = len - h;
-	b->snap = ms->snaplen;
-	b->unit = 8 + ms->snaplen;
-	b->vni = ms->vni;
-	b->seq = bpf_ntohl(tcp.seq);
-	b->id = bpf_ntohs(ip.id);
-	if (h > MIRROR_BATCH_HDRS || bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0)
+	/* Each segment's bytes after the headers that a copy holds. */
+	pfx = snap > h ? snap - h : 0;
+	if (bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0)
 		return -1;
-	/* Linear and private (bpf_skb_change_tail below would make it so
-	 * anyway), in one go. Each unit is written over bytes already read:
-	 * a unit is no longer than a segment, so unit i ends before segment
-	 * i+1 begins. */
+	/* Linear and private, in one go (bpf_skb_change_tail below would
+	 * make it so anyway). The prefixes go first, each over bytes already
+	 * read: prefix i ends before segment i+1 begins, as a copy is
+	 * shorter than a segment. The headers go last, over segment 0. */
 	if (bpf_skb_pull_data(skb, len) < 0)
 		return -1;
-	for (__u32 i = 0; i < MIRROR_BATCH_SEGS; i++) {
-		int r;
+	total = 0;
+	if (pfx) {
+		for (__u32 i = 0; i < MIRROR_BATCH_SEGS; i++) {
+			__u32 m, k;
 
-		if (i >= n)
-			break;
-		r = mirror_batch_unit(skb, i);
-		if (r < 0 || r > 8 + MIRROR_BATCH_SNAP)
-			return -1;
-		total += (__u32)r;
+			if (i >= n)
+				break;
+			m = len - h - i * mss;
+			if (m > mss)
+				m = mss;
+			k = m < pfx ? m : pfx;
+			if (!k)
+				break;
+			k = ((k - 1) & (MIRROR_BATCH_SNAP - 1)) + 1; /* 1..256, as the verifier sees it */
+			if (bpf_skb_load_bytes(skb, h + i * mss, b->buf, k) < 0 ||
+			    bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) +
+							 sizeof(struct mirror_batch_desc) + h + total, b->buf, k, 0) < 0)
+				return -1;
+			total += k;
+		}
 	}
+	total += sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h;
 	/* Cut: this also ends the clone's GSO state (the batch is one
 	 * plain packet now). */
 	if (bpf_skb_change_tail(skb, MIRROR_BATCH_HEAD + total, 0) < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc),
+				b->hdrs, ((h - 1) & 255) + 1, 0) < 0)
 		return -1;
 	*batch_len = MIRROR_BATCH_HEAD + total;
 	__builtin_memset(&head, 0, sizeof(head));
 	head.ip.version = 4;
 	head.ip.ihl = 5;
-	head.ip.tot_len = bpf_htons(sizeof(head) + total);
+	head.ip.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + total);
 	head.ip.frag_off = bpf_htons(IP_DF);
 	head.ip.ttl = 64;
 	head.ip.protocol = IPPROTO_UDP_;
@@ -694,9 +623,18 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	head.udp.source = vxlan_source_port(idx * 2654435761u);
 	head.udp.dest = bpf_htons(VXLAN_PORT);
 	head.udp.len = bpf_htons(sizeof(struct udphdr) + total);
+	head.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI);
+	head.vxlan.vni = bpf_htonl(ms->vni << 8);
+	head.desc.mss = bpf_htons(mss);
+	head.desc.snap = bpf_htons(snap);
+	head.desc.payload = bpf_htons(len - h);
+	head.desc.hdr_len = h;
+	head.desc.segs = n;
+	head.desc.first = 0;
+	head.desc.count = n;
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &head, sizeof(head), 0) < 0)
 		return -1;
-	return (int)(8 + ms->snaplen);
+	return (int)(8 + snap);
 }
 
 /* mirror_to_tunnel sends a copy of len bytes (Ethernet header included),
