@@ -156,16 +156,34 @@ func TestCompactBatchRoundTrip(t *testing.T) {
 	}
 }
 
-// TestWriteCompact: the receiving daemon writes a compact batch's copies to
-// its kernel as one UDP GSO packet of the session's units, which the kernel
-// cuts into the copies.
+// TestWriteCompact: the receiving daemon writes the copies of a batch that
+// crossed the tunnel in several packets to its kernel as one UDP GSO
+// packet of the session's units, which the kernel cuts into the copies.
 func TestWriteCompact(t *testing.T) {
-	super := batchSuper(10)
-	pkt := compactOf(super, batchSnap)
+	super := batchSuper(45)
+	c, ok := parseCompact(compactOf(super, batchSnap))
+	if !ok {
+		t.Fatal("not a compact batch")
+	}
+	bufs := make([][]byte, 8)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2000)
+	}
+	sizes := make([]int, len(bufs))
+	n, err := splitCompact(c, 1440, bufs, sizes, 16)
+	if err != nil || n < 2 {
+		t.Fatalf("splitCompact = %d, %v", n, err)
+	}
+	for i := range n {
+		bufs[i] = bufs[i][:16+sizes[i]]
+	}
 	want := copiesOf(t, super, batchSnap)
 	vt, r := pipeTUN(t)
-	if n, err := vt.Write([][]byte{append(make([]byte, 16), pkt...)}, 16); err != nil || n != 1 {
-		t.Fatalf("Write = %d, %v", n, err)
+	if m, err := vt.Write(bufs[:n], 16); err != nil || m != n {
+		t.Fatalf("Write = %d, %v", m, err)
+	}
+	if w := vt.stats.Writes.Load(); w != 1 {
+		t.Fatalf("%d writes for one batch's %d packets, want 1", w, n)
 	}
 	frame := make([]byte, vnetHdrLen+compactHdr+len(want))
 	if _, err := io.ReadFull(r, frame); err != nil {

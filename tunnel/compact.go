@@ -196,26 +196,47 @@ func isCompact(pkt []byte) bool {
 	return ok
 }
 
-// writeCompact hands the copies a compact batch stands for to the kernel:
-// one UDP GSO packet of the session's VXLAN units from the source ENI to
-// the target, cut into the copies where it is delivered; one packet for a
-// single copy, or one at a time where the kernel refuses UDP GSO.
-func (t *vxlanTUN) writeCompact(c compact) error {
+// follows reports whether q continues c: the next segments of the same
+// batch, for the same session and target.
+func (c compact) follows(q compact) bool {
+	return q.d.first == c.d.first+c.d.cnt && q.d.segs == c.d.segs && q.d.mss == c.d.mss &&
+		q.d.snap == c.d.snap && q.d.payload == c.d.payload && q.d.hdrLen == c.d.hdrLen &&
+		sameFlow(c.pkt, q.pkt) && string(q.pkt[compactHdr:compactAt]) == string(c.pkt[compactHdr:compactAt]) &&
+		string(q.tmpl) == string(c.tmpl)
+}
+
+// writeCompact hands the copies of a compact batch, and of the packets in
+// next that carry the rest of the same batch, to the kernel: one UDP GSO
+// packet of the session's VXLAN units from the source ENI to the target,
+// cut into the copies where it is delivered; one packet for a single
+// copy, or one at a time where the kernel refuses UDP GSO. It returns how
+// many packets it consumed.
+func (t *vxlanTUN) writeCompact(c compact, next [][]byte, offset int) (int, error) {
 	t.cbuf = append(t.cbuf[:0], c.pkt[:compactHdr]...)
 	clearBatchMark(t.cbuf)
 	t.cbuf = expandCompact(c, t.cbuf)
+	n, copies := 1, c.d.cnt
+	for _, b := range next {
+		q, ok := parseCompact(b[offset:])
+		if !ok || !c.follows(q) {
+			break
+		}
+		t.cbuf = expandCompact(q, t.cbuf)
+		c, copies = q, copies+q.d.cnt
+		n++
+	}
 	pkt := t.cbuf
 	ip := setGSOLengths(pkt, len(pkt))
 	udp := pkt[encap.InnerL4At:]
 	binary.BigEndian.PutUint16(udp[4:], uint16(len(pkt)-encap.InnerL4At))
 	udp[6], udp[7] = 0, 0
-	if c.d.cnt == 1 {
-		return t.writeOne(pkt) // no checksum, as IPv4 allows
+	if copies == 1 {
+		return n, t.writeOne(pkt) // no checksum, as IPv4 allows
 	}
 	if !t.tunnelGSO || t.groOff.Load() {
 		pkt[encap.VXLANAt+1] = batchMark
 		binary.BigEndian.PutUint16(pkt[encap.VXLANAt+2:], uint16(c.unit))
-		return t.writeBatchAlone(pkt, c.unit)
+		return n, t.writeBatchAlone(pkt, c.unit)
 	}
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the
 	// kernel sums each copy when it cuts the batch.
@@ -233,7 +254,7 @@ func (t *vxlanTUN) writeCompact(c compact) error {
 		pkt[encap.VXLANAt+1] = batchMark
 		binary.BigEndian.PutUint16(pkt[encap.VXLANAt+2:], uint16(c.unit))
 		udp[6], udp[7] = 0, 0
-		return t.writeBatchAlone(pkt, c.unit)
+		return n, t.writeBatchAlone(pkt, c.unit)
 	}
-	return err
+	return n, err
 }

@@ -76,6 +76,8 @@ type vxlanTUN struct {
 	events   chan tun.Event
 	// tunnelGSO is set when the kernel accepted UDP tunnel offloads.
 	tunnelGSO bool
+	// trimErr is why the mirror batch filter is missing (attachTrim).
+	trimErr error
 
 	rmu  sync.Mutex // guards rbuf and held (wireguard-go reads from one goroutine)
 	rbuf []byte
@@ -141,6 +143,9 @@ func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
 	} else if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, base); err != nil {
 		return fail(fmt.Errorf("tunnel device %s: offloads: %w", name, err))
 	}
+	// Without it a batch of mirror copies arrives with the rest of the
+	// frame it was made of, which is copied for nothing and dropped.
+	t.trimErr = attachTrim(fd)
 	if err := unix.SetNonblock(fd, true); err != nil {
 		return fail(err)
 	}
@@ -333,7 +338,7 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 // it, returning how many it consumed.
 func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
 	if c, ok := parseCompact(bufs[0][offset:]); ok {
-		return 1, t.writeCompact(c)
+		return t.writeCompact(c, bufs[1:], offset)
 	}
 	head, ok := parseGRO(bufs[0][offset:])
 	if !ok || !t.tunnelGSO || t.groOff.Load() {

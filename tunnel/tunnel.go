@@ -127,6 +127,9 @@ func createTUN(name string, mtu int, log *slog.Logger) (tun.Device, error) {
 			return nil, err
 		}
 		log.Info("tunnel device", "device", name, "udp_tunnel_gso", vt.tunnelGSO)
+		if vt.trimErr != nil {
+			log.Warn("batches of mirror copies reach the daemon with the rest of their frame", "device", name, "err", vt.trimErr)
+		}
 		return vt, nil
 	}
 	log.Warn("tunnel device without offloads", "device", name, "err", err)

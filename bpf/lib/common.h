@@ -219,6 +219,12 @@ struct mirror_batch {
  * leaves the host but inside WireGuard, between vpcd hosts. */
 #define VXLAN_BATCH_MARK 0x43
 
+/* Such a batch leaves mirror_inject longer than its IPv4 length (the rest
+ * of the frame it was made of, in pages shared with the original) with
+ * this skb->mark: the tunnel device's socket filter cuts it there
+ * (tunnel/filter.go, batchTag), dropping the pages. */
+#define MIRROR_BATCH_TAG 0x6d420000u
+
 /* The head of a copy in the mirror ring; the frame's first cap bytes
  * follow it. */
 struct mirror_record {

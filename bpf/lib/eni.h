@@ -574,11 +574,15 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	pfx = snap > h ? snap - h : 0;
 	if (bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0)
 		return -1;
-	/* Linear and private, in one go (bpf_skb_change_tail below would
-	 * make it so anyway). The prefixes go first, each over bytes already
-	 * read: prefix i ends before segment i+1 begins, as a copy is
-	 * shorter than a segment. The headers go last, over segment 0. */
-	if (bpf_skb_pull_data(skb, len) < 0)
+	/* The batch's room linear and private; the rest of the frame stays
+	 * in the pages it shares with the original, and the tunnel device's
+	 * filter cuts it off (tunnel/filter.go). The prefixes go first, each
+	 * over bytes already read: prefix i ends before segment i+1 begins,
+	 * as a copy is shorter than a segment. The headers go last, over
+	 * segment 0. */
+	total = MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h +
+		(n - 1) * (pfx < mss ? pfx : mss);
+	if (bpf_skb_pull_data(skb, total + MIRROR_BATCH_SNAP < len ? total + MIRROR_BATCH_SNAP : len) < 0)
 		return -1;
 	total = 0;
 	if (pfx) {
@@ -602,10 +606,6 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 		}
 	}
 	total += sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h;
-	/* Cut: this also ends the clone's GSO state (the batch is one
-	 * plain packet now). */
-	if (bpf_skb_change_tail(skb, MIRROR_BATCH_HEAD + total, 0) < 0)
-		return -1;
 	if (bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc),
 				b->hdrs, ((h - 1) & 255) + 1, 0) < 0)
 		return -1;
@@ -637,6 +637,27 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	return (int)(8 + snap);
 }
 
+/* mirror_end_gso makes a batch, still the clone of a GSO super-packet, a
+ * plain packet: growing the room after the Ethernet header lowers the
+ * segment size by as much, to 0 here, and taking the room out again
+ * leaves it so. (bpf_skb_change_tail ends GSO too, but copies the whole
+ * 64 KiB frame into one buffer first.) Last thing before the redirect: a
+ * plain packet that long cannot grow at tc ingress. */
+static __always_inline int mirror_end_gso(struct __sk_buff *skb)
+{
+	__u32 left = ctx_gso_size(skb);
+
+	for (__u32 i = 0; i < 3 && left; i++) {
+		__u32 d = left > 0xfff ? 0xfff : left;
+
+		if (bpf_skb_adjust_room(skb, d, BPF_ADJ_ROOM_MAC, 0) < 0 ||
+		    bpf_skb_adjust_room(skb, -(__s32)d, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) < 0)
+			return -1;
+		left -= d;
+	}
+	return ctx_gso_size(skb) ? -1 : 0;
+}
+
 /* mirror_to_tunnel sends a copy of len bytes (Ethernet header included),
  * or a batch of copies of unit bytes each (unit > 0), to the target's
  * host: the VPC's VXLAN header, with the mirror mark (and the batch mark),
@@ -651,9 +672,12 @@ static __always_inline int mirror_to_tunnel(struct __sk_buff *skb, const struct 
 		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, hash, rt->mac, src->mac);
 	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
-	if (unit)
+	if (unit) {
 		h.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI | VXLAN_BATCH_MARK << 16 | (unit & 0xffff));
-	if (vxlan_push(skb, &h) < 0)
+		/* For the tunnel device's filter: cut me to my IPv4 length. */
+		skb->mark = MIRROR_BATCH_TAG;
+	}
+	if (vxlan_push(skb, &h) < 0 || (unit && mirror_end_gso(skb) < 0))
 		return drop_packet(skb, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(skb, cfg->tun_ifindex);
 }
