@@ -195,7 +195,7 @@ struct mirror_bucket {
 #define MIRROR_BATCH_SNAP 256    /* a packet_length batches up to this */
 #define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
 #define MIRROR_BATCH_HDRS 134    /* Ethernet, IPv4 (20) and TCP headers */
-#define MIRROR_BATCH_HEAD 42     /* Ethernet, IPv4 and UDP before the VXLAN header */
+#define MIRROR_BATCH_ROOM 128    /* a batch's headers (less the frame's) and a copy fit a segment with this */
 
 struct mirror_batch_desc {
 	__be16 mss;     /* the segments' payload size */

@@ -534,17 +534,43 @@ static __always_inline int mirror_wrap(struct __sk_buff *skb, __u32 idx)
 	return mirror_udp_csum(skb, &h, sizeof(struct udphdr) + sizeof(struct vxlanhdr) + cap);
 }
 
+/* mirror_end_gso makes the clone of a GSO super-packet a plain packet:
+ * growing the room after the Ethernet header lowers the segment size by
+ * as much, to 0 here, and taking the room out again leaves it so.
+ * (bpf_skb_change_tail ends GSO too, but copies the whole 64 KiB frame
+ * into one buffer first.) Early, while the clone's own head is a few
+ * headers: a plain packet that long cannot grow at tc ingress. */
+static __always_inline int mirror_end_gso(struct __sk_buff *skb)
+{
+	__u32 left = ctx_gso_size(skb);
+
+	for (__u32 i = 0; i < 3 && left; i++) {
+		__u32 d = left > 0xfff ? 0xfff : left;
+
+		if (bpf_skb_adjust_room(skb, d, BPF_ADJ_ROOM_MAC, 0) < 0 ||
+		    bpf_skb_adjust_room(skb, -(__s32)d, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) < 0)
+			return -1;
+		left -= d;
+	}
+	return ctx_gso_size(skb) ? -1 : 0;
+}
+
 /* mirror_batch turns a TCP super-packet the ENI program cloned into the
- * mirror device's ingress into one packet that holds the copies of all
- * its wire segments, compactly (struct mirror_batch_desc): the frame's
- * headers once, then each segment's first bytes. *segs is the wire
- * segments (known once the headers are read); the return value the size
- * of one copy's unit (VXLAN header and packet_length bytes), negative on
- * failure. */
-static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirror_session *ms,
-					const struct eni_info *src, __u32 idx, __u32 *segs, __u32 *batch_len)
+ * mirror device's ingress into one packet for the tunnel device that
+ * holds the copies of all its wire segments, compactly (struct
+ * mirror_batch_desc), wrapped in the VPC's VXLAN to the target's host rt
+ * with the mirror and batch marks: the frame's headers once, then each
+ * segment's first bytes. It writes the packet in place, at the front of
+ * the clone, and leaves the rest of the frame behind it, in the pages it
+ * shares with the original, for the tunnel device's filter to cut off
+ * (tunnel/filter.go). *segs is the wire segments (known once the headers
+ * are read). Negative on failure. */
+static __always_inline int mirror_batch(struct __sk_buff *skb, const struct vpcd_config *cfg,
+					const struct mirror_session *ms, const struct eni_info *src,
+					const struct route *rt, __u32 idx, __u32 *segs)
 {
 	struct mirror_batch *b;
+	struct vxlan_encap vpc;
 	struct {
 		struct iphdr ip;
 		struct udphdr udp;
@@ -553,7 +579,9 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	} head;
 	struct iphdr ip;
 	struct tcphdr tcp;
-	__u32 zero = 0, len = skb->len, mss = ctx_gso_size(skb), h, n, snap = ms->snaplen, pfx, total;
+	__u32 zero = 0, len = skb->len, mss = ctx_gso_size(skb), h, n, snap = ms->snaplen, pfx, total, at;
+
+	_Static_assert(sizeof(head) == 48, "no holes");
 
 	*segs = ctx_gso_segs(skb);
 	b = bpf_map_lookup_elem(&mirror_batch_scratch, &zero);
@@ -568,21 +596,21 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 		return -1;
 	n = (len - h + mss - 1) / mss;
 	*segs = n;
-	if (n < 2 || n > MIRROR_BATCH_SEGS || snap > MIRROR_BATCH_SNAP || snap + 8 > mss || h > MIRROR_BATCH_HDRS)
+	if (n < 2 || n > MIRROR_BATCH_SEGS || snap > MIRROR_BATCH_SNAP || snap + MIRROR_BATCH_ROOM > mss ||
+	    h > MIRROR_BATCH_HDRS)
 		return -1;
 	/* Each segment's bytes after the headers that a copy holds. */
 	pfx = snap > h ? snap - h : 0;
-	if (bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0)
+	if (bpf_skb_load_bytes(skb, 0, b->hdrs, ((h - 1) & 255) + 1) < 0 || mirror_end_gso(skb) < 0)
 		return -1;
-	/* The batch's room linear and private; the rest of the frame stays
-	 * in the pages it shares with the original, and the tunnel device's
-	 * filter cuts it off (tunnel/filter.go). The prefixes go first, each
-	 * over bytes already read: prefix i ends before segment i+1 begins,
-	 * as a copy is shorter than a segment. The headers go last, over
-	 * segment 0. */
-	total = MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h +
-		(n - 1) * (pfx < mss ? pfx : mss);
-	if (bpf_skb_pull_data(skb, total + MIRROR_BATCH_SNAP < len ? total + MIRROR_BATCH_SNAP : len) < 0)
+	/* The packet's room linear and private, in one pull. The prefixes go
+	 * first, each over bytes already read: prefix i ends before segment
+	 * i+1 begins, as a copy and the batch's headers
+	 * (MIRROR_BATCH_ROOM) are shorter than a segment. The headers go
+	 * last, over segment 0. */
+	at = ETH_HLEN + VXLAN_ENCAP_LEN + sizeof(head) + h;
+	total = at + (n - 1) * (pfx < mss ? pfx : mss) + pfx;
+	if (bpf_skb_pull_data(skb, total < len ? total : len) < 0)
 		return -1;
 	total = 0;
 	if (pfx) {
@@ -599,21 +627,23 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 				break;
 			k = ((k - 1) & (MIRROR_BATCH_SNAP - 1)) + 1; /* 1..256, as the verifier sees it */
 			if (bpf_skb_load_bytes(skb, h + i * mss, b->buf, k) < 0 ||
-			    bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) +
-							 sizeof(struct mirror_batch_desc) + h + total, b->buf, k, 0) < 0)
+			    bpf_skb_store_bytes(skb, at + total, b->buf, k, 0) < 0)
 				return -1;
 			total += k;
 		}
 	}
-	total += sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h;
-	if (bpf_skb_store_bytes(skb, MIRROR_BATCH_HEAD + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc),
-				b->hdrs, ((h - 1) & 255) + 1, 0) < 0)
+	if (bpf_skb_store_bytes(skb, at - h, b->hdrs, ((h - 1) & 255) + 1, 0) < 0)
 		return -1;
-	*batch_len = MIRROR_BATCH_HEAD + total;
+	/* The copies' IPv4 packet: from the source ENI to the target. */
+	total += sizeof(struct iphdr) + sizeof(struct udphdr) + sizeof(struct vxlanhdr) + sizeof(struct mirror_batch_desc) + h;
+	vxlan_fill(&vpc, cfg->underlay_ip, rt->remote_ip, src->vni, ETH_HLEN + total, idx * 0x9e3779b1u, rt->mac,
+		   src->mac);
+	vpc.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI | VXLAN_BATCH_MARK << 16 | ((8 + snap) & 0xffff));
+	vpc.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
 	__builtin_memset(&head, 0, sizeof(head));
 	head.ip.version = 4;
 	head.ip.ihl = 5;
-	head.ip.tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct udphdr) + total);
+	head.ip.tot_len = bpf_htons(total);
 	head.ip.frag_off = bpf_htons(IP_DF);
 	head.ip.ttl = 64;
 	head.ip.protocol = IPPROTO_UDP_;
@@ -622,7 +652,7 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	head.ip.check = ipv4_csum(&head.ip);
 	head.udp.source = vxlan_source_port(idx * 2654435761u);
 	head.udp.dest = bpf_htons(VXLAN_PORT);
-	head.udp.len = bpf_htons(sizeof(struct udphdr) + total);
+	head.udp.len = bpf_htons(total - sizeof(struct iphdr));
 	head.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI);
 	head.vxlan.vni = bpf_htonl(ms->vni << 8);
 	head.desc.mss = bpf_htons(mss);
@@ -632,39 +662,18 @@ static __always_inline int mirror_batch(struct __sk_buff *skb, const struct mirr
 	head.desc.segs = n;
 	head.desc.first = 0;
 	head.desc.count = n;
-	if (bpf_skb_store_bytes(skb, ETH_HLEN, &head, sizeof(head), 0) < 0)
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &vpc, VXLAN_ENCAP_LEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, ETH_HLEN + VXLAN_ENCAP_LEN, &head, sizeof(head), 0) < 0)
 		return -1;
-	return (int)(8 + snap);
+	return 0;
 }
 
-/* mirror_end_gso makes a batch, still the clone of a GSO super-packet, a
- * plain packet: growing the room after the Ethernet header lowers the
- * segment size by as much, to 0 here, and taking the room out again
- * leaves it so. (bpf_skb_change_tail ends GSO too, but copies the whole
- * 64 KiB frame into one buffer first.) Last thing before the redirect: a
- * plain packet that long cannot grow at tc ingress. */
-static __always_inline int mirror_end_gso(struct __sk_buff *skb)
-{
-	__u32 left = ctx_gso_size(skb);
-
-	for (__u32 i = 0; i < 3 && left; i++) {
-		__u32 d = left > 0xfff ? 0xfff : left;
-
-		if (bpf_skb_adjust_room(skb, d, BPF_ADJ_ROOM_MAC, 0) < 0 ||
-		    bpf_skb_adjust_room(skb, -(__s32)d, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO) < 0)
-			return -1;
-		left -= d;
-	}
-	return ctx_gso_size(skb) ? -1 : 0;
-}
-
-/* mirror_to_tunnel sends a copy of len bytes (Ethernet header included),
- * or a batch of copies of unit bytes each (unit > 0), to the target's
- * host: the VPC's VXLAN header, with the mirror mark (and the batch mark),
+/* mirror_to_tunnel sends a copy of len bytes (Ethernet header included)
+ * to the target's host: the VPC's VXLAN header, with the mirror mark,
  * then the tunnel device. */
 static __always_inline int mirror_to_tunnel(struct __sk_buff *skb, const struct vpcd_config *cfg,
 					    const struct eni_info *src, const struct route *rt, __u32 hash,
-					    __u32 len, __u32 unit)
+					    __u32 len)
 {
 	struct vxlan_encap h;
 
@@ -672,12 +681,7 @@ static __always_inline int mirror_to_tunnel(struct __sk_buff *skb, const struct 
 		return drop_packet(skb, DROP_NO_TUNNEL, DIR_EGRESS, HOOK_ENI);
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, src->vni, len, hash, rt->mac, src->mac);
 	h.vxlan.vni |= bpf_htonl(VXLAN_MIRROR_MARK);
-	if (unit) {
-		h.vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI | VXLAN_BATCH_MARK << 16 | (unit & 0xffff));
-		/* For the tunnel device's filter: cut me to my IPv4 length. */
-		skb->mark = MIRROR_BATCH_TAG;
-	}
-	if (vxlan_push(skb, &h) < 0 || (unit && mirror_end_gso(skb) < 0))
+	if (vxlan_push(skb, &h) < 0)
 		return drop_packet(skb, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(skb, cfg->tun_ifindex);
 }
@@ -708,20 +712,22 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
 
 		if (ctx_is_gso(skb)) {
-			/* Entered whole (mirror_batchable): a batch. */
-			struct route_key brk;
+			/* Entered whole (mirror_batchable): a batch, for the
+			 * target's host. */
+			struct route_key brk = {};
 			struct route *brt;
-			__u32 segs = 1, bsrc, blen = 0;
-			int unit;
+			__u32 segs = ctx_gso_segs(skb), bsrc;
 
 			ms = bpf_map_lookup_elem(&mirror_sessions, &idx);
 			bsrc = ms ? ms->src_ifindex : 0;
 			src = bsrc ? bpf_map_lookup_elem(&enis, &bsrc) : NULL;
-			unit = ms && src && ms->target ? mirror_batch(skb, ms, src, idx, &segs, &blen) : -1;
-			brk.vni = src ? src->vni : 0;
-			brk.ip = ms ? ms->target : 0;
-			brt = unit > 0 ? bpf_map_lookup_elem(&routes, &brk) : NULL;
-			if (!brt || brt->ifindex) {
+			if (src && ms->target) {
+				brk.vni = src->vni;
+				brk.ip = ms->target;
+			}
+			brt = brk.ip ? bpf_map_lookup_elem(&routes, &brk) : NULL;
+			if (!brt || brt->ifindex || !cfg->tun_ifindex || peer_down(brt->remote_ip) ||
+			    mirror_batch(skb, cfg, ms, src, brt, idx, &segs) < 0) {
 				if (mc)
 					mc->failed += segs;
 				return CTX_DROP;
@@ -730,7 +736,10 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 				mc->sent += segs;
 				mc->batches++;
 			}
-			return mirror_to_tunnel(skb, cfg, src, brt, idx * 0x9e3779b1u, blen, (__u32)unit);
+			/* For the tunnel device's filter: cut me to my IPv4
+			 * length. */
+			skb->mark = MIRROR_BATCH_TAG;
+			return ctx_redirect(skb, cfg->tun_ifindex);
 		}
 		if (mirror_wrap(skb, idx) < 0) {
 			if (mc)
@@ -797,7 +806,7 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		mac_copy(eth->h_source, cfg->gw_mac);
 		return ctx_redirect_local(skb, dst_if, dst->tap);
 	}
-	return mirror_to_tunnel(skb, cfg, src, rt, idx * 0x9e3779b1u ^ pi.sport, len, 0);
+	return mirror_to_tunnel(skb, cfg, src, rt, idx * 0x9e3779b1u ^ pi.sport, len);
 }
 #endif
 

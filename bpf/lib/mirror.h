@@ -148,7 +148,7 @@ static __always_inline int mirror_batchable(struct __sk_buff *ctx, const struct 
 
 	if (segs < 2 || segs > MIRROR_BATCH_SEGS || proto != IPPROTO_TCP_ || ctx->len > 0xffff ||
 	    !ctx->gso_size || ctx->gso_size > MIRROR_BATCH_MSS || ms->snaplen > MIRROR_BATCH_SNAP ||
-	    ms->snaplen + 8 > ctx->gso_size)
+	    ms->snaplen + MIRROR_BATCH_ROOM > ctx->gso_size)
 		return 0;
 	src = bpf_map_lookup_elem(&enis, &src_if);
 	if (!src)
