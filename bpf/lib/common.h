@@ -184,13 +184,14 @@ struct mirror_bucket {
  * skb per super-packet instead of one per copy. Every byte of a copy but
  * the segment's own payload follows from the super-packet's headers and
  * the segment's place (lengths, IPv4 ID, sequence number, flags, the
- * checksums), so the batch holds the headers once: Ethernet, IPv4 and
- * UDP from the source ENI to the target, the VXLAN header with the
- * session's VNI, struct mirror_batch_desc, the frame's Ethernet, IPv4 and
- * TCP headers, then for each segment its first bytes after them, as many
- * as the copy holds (packet_length less the headers). The receiving vpcd
- * rebuilds the copies (tunnel/compact.go); this layout crosses the tunnel
- * cut into packets of whole segments, each with its own headers. */
+ * checksums), so the batch holds the headers once: the VPC's VXLAN
+ * headers to the target's host, IPv4 and UDP from the source ENI to the
+ * target, the VXLAN header with the session's VNI, struct
+ * mirror_batch_desc, the frame's Ethernet, IPv4 and TCP headers, then for
+ * each segment its first bytes after them, as many as the copy holds
+ * (packet_length less the headers). The sending vpcd cuts it into tunnel
+ * packets of whole segments, each with its own headers; the receiving
+ * vpcd rebuilds the copies (tunnel/compact.go). */
 #define MIRROR_BATCH_SEGS 64     /* segments of one batch, at most */
 #define MIRROR_BATCH_SNAP 256    /* a packet_length batches up to this */
 #define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
@@ -208,6 +209,7 @@ struct mirror_batch_desc {
 	__be16 _pad;
 };
 
+/* mirror_inject's scratch for making a batch. */
 struct mirror_batch {
 	__u8 hdrs[256]; /* the frame's headers (MIRROR_BATCH_HDRS; the rest for the verifier's bounds) */
 	__u8 buf[256];  /* one segment's bytes */
