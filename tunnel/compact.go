@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vpcd/vpcd/bpf/limits"
 	"github.com/vpcd/vpcd/encap"
 )
 
@@ -35,8 +36,7 @@ const (
 	compactHdr = encap.InnerL4At + encap.UDPLen // the copies' IPv4 and UDP headers end here
 	compactAt  = compactHdr + encap.HeaderLen   // the descriptor
 	minHdrLen  = encap.EthLen + 20 + 20
-	maxHdrLen  = encap.EthLen + 20 + 60
-	maxSnap    = 256 // MIRROR_BATCH_SNAP
+	maxHdrLen  = limits.MirrorBatchHdrs
 )
 
 // batchDesc is struct mirror_batch_desc.
@@ -67,13 +67,19 @@ type compact struct {
 	pkt      []byte // the whole batch, cut to its IPv4 length
 }
 
+// compactMarked reports whether pkt carries the marks of a compact batch
+// (parseCompact checks the rest).
+func compactMarked(pkt []byte) bool {
+	return len(pkt) >= compactAt+descLen+minHdrLen && pkt[0] == 0x45 && pkt[9] == encap.ProtoUDP &&
+		pkt[encap.VXLANAt+1] == compactMark && pkt[encap.VXLANAt+7] == mirrorMark &&
+		pkt[encap.InnerIPAt] == 0x45 && pkt[encap.InnerIPAt+9] == encap.ProtoUDP
+}
+
 // parseCompact reports whether pkt is a compact batch of copies, and reads
 // it. Bytes past the outer IPv4 length are left out; anything that does
 // not add up is refused.
 func parseCompact(pkt []byte) (c compact, ok bool) {
-	if len(pkt) < compactAt+descLen+minHdrLen || pkt[0] != 0x45 || pkt[9] != encap.ProtoUDP ||
-		pkt[encap.VXLANAt+1] != compactMark || pkt[encap.VXLANAt+7] != mirrorMark ||
-		pkt[encap.InnerIPAt] != 0x45 || pkt[encap.InnerIPAt+9] != encap.ProtoUDP {
+	if !compactMarked(pkt) {
 		return c, false
 	}
 	if n := int(binary.BigEndian.Uint16(pkt[2:])); n < len(pkt) {
@@ -89,8 +95,8 @@ func parseCompact(pkt []byte) (c compact, ok bool) {
 		hdrLen:  int(b[6]), segs: int(b[7]), first: int(b[8]), cnt: int(b[9]),
 	}
 	unit := int(binary.BigEndian.Uint16(pkt[encap.VXLANAt+2:]))
-	if d.hdrLen < minHdrLen || d.hdrLen > maxHdrLen || d.snap > maxSnap || d.snap+encap.HeaderLen > d.mss ||
-		d.segs < 1 || d.segs > maxCopies || d.cnt < 1 || d.first+d.cnt > d.segs ||
+	if d.hdrLen < minHdrLen || d.hdrLen > maxHdrLen || d.snap > limits.MirrorBatchSnap || d.snap+encap.HeaderLen > d.mss ||
+		d.segs < 1 || d.segs > limits.MirrorBatchSegs || d.cnt < 1 || d.first+d.cnt > d.segs ||
 		d.payload <= (d.segs-1)*d.mss || d.payload > d.segs*d.mss || unit != encap.HeaderLen+d.snap ||
 		len(b) < descLen+d.hdrLen {
 		return c, false
@@ -112,7 +118,7 @@ func parseCompact(pkt []byte) (c compact, ok bool) {
 func splitCompact(c compact, mtu int, bufs [][]byte, sizes []int, offset int) (int, error) {
 	head := compactAt + descLen + c.d.hdrLen
 	room := mtu - head
-	if room < maxSnap {
+	if room < limits.MirrorBatchSnap {
 		return 0, errMalformed
 	}
 	oID := binary.BigEndian.Uint16(c.pkt[4:])
@@ -191,11 +197,6 @@ func expandCompact(c compact, out []byte) []byte {
 	return out
 }
 
-func isCompact(pkt []byte) bool {
-	_, ok := parseCompact(pkt)
-	return ok
-}
-
 // follows reports whether q continues c: the next segments of the same
 // batch, for the same session and target.
 func (c compact) follows(q compact) bool {
@@ -234,9 +235,7 @@ func (t *vxlanTUN) writeCompact(c compact, next [][]byte, offset int) (int, erro
 		return n, t.writeOne(pkt) // no checksum, as IPv4 allows
 	}
 	if !t.tunnelGSO || t.groOff.Load() {
-		pkt[encap.VXLANAt+1] = batchMark
-		binary.BigEndian.PutUint16(pkt[encap.VXLANAt+2:], uint16(c.unit))
-		return n, t.writeBatchAlone(pkt, c.unit)
+		return n, t.writeCompactAlone(pkt, c.unit)
 	}
 	// CHECKSUM_PARTIAL: the field holds the pseudo-header sum; the
 	// kernel sums each copy when it cuts the batch.
@@ -251,10 +250,17 @@ func (t *vxlanTUN) writeCompact(c compact, next [][]byte, offset int) (int, erro
 		if t.log != nil {
 			t.log.Warn("the kernel refused a batch of mirror copies; writing them one by one", "device", t.name, "err", err)
 		}
-		pkt[encap.VXLANAt+1] = batchMark
-		binary.BigEndian.PutUint16(pkt[encap.VXLANAt+2:], uint16(c.unit))
 		udp[6], udp[7] = 0, 0
-		return n, t.writeBatchAlone(pkt, c.unit)
+		return n, t.writeCompactAlone(pkt, c.unit)
 	}
 	return n, err
+}
+
+// writeCompactAlone writes rebuilt copies of unit bytes each one at a
+// time, for a kernel that refuses UDP GSO writes: marked as a peer's batch
+// of that size, which writeBatchAlone cuts.
+func (t *vxlanTUN) writeCompactAlone(pkt []byte, unit int) error {
+	pkt[encap.VXLANAt+1] = batchMark
+	binary.BigEndian.PutUint16(pkt[encap.VXLANAt+2:], uint16(unit))
+	return t.writeBatchAlone(pkt, unit)
 }

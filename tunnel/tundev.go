@@ -241,7 +241,7 @@ func (t *vxlanTUN) whole(frame []byte) bool {
 	}
 	var h vnetHdr
 	h.decode(frame)
-	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu || isCompact(frame[vnetHdrLen:])
+	return h.gsoType != vnetGSONone || len(frame)-vnetHdrLen <= t.mtu || compactMarked(frame[vnetHdrLen:])
 }
 
 // maxSegments bounds the segments of one frame: 64 KiB of payload cut at

@@ -192,11 +192,7 @@ struct mirror_bucket {
  * (packet_length less the headers). The sending vpcd cuts it into tunnel
  * packets of whole segments, each with its own headers; the receiving
  * vpcd rebuilds the copies (tunnel/compact.go). */
-#define MIRROR_BATCH_SEGS 64     /* segments of one batch, at most */
-#define MIRROR_BATCH_SNAP 256    /* a packet_length batches up to this */
-#define MIRROR_BATCH_MSS 9000    /* and segments up to this size */
-#define MIRROR_BATCH_HDRS 134    /* Ethernet, IPv4 (20) and TCP headers */
-#define MIRROR_BATCH_ROOM 128    /* a batch's headers (less the frame's) and a copy fit a segment with this */
+/* Its bounds are MIRROR_BATCH_* in lib/limits.h. */
 
 struct mirror_batch_desc {
 	__be16 mss;     /* the segments' payload size */

@@ -73,6 +73,13 @@ enum vpcd_limit {
 	MIRROR_SNAP_MAX = 2048,  /* bytes of a frame a copy can hold; a power of 2 */
 	MIRROR_SNAP_SMALL = 256, /* a power of 2 */
 	MIRROR_RING_SIZE = 4 << 20,
+	/* A batch of copies made in the kernel (struct mirror_batch_desc in
+	 * lib/common.h; the daemon checks a peer's against these). */
+	MIRROR_BATCH_SEGS = 64,  /* segments of one batch, at most */
+	MIRROR_BATCH_SNAP = 256, /* a packet_length batches up to this; a power of 2 */
+	MIRROR_BATCH_MSS = 9000, /* and segments up to this size */
+	MIRROR_BATCH_HDRS = 134, /* the frame's Ethernet, IPv4 (20) and TCP headers, at most */
+	MIRROR_BATCH_ROOM = 128, /* a batch's own headers and a copy fit a segment with this to spare */
 };
 
 /* Keeps enum vpcd_limit in the object's BTF for the Go generator. */

@@ -37,4 +37,9 @@ const (
 	MirrorSnapMax         = 2048    // MIRROR_SNAP_MAX
 	MirrorSnapSmall       = 256     // MIRROR_SNAP_SMALL
 	MirrorRingSize        = 4194304 // MIRROR_RING_SIZE
+	MirrorBatchSegs       = 64      // MIRROR_BATCH_SEGS
+	MirrorBatchSnap       = 256     // MIRROR_BATCH_SNAP
+	MirrorBatchMss        = 9000    // MIRROR_BATCH_MSS
+	MirrorBatchHdrs       = 134     // MIRROR_BATCH_HDRS
+	MirrorBatchRoom       = 128     // MIRROR_BATCH_ROOM
 )
