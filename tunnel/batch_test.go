@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
+	"net/netip"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -207,5 +208,84 @@ func TestWriteCompact(t *testing.T) {
 	}
 	if !bytes.Equal(out[compactHdr:], want) {
 		t.Fatal("written copies differ from the segments' copies")
+	}
+}
+
+// copyBatchFrame is a batch of n mirror copies of unit bytes each (the
+// session's VXLAN header and a cut frame) as the tunnel device hands over
+// what GRO merged on the mirror device: one VXLAN-wrapped UDP GSO packet
+// from the source ENI to the target, reported with GSO type gsoType.
+func copyBatchFrame(n, unit int, gsoType uint8) []byte {
+	total := encap.InnerL4At + encap.UDPLen + n*unit
+	p := make([]byte, total)
+	outer := encap.Outer{Src: netip.MustParseAddr("198.18.0.11"), Dst: netip.MustParseAddr("198.18.0.12"), ID: 9, SrcPort: 50001, VNI: 77}
+	if err := encap.PutOuter(p, outer, total-encap.OuterLen); err != nil {
+		panic(err)
+	}
+	p[encap.VXLANAt+7] = mirrorMark
+	copy(p[encap.InnerEthAt:], []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00})
+	ip := p[encap.InnerIPAt:]
+	ip[0], ip[8], ip[9] = 0x45, 64, encap.ProtoUDP
+	binary.BigEndian.PutUint16(ip[2:], uint16(total-encap.InnerIPAt))
+	copy(ip[12:], []byte{10, 0, 1, 10, 10, 0, 1, 13})
+	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
+	udp := p[encap.InnerL4At:]
+	binary.BigEndian.PutUint16(udp[0:], 50000)
+	binary.BigEndian.PutUint16(udp[2:], encap.VXLANPort)
+	binary.BigEndian.PutUint16(udp[4:], uint16(total-encap.InnerL4At))
+	for i := 0; i < n; i++ {
+		u := udp[encap.UDPLen+i*unit : encap.UDPLen+(i+1)*unit]
+		if err := encap.PutHeader(u, batchVNI); err != nil {
+			panic(err)
+		}
+		for j := encap.HeaderLen; j < unit; j++ {
+			u[j] = byte(i*31 + j)
+		}
+	}
+	hdr := make([]byte, vnetHdrLen)
+	hdr[0], hdr[1] = vnetFlagNeedsCsum, gsoType
+	binary.LittleEndian.PutUint16(hdr[4:], uint16(unit))
+	binary.LittleEndian.PutUint16(hdr[6:], encap.InnerL4At)
+	binary.LittleEndian.PutUint16(hdr[8:], 6)
+	return append(hdr, p...)
+}
+
+// TestReadCopyBatchReportedAsTCP: a batch of copies of TCP packets reaches
+// the daemon with the TCP type bit set beside UDP's (each copy keeps its
+// original's bits and GRO adds UDP's), which the kernel reports as TCP. It
+// is read by what it holds: the same packets as the batch reported as UDP,
+// not a malformed frame lost.
+func TestReadCopyBatchReportedAsTCP(t *testing.T) {
+	const mtu, n, unit = 1440, 2, 74
+	read := func(gsoType uint8) [][]byte {
+		vt, kernel := seqpacketTUN(t, mtu)
+		if _, err := unix.Write(kernel, copyBatchFrame(n, unit, gsoType)); err != nil {
+			t.Fatal(err)
+		}
+		bufs := make([][]byte, 128)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2000)
+		}
+		sizes := make([]int, len(bufs))
+		got, err := vt.Read(bufs, sizes, 16)
+		if err != nil {
+			t.Fatalf("GSO type %#x: %v", gsoType, err)
+		}
+		var out [][]byte
+		for i := 0; i < got; i++ {
+			out = append(out, bufs[i][16:16+sizes[i]])
+		}
+		return out
+	}
+	want := read(vnetGSOTunnelV4 | vnetGSOUDPL4)
+	if len(want) != 1 {
+		t.Fatalf("a batch of %d copies of %d bytes became %d packets, want 1", n, unit, len(want))
+	}
+	if _, g, ok := mirrorUnit(want[0]); !ok || g != unit {
+		t.Fatalf("the packet is not a batch of %d-byte copies (%v, %d)", unit, ok, g)
+	}
+	got := read(vnetGSOTunnelV4 | vnetGSOTCPv4)
+	if len(got) != len(want) || !bytes.Equal(got[0], want[0]) {
+		t.Fatalf("reported as TCP, the batch read as %d packets, not the %d it holds", len(got), len(want))
 	}
 }

@@ -28,6 +28,30 @@ const (
 	csumCopies
 )
 
+// innerGSOType returns a tunnel GSO frame's type with the inner type that
+// its inner packet's protocol says. The kernel reports the first inner
+// type bit it finds, TCP before UDP, and a batch of mirror copies can
+// carry both: a copy keeps the type bits of the TCP packet it was cloned
+// from (TCP sets them on every packet, single segments too), and GRO adds
+// UDP's when it merges the copies. Taken for TCP, such a batch was lost.
+func innerGSOType(pkt []byte, t uint8) uint8 {
+	if t&vnetGSOTunnelV4 == 0 || len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return t
+	}
+	iIP := int(pkt[0]&0x0f)*4 + encap.UDPLen + encap.HeaderLen + encap.EthLen
+	if len(pkt) < iIP+20 {
+		return t
+	}
+	keep := t & (vnetGSOTunnelAny | vnetGSOECN)
+	switch pkt[iIP+9] {
+	case encap.ProtoTCP:
+		return keep | vnetGSOTCPv4
+	case encap.ProtoUDP:
+		return keep | vnetGSOUDPL4
+	}
+	return t
+}
+
 // splitVXLAN splits a VXLAN GSO super-packet (outer IPv4 + UDP + VXLAN +
 // inner Ethernet + inner IPv4 + TCP or UDP + gso_size-sized payload
 // segments) into one whole VXLAN packet per segment, as the kernel's

@@ -177,8 +177,9 @@ func (t *vxlanTUN) Close() error {
 	return err
 }
 
-// errMalformed is returned for a frame the kernel should never have given
-// us; wireguard-go logs it and reads on.
+// errMalformed is what unpack says of a frame the kernel should never have
+// given us. Read counts such a frame (ReadErrors) and never returns the
+// error: wireguard-go closes the whole device on any error from Read.
 var errMalformed = errors.New("tunnel device: malformed frame")
 
 // Read reads one frame from the kernel and returns its packets: one, or the
@@ -204,8 +205,13 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 	}
 	count, err := t.unpack(t.rbuf[:n], bufs, sizes, offset)
-	if err != nil || !t.whole(t.rbuf[:n]) {
-		return count, err
+	if err != nil {
+		// The frame is lost, counted; the tunnel reads on.
+		t.stats.ReadErrors.Add(1)
+		return 0, nil
+	}
+	if !t.whole(t.rbuf[:n]) {
+		return count, nil
 	}
 	// Take what else is queued without waiting (ACKs come one frame
 	// each), while a whole super-packet's segments would still fit.
@@ -281,6 +287,7 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		t.stats.ReadPackets.Add(uint64(n))
 		return n, err
 	}
+	h.gsoType = innerGSOType(pkt, h.gsoType)
 	if h.gsoType == vnetGSONone {
 		if h.flags&vnetFlagNeedsCsum != 0 {
 			// An inner TCP checksum stays partial, as the split leaves
