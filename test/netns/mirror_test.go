@@ -612,13 +612,10 @@ func TestMirrorFullPath(t *testing.T) {
 		if sent+dropped != wire {
 			t.Fatalf("%d wire packets both ways; the session sent %d copies and counted %d dropped (%s)", wire, sent, dropped, diag)
 		}
-		// Every wire packet is accounted for at the source. A copy
-		// sent can still be lost on its way like any packet (seen once
-		// in CI: 2 of 345); more than 1% is a fault.
-		if lost := sent - min(sent, received.Load()); lost > sent/100 {
-			t.Fatalf("the session sent %d copies; the collector received %d (%s)", sent, received.Load(), diag)
-		}
-		t.Logf("the session sent %d copies; the collector received %d (%s)", sent, received.Load(), diag)
+		// Every wire packet is accounted for at the source, and every
+		// copy sent arrives: the lab's underlay loses nothing. (Copies
+		// lost here once were batches the tunnel misread.)
+		t.Fatalf("the session sent %d copies; the collector received %d (%s)", sent, received.Load(), diag)
 	}
 	t.Logf("%d wire packets both ways: %d copies sent, %d received, %d dropped and counted", wire, sent, received.Load(), dropped)
 	if dropped == 0 || sent == 0 {
