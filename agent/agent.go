@@ -457,6 +457,7 @@ func (a *Agent) apply(p *plan.Host) error {
 	defer a.state.Unlock()
 	state := *p.Datapath
 	state.TunnelIfindex = a.tun.Ifindex()
+	state.TunnelBatches = a.tun.MakesBatches()
 	// Tap ENIs' devices first: the maps key ENIs by their ifindex.
 	errs := ensureTaps(state.ENIs)
 	oldTaps := tapInterfaces(a.state.plan)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -11,11 +12,12 @@ import (
 	"github.com/vpcd/vpcd/dataplane"
 	"github.com/vpcd/vpcd/mirror"
 	"github.com/vpcd/vpcd/plan"
+	"github.com/vpcd/vpcd/tunnel"
 )
 
 var (
 	descMirrorPackets = prometheus.NewDesc("vpcd_mirror_packets_total", "Mirror copies sent to the session's target ENI or written to its pcap file.", []string{"session"}, nil)
-	descMirrorBatches = prometheus.NewDesc("vpcd_mirror_kernel_batches_total", "TCP super-packets whose copies the kernel made as one batch, one skb for all their wire segments' copies.", []string{"session"}, nil)
+	descMirrorBatches = prometheus.NewDesc("vpcd_mirror_kernel_batches_total", "TCP super-packets whose wire segments' copies were made as one batch: by the kernel from a clone, or by the tunnel from the super-packet it carries.", []string{"session"}, nil)
 	descMirrorDropped = prometheus.NewDesc("vpcd_mirror_dropped_total", "Mirror copies dropped: the ring to the daemon was full, or the daemon could not send or write them.", []string{"session"}, nil)
 )
 
@@ -70,10 +72,47 @@ func (a *Agent) applyMirror(p *plan.Host) error {
 		a.log.Info("mirror injection interface", "interface", dataplane.MirrorInjectName, "program_on", dataplane.MirrorInjectPeer)
 	}
 	ms.injectUp = needInject
+	a.tun.SetMirrorTargets(a.mirrorTargets(p))
 	if err := ms.m.SetInject(ifindex); err != nil {
 		return err
 	}
 	return ms.m.Update(sessions)
+}
+
+// mirrorTargets lists, by datapath index, the sessions whose copies the
+// tunnel may make (an ENI target on another host): what the kernel reads
+// from its maps to make a batch. Under a.state.
+func (a *Agent) mirrorTargets(p *plan.Host) map[uint16]tunnel.MirrorTarget {
+	out := map[uint16]tunnel.MirrorTarget{}
+	vni := map[string]uint32{}
+	for _, e := range p.Datapath.ENIs {
+		vni[e.Name] = e.VNI
+	}
+	type rk struct {
+		vni uint32
+		ip  netip.Addr
+	}
+	routes := map[rk]dataplane.Route{}
+	for _, r := range p.Datapath.Routes {
+		routes[rk{r.VNI, r.IP}] = r
+	}
+	for _, s := range p.Datapath.Mirror {
+		idx, ok := a.dp.MirrorIndex(s.Name)
+		v, known := vni[s.SourceENI]
+		r, routed := routes[rk{v, s.Target}]
+		if !ok || !known || !routed || !s.Target.Is4() || r.ENI != "" || !r.Remote.Is4() || len(r.MAC) != 6 {
+			continue
+		}
+		t := tunnel.MirrorTarget{VNI: s.VNI, Snap: s.CopyLen(), Target: s.Target, TargetHost: r.Remote}
+		copy(t.TargetMAC[:], r.MAC)
+		for _, e := range p.Datapath.ENIs {
+			if e.Name == s.SourceENI {
+				t.Source = e.IP
+			}
+		}
+		out[uint16(idx)] = t
+	}
+	return out
 }
 
 // startMirror opens the mirror ring and the sessions' targets. The caller
@@ -126,9 +165,12 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 				// Copies the kernel made and sent itself; those the
 				// mirror device refused, could not wrap, or lost in
 				// its queue (cloned, never seen again) are dropped.
-				st.Packets += c.Sent
+				// Of those the kernel counts sent, the tunnel may
+				// have failed to make some (a batch it makes).
+				fail := min(a.tun.MirrorFailures(idx), c.Sent)
+				st.Packets += c.Sent - fail
 				st.Batches = c.Batches
-				st.Dropped += c.Dropped + c.Failed + a.mirrors.lost.lost(idx, c, time.Now())
+				st.Dropped += c.Dropped + c.Failed + fail + a.mirrors.lost.lost(idx, c, time.Now())
 			}
 		}
 		if ms, ok := a.mirrors.m.Stats(s.Name); ok {

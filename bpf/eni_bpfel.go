@@ -365,7 +365,7 @@ type EniVpcdConfig struct {
 	WgPort     uint16
 	InnerMtu   uint16
 	GwMac      [6]uint8
-	Pad        uint16
+	Flags      uint16
 	Gen        uint32
 	Monitor    uint32
 }

@@ -285,7 +285,7 @@ type UnderlayVpcdConfig struct {
 	WgPort     uint16
 	InnerMtu   uint16
 	GwMac      [6]uint8
-	Pad        uint16
+	Flags      uint16
 	Gen        uint32
 	Monitor    uint32
 }

@@ -61,6 +61,14 @@ type MirrorSession struct {
 	VNI    uint32
 }
 
+// CopyLen is how many bytes of each frame the session's copies hold.
+func (s MirrorSession) CopyLen() int {
+	if s.Snaplen <= 0 || s.Snaplen > MirrorSnapMax {
+		return MirrorSnapMax
+	}
+	return s.Snaplen
+}
+
 // mirror bits of eni_info.
 const (
 	mirrorIn  = 1
@@ -103,11 +111,7 @@ func (d *Datapath) mirrorEntries(sessions []MirrorSession, ifindexes map[string]
 			errs = append(errs, fmt.Errorf("mirror session %s: more than %d sessions on this host", s.Name, MaxMirrorSessions))
 			continue
 		}
-		snap := s.Snaplen
-		if snap <= 0 || snap > MirrorSnapMax {
-			snap = MirrorSnapMax
-		}
-		ms := bpf.EniMirrorSession{Snaplen: uint32(snap), SrcIfindex: uint32(ifx)}
+		ms := bpf.EniMirrorSession{Snaplen: uint32(s.CopyLen()), SrcIfindex: uint32(ifx)}
 		if s.Target.Is4() {
 			ms.Target, ms.Vni, ms.OutIfindex = be32(s.Target), s.VNI, uint32(outIfindex)
 		}

@@ -19,6 +19,9 @@ import (
 // workload: encap.GatewayMAC, given to the datapath in its configuration.
 var GatewayMAC = encap.GatewayMAC
 
+// cfgTunnelBatches is CFG_TUNNEL_BATCHES in bpf/lib/common.h.
+const cfgTunnelBatches = 0x1
+
 // WireGuardOverhead is what WireGuard over IPv4 adds to a packet: IPv4 (20),
 // UDP (8), the message header (16) and the authentication tag (16).
 const WireGuardOverhead = 60
@@ -92,6 +95,9 @@ type State struct {
 	ListenPort    uint16
 	UnderlayMTU   int
 	TunnelIfindex int // 0 when the tunnel is down: remote traffic drops
+	// TunnelBatches: the tunnel makes the batches of mirror copies of the
+	// super-packets it carries (tunnel.Tunnel.MakesBatches).
+	TunnelBatches bool
 	ENIs          []ENI
 	Routes        []Route
 	Peers         []netip.Addr // underlay addresses of the other hosts
@@ -149,6 +155,9 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 		WgPort:     be16(s.ListenPort),
 		InnerMtu:   uint16(InnerMTU(s.UnderlayMTU)),
 		GwMac:      mac6(GatewayMAC),
+	}
+	if s.TunnelBatches {
+		cfg.Flags |= cfgTunnelBatches
 	}
 	if err := d.eni.Config.Put(uint32(0), &cfg); err != nil {
 		errs = append(errs, fmt.Errorf("config map: %w", err))

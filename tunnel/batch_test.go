@@ -289,3 +289,101 @@ func TestReadCopyBatchReportedAsTCP(t *testing.T) {
 		t.Fatalf("reported as TCP, the batch read as %d packets, not the %d it holds", len(got), len(want))
 	}
 }
+
+// TestTunnelMakesMarkedBatch: a super-packet the ENI program marked for a
+// session reads as its segments, unmarked, followed by the compact batch
+// of their copies made from the segments in hand: addressed to the
+// target's host and from the source ENI to the target, each packet at
+// most the MTU, and rebuilding exactly the copies segmentation makes of
+// the frame as the source ENI sent it (to the VPC router's MAC). A
+// session the tunnel has no target for gets no copies, and they are
+// counted.
+func TestTunnelMakesMarkedBatch(t *testing.T) {
+	const mtu, idx, segs = 1440, 3, 45
+	payload := make([]byte, (segs-1)*batchMSS+700)
+	for i := range payload {
+		payload[i] = byte(i*13 + i/batchMSS)
+	}
+	// The inner Ethernet header goes to the destination ENI; the source
+	// ENI sent the frame to the VPC router, and copies show that.
+	super := vxlanTCP(payload, 5_000, tcpFlagACK|tcpFlagPSH, true)
+	sent := append([]byte(nil), super...)
+	copy(sent[encap.InnerEthAt:], encap.GatewayMAC)
+	want := copiesOf(t, sent, batchSnap)
+	marked := append([]byte(nil), super...)
+	marked[encap.VXLANAt+1] = tunnelBatchMark
+	binary.BigEndian.PutUint16(marked[encap.VXLANAt+2:], idx)
+	hdr := make([]byte, vnetHdrLen)
+	hdr[0], hdr[1] = vnetFlagNeedsCsum, vnetGSOTunnelV4|vnetGSOTCPv4
+	binary.LittleEndian.PutUint16(hdr[4:], batchMSS)
+	binary.LittleEndian.PutUint16(hdr[6:], encap.InnerL4At)
+	binary.LittleEndian.PutUint16(hdr[8:], 16)
+	target := MirrorTarget{VNI: batchVNI, Snap: batchSnap, Source: netip.MustParseAddr("10.0.1.10"),
+		Target: netip.MustParseAddr("10.0.1.13"), TargetMAC: [6]byte{2, 0, 10, 0, 1, 13}, TargetHost: netip.MustParseAddr("198.18.0.13")}
+
+	read := func(targets mirrorTargets) (*vxlanTUN, [][]byte) {
+		vt, kernel := seqpacketTUN(t, mtu)
+		vt.batches.targets.Store(&targets)
+		if _, err := unix.Write(kernel, append(append([]byte(nil), hdr...), marked...)); err != nil {
+			t.Fatal(err)
+		}
+		bufs := make([][]byte, 128)
+		for i := range bufs {
+			bufs[i] = make([]byte, 2000)
+		}
+		sizes := make([]int, len(bufs))
+		n, err := vt.Read(bufs, sizes, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out [][]byte
+		for i := 0; i < n; i++ {
+			out = append(out, bufs[i][16:16+sizes[i]])
+		}
+		return vt, out
+	}
+	plain := make([][]byte, segs)
+	for i := range plain {
+		plain[i] = make([]byte, 2000)
+	}
+	sizes := make([]int, segs)
+	if _, err := splitVXLAN(super, vnetHdr{gsoType: vnetGSOTunnelV4 | vnetGSOTCPv4, gsoSize: batchMSS}, plain, sizes, 0, csumPartial); err != nil {
+		t.Fatal(err)
+	}
+
+	_, got := read(mirrorTargets{idx: target})
+	if len(got) <= segs {
+		t.Fatalf("%d packets read: the %d segments and no copies", len(got), segs)
+	}
+	for i := 0; i < segs; i++ {
+		if !bytes.Equal(got[i], plain[i][:sizes[i]]) {
+			t.Fatalf("segment %d differs from the unmarked super-packet's (the mark must not cross)", i)
+		}
+	}
+	var copies []byte
+	for i, p := range got[segs:] {
+		c, ok := parseCompact(p)
+		if !ok {
+			t.Fatalf("packet %d after the segments is not a compact batch", i)
+		}
+		if len(p) > mtu || encap.Checksum(p[:20]) != 0 || encap.Checksum(p[encap.InnerIPAt:encap.InnerL4At]) != 0 {
+			t.Fatalf("batch packet %d: %d bytes, or a bad IPv4 checksum", i, len(p))
+		}
+		if netip.AddrFrom4([4]byte(p[16:20])) != target.TargetHost || netip.AddrFrom4([4]byte(p[encap.InnerIPAt+12:encap.InnerIPAt+16])) != target.Source ||
+			netip.AddrFrom4([4]byte(p[encap.InnerIPAt+16:encap.InnerIPAt+20])) != target.Target || !bytes.Equal(p[encap.InnerEthAt:encap.InnerEthAt+6], target.TargetMAC[:]) {
+			t.Fatalf("batch packet %d is not addressed to the target", i)
+		}
+		copies = expandCompact(c, copies)
+	}
+	if !bytes.Equal(copies, want) {
+		t.Fatalf("the batch rebuilds %d bytes of copies; want the %d bytes segmentation makes", len(copies), len(want))
+	}
+
+	vt, got := read(mirrorTargets{})
+	if len(got) != segs {
+		t.Fatalf("without the session's target: %d packets, want the %d segments alone", len(got), segs)
+	}
+	if f := vt.batches.failed[idx].Load(); f != segs {
+		t.Fatalf("%d copies counted as not made, want %d", f, segs)
+	}
+}

@@ -96,6 +96,8 @@ type vxlanTUN struct {
 	stats  DeviceStats
 	// groOff is set once the kernel refused a coalesced packet.
 	groOff atomic.Bool
+	// batches makes the copies of mirrored super-packets (tunbatch.go).
+	batches tunnelBatches
 
 	closeOnce sync.Once
 }
@@ -215,7 +217,7 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	// Take what else is queued without waiting (ACKs come one frame
 	// each), while a whole super-packet's segments would still fit.
-	for t.draining && len(bufs)-count >= maxSegments {
+	for t.draining && len(bufs)-count >= maxSegments+maxBatchPackets {
 		n, ok := t.tryRead(t.rbuf)
 		if !ok {
 			break
@@ -251,8 +253,12 @@ func (t *vxlanTUN) whole(frame []byte) bool {
 }
 
 // maxSegments bounds the segments of one frame: 64 KiB of payload cut at
-// the smallest MSS worth coalescing for.
-const maxSegments = 64
+// the smallest MSS worth coalescing for. maxBatchPackets bounds the tunnel
+// packets of the copies made of one (tunbatch.go).
+const (
+	maxSegments     = 64
+	maxBatchPackets = 16
+)
 
 // tryRead reads one frame if one is queued, without waiting.
 func (t *vxlanTUN) tryRead(b []byte) (int, bool) {
@@ -317,7 +323,14 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		t.stats.ReadPackets.Add(uint64(n))
 		return n, err
 	}
+	idx, marked := takeMark(pkt)
 	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, csumPartial)
+	if marked && err == nil {
+		// A mirror session's copies of these segments, made here.
+		n += t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, bufs[n:], sizes[n:], offset)
+	} else if marked {
+		t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, nil, nil, offset) // counted as failed
+	}
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
 }

@@ -352,8 +352,11 @@ type DeviceCounters struct {
 	Writes       uint64 `json:"writes"`
 	WritePackets uint64 `json:"write_packets"`
 	// ReadErrors counts frames read but lost as malformed.
-	ReadErrors   uint64 `json:"read_errors"`
-	UDPTunnelGSO bool   `json:"udp_tunnel_gso"`
+	ReadErrors uint64 `json:"read_errors"`
+	// MirrorBatches counts the batches of mirror copies the tunnel made
+	// from the super-packets it carried (tunbatch.go).
+	MirrorBatches uint64 `json:"mirror_batches"`
+	UDPTunnelGSO  bool   `json:"udp_tunnel_gso"`
 	// QueueDrops are packets bound for the tunnel that the device's
 	// queue had no room for (the daemon did not read them in time);
 	// WriteDrops are packets the daemon wrote that the kernel dropped.
@@ -374,6 +377,7 @@ func (t *Tunnel) Counters() DeviceCounters {
 			Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
 			Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
 			ReadErrors: vt.stats.ReadErrors.Load(), UDPTunnelGSO: vt.tunnelGSO,
+			MirrorBatches: vt.batches.made.Load(),
 		}
 	}
 	if l, err := netlink.LinkByIndex(t.ifindex); err == nil && l.Attrs().Statistics != nil {

@@ -47,11 +47,15 @@ struct vpcd_config {
 	__u16 wg_port;          /* WireGuard listen port, network order */
 	__u16 inner_mtu;        /* largest inner IP packet that fits the tunnel */
 	__u8 gw_mac[ETH_ALEN];  /* the VPC router's fixed MAC */
-	__u16 _pad;
+	__u16 flags;            /* CFG_* */
 	__u32 gen;              /* bumped by every reconcile: fast-path entries of
 				 * an older generation are ignored */
 	__u32 monitor;          /* 1 while `vpcd monitor` listens: drops become events */
 };
+
+/* vpcd_config.flags: the tunnel makes the batches of mirror copies of the
+ * super-packets it carries (VXLAN_TUNNEL_BATCH_MARK). */
+#define CFG_TUNNEL_BATCHES 0x1
 
 enum event_hook {
 	HOOK_ENI = 0,      /* the frame from the workload, Ethernet first */
@@ -222,6 +226,16 @@ struct mirror_batch {
  * this skb->mark: the tunnel device's socket filter cuts it there
  * (tunnel/filter.go, batchTag), dropping the pages. */
 #define MIRROR_BATCH_TAG 0x6d420000u
+
+/* Most batches are made by the tunnel instead, from the frame itself: a
+ * TCP super-packet that the ENI program sends to another host through the
+ * tunnel, for a session whose target lives on another host, goes with
+ * this mark in reserved byte 1 of its own VPC VXLAN header and the
+ * session's index in bytes 2..3. The daemon, cutting the super-packet into
+ * its wire segments anyway, makes the batch of their copies from the
+ * bytes in hand and clears the mark (tunnelBatchMark in
+ * tunnel/compact.go): no clone, no second pass through the kernel. */
+#define VXLAN_TUNNEL_BATCH_MARK 0x54
 
 /* The head of a copy in the mirror ring; the frame's first cap bytes
  * follow it. */

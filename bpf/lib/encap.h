@@ -52,6 +52,15 @@ static __always_inline void vxlan_fill(struct vxlan_encap *h, __be32 saddr, __be
 	h->inner.h_proto = bpf_htons(ETH_P_IP);
 }
 
+/* vxlan_mark_batch marks a super-packet's VXLAN header for the tunnel to
+ * make the copies of its segments for session mirror - 1 (mirror_copy's
+ * return; 0: none). */
+static __always_inline void vxlan_mark_batch(struct vxlan_encap *h, int mirror)
+{
+	if (mirror > 0)
+		h->vxlan.flags = bpf_htonl(VXLAN_FLAG_VNI | VXLAN_TUNNEL_BATCH_MARK << 16 | ((__u32)(mirror - 1) & 0xffff));
+}
+
 /* vxlan_push puts the outer headers and the inner Ethernet header of h in
  * front of the frame's IPv4 packet. After it the frame is laid out for a
  * redirect to the tunnel device: with tc, an Ethernet header the redirect

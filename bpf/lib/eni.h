@@ -74,7 +74,7 @@ static __always_inline __u32 flow_hash(__be32 saddr, __be32 daddr, __u8 proto, _
  * is clamped to what fits the tunnel. */
 static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info *eni,
 				     const struct route *rt, const struct vpcd_config *cfg,
-				     __u32 l4_off, __u32 syn_doff, __u32 hash)
+				     __u32 l4_off, __u32 syn_doff, __u32 hash, int mirror)
 {
 	struct vxlan_encap h;
 	__u32 len;
@@ -105,6 +105,7 @@ static __always_inline int to_tunnel(struct ctx_buff *ctx, const struct eni_info
 	}
 
 	vxlan_fill(&h, cfg->underlay_ip, rt->remote_ip, eni->vni, len, hash, rt->mac, eni->mac);
+	vxlan_mark_batch(&h, mirror);
 	if (vxlan_push(ctx, &h) < 0)
 		return drop_packet(ctx, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
@@ -118,17 +119,6 @@ static __always_inline void count_flow(struct ctx_buff *ctx, __u32 eni_id, const
 
 	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &bytes);
 	flow_count(eni_id, pi, dir, action, segs, bytes, encrypted);
-}
-
-/* peer_down reports a peer host whose daemon answered our WireGuard with
- * "port unreachable" recently (the underlay filter marks it), or a host
- * that is no tunnel peer at all (etcd mode: its daemon is not registered,
- * so no key to encrypt to). */
-static __always_inline int peer_down(__u32 remote_ip)
-{
-	struct peer_info *peer = bpf_map_lookup_elem(&peers, &remote_ip);
-
-	return !peer || (peer->unreachable && bpf_ktime_get_coarse_ns() - peer->unreachable < PEER_DOWN_HOLD);
 }
 
 /* fast_eligible: packets that may skip the slow path when their flow has
@@ -166,7 +156,7 @@ static __always_inline int fast_local_mirrored(struct ctx_buff *ctx, __u32 out_i
 		return CTX_DROP;
 	mac_copy(eth->h_dest, dst_mac);
 	mac_copy(eth->h_source, gw_mac);
-	mirror_at(ctx, out_ifindex, DIR_INGRESS, pi);
+	mirror_at(ctx, out_ifindex, DIR_INGRESS, pi, 0);
 	return ctx_redirect_local(ctx, out_ifindex, out_tap);
 }
 
@@ -180,6 +170,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 	struct fast_entry *fe;
 	struct vxlan_encap h;
 	__u32 len, bytes, segs, wbytes;
+	int mirror = 0;
 
 	fast_key_for(&fk, ctx, pi);
 	fe = bpf_map_lookup_elem(&fastpath, &fk);
@@ -199,7 +190,7 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 		count_eni(fe->dst_eni_id, DIR_INGRESS, segs, wbytes);
 		if (fe->mirror & MIRROR_OUT)
-			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
+			mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi, 0);
 		if (fe->mirror & MIRROR_IN)
 			return fast_local_mirrored(ctx, fe->out_ifindex, fe->out_tap, fe->dst_mac, cfg->gw_mac, pi);
 		/* A copy (a clone) may have moved the frame: find it afresh. */
@@ -214,10 +205,11 @@ static __always_inline int fast_forward(struct ctx_buff *ctx, struct ethhdr *eth
 		return -1; /* no tunnel, or too big: the slow path says why */
 	count_eni(fe->src_eni_id, DIR_EGRESS, segs, wbytes);
 	if (fe->mirror & MIRROR_OUT)
-		mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi);
+		mirror = mirror_at(ctx, fk.ifindex, DIR_EGRESS, pi, 1);
 	vxlan_fill(&h, cfg->underlay_ip, fe->remote_ip, fe->vni, len,
 		   flow_hash(pi->saddr, pi->daddr, pi->proto, (__u32)pi->sport << 16 | pi->dport),
 		   fe->dst_mac, fe->src_mac);
+	vxlan_mark_batch(&h, mirror);
 	if (vxlan_push(ctx, &h) < 0)
 		return drop_packet(ctx, DROP_ENCAP_FAILED, DIR_EGRESS, HOOK_ENI);
 	return ctx_redirect(ctx, cfg->tun_ifindex);
@@ -279,6 +271,7 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u32 l4_off, syn_doff = 0, ports = 0, bytes, segs;
+	int mirror = 0;
 	struct pkt_info pi;
 	enum drop_reason why;
 	__u64 now;
@@ -389,7 +382,7 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 		 * they would if the target lived on another host, whatever the
 		 * target's policy says next. */
 		if (eni->mirror & MIRROR_OUT) {
-			mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
+			mirror_at(ctx, ifindex, DIR_EGRESS, &pi, 0);
 			/* A copy (a clone) may have moved the frame. */
 			c.pos = ctx_data(ctx);
 			c.end = ctx_data_end(ctx);
@@ -433,8 +426,8 @@ static __always_inline int eni_from_workload(struct ctx_buff *ctx)
 	/* The hash before a copy (a clone) may move the frame. */
 	ports = flow_hash(ip->saddr, ip->daddr, ip->protocol, ports);
 	if (eni->mirror & MIRROR_OUT)
-		mirror_at(ctx, ifindex, DIR_EGRESS, &pi);
-	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff, ports);
+		mirror = mirror_at(ctx, ifindex, DIR_EGRESS, &pi, 1);
+	return to_tunnel(ctx, eni, rt, cfg, l4_off, syn_doff, ports, mirror);
 }
 
 #if defined(VPCD_HOOK_TC)

@@ -302,6 +302,17 @@ struct {
 	__type(value, struct mirror_batch);
 } mirror_batch_scratch SEC(".maps");
 
+/* peer_down reports a peer host whose daemon answered our WireGuard with
+ * "port unreachable" recently (the underlay filter marks it), or a host
+ * that is no tunnel peer at all (etcd mode: its daemon is not registered,
+ * so no key to encrypt to). */
+static __always_inline int peer_down(__u32 remote_ip)
+{
+	struct peer_info *peer = bpf_map_lookup_elem(&peers, &remote_ip);
+
+	return !peer || (peer->unreachable && bpf_ktime_get_coarse_ns() - peer->unreachable < PEER_DOWN_HOLD);
+}
+
 static __always_inline struct vpcd_config *get_config(void)
 {
 	__u32 zero = 0;

@@ -23,6 +23,7 @@
 #include "maps.h"
 #include "policy.h"
 #include "flow.h"
+#include "parse.h"
 
 /* mirror_pick returns the session that mirrors a packet at an ENI and
  * direction (key = ifindex << 32 | wire packets << 1 | dir), or -1. pp is proto << 32 |
@@ -134,15 +135,26 @@ static __always_inline int mirror_admit(__u32 segs)
 }
 
 #if defined(VPCD_HOOK_TC)
+enum { MIRROR_BATCH_KERNEL = 1, MIRROR_BATCH_TUNNEL = 2 };
+
 /* mirror_batchable reports whether the copies of a frame's segs wire
  * segments are made as one batch (see struct mirror_batch): a TCP
  * super-packet whose copies are cut shorter than its segments, for a
  * target on another host (a batch reaches the tunnel whole; a local target
- * takes its copies one by one). */
-static __always_inline int mirror_batchable(struct __sk_buff *ctx, const struct mirror_session *ms, __u32 segs, __u8 proto)
+ * takes its copies one by one). The tunnel makes the batch
+ * (MIRROR_BATCH_TUNNEL, see VXLAN_TUNNEL_BATCH_MARK) when the frame itself
+ * goes to the tunnel next (to_tunnel), the tunnel can (CFG_TUNNEL_BATCHES),
+ * the target's host is up, and the
+ * frame's Ethernet header is the one the tunnel rebuilds (from the source
+ * ENI to the VPC router); otherwise the kernel makes it from a clone
+ * (MIRROR_BATCH_KERNEL). */
+static __always_inline int mirror_batchable(struct __sk_buff *ctx, const struct mirror_session *ms, __u32 segs, __u8 proto,
+					    int to_tunnel)
 {
 	struct route_key rk = { .ip = ms->target };
+	struct vpcd_config *cfg;
 	struct eni_info *src;
+	struct ethhdr *eth;
 	struct route *rt;
 	__u32 src_if = ms->src_ifindex;
 
@@ -155,11 +167,23 @@ static __always_inline int mirror_batchable(struct __sk_buff *ctx, const struct 
 		return 0;
 	rk.vni = src->vni;
 	rt = bpf_map_lookup_elem(&routes, &rk);
-	return rt && !rt->ifindex && rt->remote_ip;
+	if (!rt || rt->ifindex || !rt->remote_ip)
+		return 0;
+	cfg = get_config();
+	if (!to_tunnel || !cfg || !(cfg->flags & CFG_TUNNEL_BATCHES) || peer_down(rt->remote_ip))
+		return MIRROR_BATCH_KERNEL;
+	eth = ctx_data(ctx);
+	if ((void *)(eth + 1) > ctx_data_end(ctx) || !mac_equal(eth->h_dest, cfg->gw_mac) ||
+	    !mac_equal(eth->h_source, src->mac))
+		return MIRROR_BATCH_KERNEL;
+	return MIRROR_BATCH_TUNNEL;
 }
 #endif
 
-/* mirror_copy mirrors the frame in ctx if a session of the ENI takes it. */
+/* mirror_copy mirrors the frame in ctx if a session of the ENI takes it.
+ * Bit 48 of pp says the frame goes to the tunnel next. It returns the
+ * session's index + 1 when the tunnel is to make the copies (the caller
+ * marks the frame's VXLAN header, VXLAN_TUNNEL_BATCH_MARK), else 0. */
 __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32 saddr, __u32 daddr, __u64 pp)
 {
 	struct mirror_session *ms;
@@ -169,7 +193,7 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 
 	if (!ctx)
 		return 0;
-	s = mirror_pick(key, saddr, daddr, pp);
+	s = mirror_pick(key, saddr, daddr, pp & 0xffffffffffffULL);
 	if (s < 0 || s >= MAX_MIRROR_SESSIONS)
 		return 0;
 	idx = (__u32)s;
@@ -179,14 +203,16 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 		return 0;
 #if defined(VPCD_HOOK_TC)
 	if (ms->out_ifindex && ms->target) {
-		/* An ENI target: the copy never leaves the kernel. The clone
-		 * shares the frame's data and leaves through the mirror device,
-		 * which has no segmentation offload: a super-packet becomes its
-		 * wire segments there, one copy each. The peer's program
-		 * (mirror_inject) cuts, wraps and routes them. Refused (the
-		 * device's queue full): the copies are dropped. */
+		/* An ENI target: the copy never leaves the kernel but through
+		 * the tunnel. The clone shares the frame's data and leaves
+		 * through the mirror device, which has no segmentation
+		 * offload: a super-packet becomes its wire segments there,
+		 * one copy each. The peer's program (mirror_inject) cuts,
+		 * wraps and routes them. Refused (the device's queue full):
+		 * the copies are dropped. */
 		__u32 mark = ctx->mark, segs = (__u32)key >> 1;
 		long ret;
+		int batch;
 
 		if (!segs)
 			segs = 1;
@@ -194,11 +220,18 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 			mc->dropped += segs;
 			return 0;
 		}
+		batch = mirror_batchable(ctx, ms, segs, (__u8)(pp >> 32), (pp >> 48) & 1);
+		if (batch == MIRROR_BATCH_TUNNEL) {
+			/* Sent from here: what the tunnel fails to make of
+			 * the mark it counts itself. */
+			mc->sent += segs;
+			mc->batches++;
+			return (int)idx + 1;
+		}
 		ctx->mark = MIRROR_CLONE_TAG | idx;
 		/* A batch enters the mirror device whole (its ingress: no
 		 * segmentation); the rest leaves it, to be cut into segments. */
-		ret = bpf_clone_redirect(ctx, ms->out_ifindex,
-					 mirror_batchable(ctx, ms, segs, (__u8)(pp >> 32)) ? BPF_F_INGRESS : 0);
+		ret = bpf_clone_redirect(ctx, ms->out_ifindex, batch ? BPF_F_INGRESS : 0);
 		ctx->mark = mark;
 		if (ret)
 			mc->dropped += segs;
@@ -226,8 +259,11 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 	return 0;
 }
 
-/* mirror_at mirrors a packet at an ENI's interface in a direction. */
-static __always_inline void mirror_at(struct ctx_buff *ctx, __u32 ifindex, __u8 dir, const struct pkt_info *pi)
+/* mirror_at mirrors a packet at an ENI's interface in a direction;
+ * to_tunnel: the frame goes to the tunnel next. It returns what
+ * mirror_copy does. */
+static __always_inline int mirror_at(struct ctx_buff *ctx, __u32 ifindex, __u8 dir, const struct pkt_info *pi,
+				     int to_tunnel)
 {
 	__u32 segs = 1;
 
@@ -240,8 +276,8 @@ static __always_inline void mirror_at(struct ctx_buff *ctx, __u32 ifindex, __u8 
 	wire_size(ctx_len(ctx) - ETH_HLEN, ctx_gso_segs(ctx), ctx_gso_size(ctx), pi->hdr_len, &segs, &bytes);
 #endif
 	segs &= 0x7fffffff;
-	mirror_copy(ctx, (__u64)ifindex << 32 | segs << 1 | dir, pi->saddr, pi->daddr,
-		    (__u64)pi->proto << 32 | (__u32)pi->sport << 16 | pi->dport);
+	return mirror_copy(ctx, (__u64)ifindex << 32 | segs << 1 | dir, pi->saddr, pi->daddr,
+			   (__u64)!!to_tunnel << 48 | (__u64)pi->proto << 32 | (__u32)pi->sport << 16 | pi->dport);
 }
 
 #endif

@@ -133,7 +133,7 @@ static __always_inline int tunnel_to_workload(struct ctx_buff *ctx)
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	count_eni(eni_id, DIR_INGRESS, segs, bytes);
 	if (mirror)
-		mirror_at(ctx, ifindex, DIR_INGRESS, &pi);
+		mirror_at(ctx, ifindex, DIR_INGRESS, &pi, 0);
 	return ctx_redirect_local(ctx, ifindex, deni->tap);
 }
 

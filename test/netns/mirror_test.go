@@ -631,6 +631,16 @@ func TestMirrorFullPath(t *testing.T) {
 			t.Errorf("%s's tunnel device dropped %s packets", h, v)
 		}
 	}
+	// src's super-packets to dst went with a mark, and mf1's tunnel made
+	// their copies (those the path had room for) from the segments in
+	// hand: counted above like every other copy, and delivered.
+	st, err := control.QueryStatus(l.SocketPath("mf1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Tunnel.Counters.MirrorBatches == 0 {
+		t.Errorf("mf1's tunnel made no batch of copies (%+v)", st.Tunnel.Counters)
+	}
 	if r := snmpTCP(t, l, "src", "RetransSegs") + snmpTCP(t, l, "dst", "RetransSegs"); r != 0 {
 		t.Logf("note: %d TCP retransmissions (the lab's own queues, not the mirror path)", r)
 	}
