@@ -461,9 +461,17 @@ func (a *Agent) apply(p *plan.Host) error {
 	// Tap ENIs' devices first: the maps key ENIs by their ifindex.
 	errs := ensureTaps(state.ENIs)
 	oldTaps := tapInterfaces(a.state.plan)
+	// The tunnel makes the batches of copies the datapath marks, by
+	// session index. An index stays with its session while the session
+	// lasts, and a reconcile may give a removed session's index to a new
+	// one: while it runs, the tunnel knows only the sessions that stay
+	// (a new session's first copies fail, counted, rather than go to the
+	// old session's target).
+	a.tun.SetMirrorTargets(a.mirrorTargets(p))
 	if err := a.dp.Reconcile(&state, ifindexByName); err != nil {
 		errs = append(errs, err)
 	}
+	a.tun.SetMirrorTargets(a.mirrorTargets(p))
 	want := map[string]string{}
 	wantIf := map[string]bool{}
 	for _, e := range state.ENIs {

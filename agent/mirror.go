@@ -72,7 +72,6 @@ func (a *Agent) applyMirror(p *plan.Host) error {
 		a.log.Info("mirror injection interface", "interface", dataplane.MirrorInjectName, "program_on", dataplane.MirrorInjectPeer)
 	}
 	ms.injectUp = needInject
-	a.tun.SetMirrorTargets(a.mirrorTargets(p))
 	if err := ms.m.SetInject(ifindex); err != nil {
 		return err
 	}
