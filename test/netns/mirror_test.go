@@ -221,69 +221,22 @@ func TestMirror(t *testing.T) {
 		if batches == 0 {
 			t.Fatalf("session web-80 made no batch in the kernel: %+v", st.Mirrors)
 		}
-		// tshark's view of each copy: the IPv4 header checksums (the
-		// copy's own and the mirrored one's) and the mirrored TCP
-		// segment's place in the stream. Segment by segment, the copies
-		// must cover cl's stream to web exactly: each starts where the
-		// one before it ended, as segmentation would have cut it.
-		lines := tshark(t, colPcap, "vxlan.vni == 4242 && tcp.dstport == 80", "-o", "ip.check_checksum:TRUE",
-			"-T", "fields", "-E", "separator=|", "-e", "ip.checksum.status", "-e", "tcp.seq_raw", "-e", "ip.len",
-			"-e", "ip.hdr_len", "-e", "tcp.hdr_len", "-e", "tcp.flags.syn", "-e", "tcp.flags.fin")
-		type seg struct{ seq, next uint64 }
-		var segs []seg
-		var base uint32
-		for _, line := range lines {
-			f := strings.Split(line, "|")
-			if len(f) != 7 {
-				t.Fatalf("tshark line %q", line)
-			}
-			for _, c := range strings.Split(f[0], ",") {
-				if c != "1" {
-					t.Errorf("copy with an IPv4 header checksum tshark finds bad (status %s): %q", c, line)
-				}
-			}
-			// The segment's length from the mirrored IPv4 header (the
-			// last of the two): the copy holds only its first bytes.
-			last := func(v string) uint64 {
-				x, err := strconv.ParseUint(v[strings.LastIndex(v, ",")+1:], 10, 32)
-				if err != nil {
-					t.Fatalf("tshark line %q", line)
-				}
-				return x
-			}
-			raw, ipLen, ipHdr, tcpHdr := last(f[1]), last(f[2]), last(f[3]), last(f[4])
-			if ipLen < ipHdr+tcpHdr {
-				t.Fatalf("tshark line %q", line)
-			}
-			// Relative to the first copy's, across a wrap of the
-			// 32-bit sequence space too.
-			if len(segs) == 0 {
-				base = uint32(raw)
-			}
-			seq := uint64(int64(1<<32) + int64(int32(uint32(raw)-base)))
-			next := seq + ipLen - ipHdr - tcpHdr
-			if f[5] == "1" || f[6] == "1" {
-				next++
-			}
-			segs = append(segs, seg{seq, next})
+		n, span := copiesTile(t, colPcap, "vxlan.vni == 4242 && tcp.dstport == 80")
+		t.Logf("%d batches; %d copies tile %d bytes of sequence space", batches, n, span)
+	})
+	t.Run("copies of the echo's super-packets are made by the tunnel, segment by segment", func(t *testing.T) {
+		// web's echo to cl goes to the other host, where the
+		// session's target is: the ENI program marks each super-packet
+		// and m1's tunnel makes the batch of its copies.
+		st, err := control.QueryStatus(l.SocketPath("m1"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		sort.Slice(segs, func(i, j int) bool {
-			return segs[i].seq < segs[j].seq || (segs[i].seq == segs[j].seq && segs[i].next < segs[j].next)
-		})
-		var gaps, overlaps int
-		for i := 1; i < len(segs); i++ {
-			p, c := segs[i-1], segs[i]
-			switch {
-			case c.seq > p.next:
-				gaps++
-			case c.seq < p.next && c.seq != p.seq:
-				overlaps++
-			}
+		if st.Tunnel.Counters.MirrorBatches == 0 {
+			t.Fatalf("m1's tunnel made no batch of copies: %+v", st.Tunnel.Counters)
 		}
-		if len(segs) < 150 || gaps != 0 || overlaps != 0 {
-			t.Errorf("%d copies of cl's TCP/80 segments: %d gaps and %d overlaps in the sequence space they cover", len(segs), gaps, overlaps)
-		}
-		t.Logf("%d batches; %d copies tile %d bytes of sequence space", batches, len(segs), segs[len(segs)-1].next-segs[0].seq)
+		n, span := copiesTile(t, colPcap, "vxlan.vni == 4343 && tcp.srcport == 80")
+		t.Logf("%d batches made by the tunnel; %d copies of the echo tile %d bytes of sequence space", st.Tunnel.Counters.MirrorBatches, n, span)
 	})
 	t.Run("the lower-numbered session takes a packet; the other does not copy it again", func(t *testing.T) {
 		var again, egress80, icmp int
@@ -644,4 +597,78 @@ func TestMirrorFullPath(t *testing.T) {
 	if r := snmpTCP(t, l, "src", "RetransSegs") + snmpTCP(t, l, "dst", "RetransSegs"); r != 0 {
 		t.Logf("note: %d TCP retransmissions (the lab's own queues, not the mirror path)", r)
 	}
+}
+
+// copiesTile decodes with tshark the copies in pcap that filter selects,
+// each a mirrored TCP segment cut short, and checks them: both IPv4 header
+// checksums of each (the copy's own and the mirrored one's) good, and,
+// segment by segment, the copies covering the TCP stream exactly: each
+// starts where the one before it ended, as segmentation would have cut
+// it. It returns the copies and the bytes of sequence space they cover.
+func copiesTile(t *testing.T, pcap, filter string) (int, uint64) {
+	t.Helper()
+	// tshark's view of each copy: the IPv4 header checksums (the
+	// copy's own and the mirrored one's) and the mirrored TCP
+	// segment's place in the stream. Segment by segment, the copies
+	// must cover cl's stream to web exactly: each starts where the
+	// one before it ended, as segmentation would have cut it.
+	lines := tshark(t, pcap, filter, "-o", "ip.check_checksum:TRUE",
+		"-T", "fields", "-E", "separator=|", "-e", "ip.checksum.status", "-e", "tcp.seq_raw", "-e", "ip.len",
+		"-e", "ip.hdr_len", "-e", "tcp.hdr_len", "-e", "tcp.flags.syn", "-e", "tcp.flags.fin")
+	type seg struct{ seq, next uint64 }
+	var segs []seg
+	var base uint32
+	for _, line := range lines {
+		f := strings.Split(line, "|")
+		if len(f) != 7 {
+			t.Fatalf("tshark line %q", line)
+		}
+		for _, c := range strings.Split(f[0], ",") {
+			if c != "1" {
+				t.Errorf("copy with an IPv4 header checksum tshark finds bad (status %s): %q", c, line)
+			}
+		}
+		// The segment's length from the mirrored IPv4 header (the
+		// last of the two): the copy holds only its first bytes.
+		last := func(v string) uint64 {
+			x, err := strconv.ParseUint(v[strings.LastIndex(v, ",")+1:], 10, 32)
+			if err != nil {
+				t.Fatalf("tshark line %q", line)
+			}
+			return x
+		}
+		raw, ipLen, ipHdr, tcpHdr := last(f[1]), last(f[2]), last(f[3]), last(f[4])
+		if ipLen < ipHdr+tcpHdr {
+			t.Fatalf("tshark line %q", line)
+		}
+		// Relative to the first copy's, across a wrap of the
+		// 32-bit sequence space too.
+		if len(segs) == 0 {
+			base = uint32(raw)
+		}
+		seq := uint64(int64(1<<32) + int64(int32(uint32(raw)-base)))
+		next := seq + ipLen - ipHdr - tcpHdr
+		if f[5] == "1" || f[6] == "1" {
+			next++
+		}
+		segs = append(segs, seg{seq, next})
+	}
+	sort.Slice(segs, func(i, j int) bool {
+		return segs[i].seq < segs[j].seq || (segs[i].seq == segs[j].seq && segs[i].next < segs[j].next)
+	})
+	var gaps, overlaps int
+	for i := 1; i < len(segs); i++ {
+		p, c := segs[i-1], segs[i]
+		switch {
+		case c.seq > p.next:
+			gaps++
+		case c.seq < p.next && c.seq != p.seq:
+			overlaps++
+		}
+	}
+	if len(segs) < 150 || gaps != 0 || overlaps != 0 {
+		t.Errorf("%d copies (%s): %d gaps and %d overlaps in the sequence space they cover", len(segs), filter, gaps, overlaps)
+		return len(segs), 0
+	}
+	return len(segs), segs[len(segs)-1].next - segs[0].seq
 }
