@@ -246,10 +246,7 @@ func (t *vxlanTUN) writeCompact(c compact, next [][]byte, offset int) (int, erro
 	t.iov = append(t.iov[:0], hdr, pkt)
 	err := t.writev(t.iov)
 	if errors.Is(err, unix.EINVAL) {
-		t.groOff.Store(true)
-		if t.log != nil {
-			t.log.Warn("the kernel refused a batch of mirror copies; writing them one by one", "device", t.name, "err", err)
-		}
+		t.refuseGSO("a batch of mirror copies", err)
 		udp[6], udp[7] = 0, 0
 		return n, t.writeCompactAlone(pkt, c.unit)
 	}

@@ -394,10 +394,7 @@ func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
 	if errors.Is(err, unix.EINVAL) {
 		// This kernel refuses our super-packets: stop coalescing and
 		// send the run one by one.
-		t.groOff.Store(true)
-		if t.log != nil {
-			t.log.Warn("the kernel refused a coalesced VXLAN packet; writing segments one by one", "device", t.name, "err", err)
-		}
+		t.refuseGSO("a coalesced VXLAN packet", err)
 		for _, b := range bufs[:n] {
 			if err := t.writeOne(b[offset:]); err != nil {
 				return 0, err
@@ -539,10 +536,7 @@ func (t *vxlanTUN) writeCopies(bufs [][]byte, offset int) (int, error) {
 	t.iov = iov
 	err := t.writev(iov)
 	if errors.Is(err, unix.EINVAL) {
-		t.groOff.Store(true)
-		if t.log != nil {
-			t.log.Warn("the kernel refused a batch of mirror copies; writing them one by one", "device", t.name, "err", err)
-		}
+		t.refuseGSO("a batch of mirror copies", err)
 		for _, b := range bufs[:n] {
 			pkt := b[offset:]
 			if _, g, _ := mirrorUnit(pkt); g > 0 {
@@ -595,6 +589,15 @@ func setGSOLengths(h []byte, total int) []byte {
 	ip[10], ip[11] = 0, 0
 	binary.BigEndian.PutUint16(ip[10:], encap.Checksum(ip[:20]))
 	return ip
+}
+
+// refuseGSO notes that the kernel refused a GSO write of what (EINVAL):
+// from now on the device writes one packet at a time.
+func (t *vxlanTUN) refuseGSO(what string, err error) {
+	t.groOff.Store(true)
+	if t.log != nil {
+		t.log.Warn("the kernel refused "+what+"; writing one packet at a time", "device", t.name, "err", err)
+	}
 }
 
 // putGSOVnet fills the virtio-net header v of a coalesced packet whose
