@@ -83,9 +83,9 @@ func (a *Agent) applyMirror(p *plan.Host) error {
 // from its maps to make a batch. Under a.state.
 func (a *Agent) mirrorTargets(p *plan.Host) map[uint16]tunnel.MirrorTarget {
 	out := map[uint16]tunnel.MirrorTarget{}
-	vni := map[string]uint32{}
+	enis := map[string]dataplane.ENI{}
 	for _, e := range p.Datapath.ENIs {
-		vni[e.Name] = e.VNI
+		enis[e.Name] = e
 	}
 	type rk struct {
 		vni uint32
@@ -97,18 +97,13 @@ func (a *Agent) mirrorTargets(p *plan.Host) map[uint16]tunnel.MirrorTarget {
 	}
 	for _, s := range p.Datapath.Mirror {
 		idx, ok := a.dp.MirrorIndex(s.Name)
-		v, known := vni[s.SourceENI]
-		r, routed := routes[rk{v, s.Target}]
+		src, known := enis[s.SourceENI]
+		r, routed := routes[rk{src.VNI, s.Target}]
 		if !ok || !known || !routed || !s.Target.Is4() || r.ENI != "" || !r.Remote.Is4() || len(r.MAC) != 6 {
 			continue
 		}
-		t := tunnel.MirrorTarget{VNI: s.VNI, Snap: s.CopyLen(), Target: s.Target, TargetHost: r.Remote}
+		t := tunnel.MirrorTarget{VNI: s.VNI, Snap: s.CopyLen(), Source: src.IP, Target: s.Target, TargetHost: r.Remote}
 		copy(t.TargetMAC[:], r.MAC)
-		for _, e := range p.Datapath.ENIs {
-			if e.Name == s.SourceENI {
-				t.Source = e.IP
-			}
-		}
 		out[uint16(idx)] = t
 	}
 	return out

@@ -54,14 +54,15 @@ func takeMark(pkt []byte) (uint16, bool) {
 		return 0, false
 	}
 	idx := binary.BigEndian.Uint16(pkt[encap.VXLANAt+2:])
-	pkt[encap.VXLANAt+1], pkt[encap.VXLANAt+2], pkt[encap.VXLANAt+3] = 0, 0, 0
+	clearBatchMark(pkt)
 	return idx, true
 }
 
 // make makes, into bufs at offset, the tunnel packets of the batch
 // of copies of super-packet pkt (a VXLAN TCP GSO frame from the ENI
 // program, cut at mss) for session idx, and returns how many. 0 when it
-// cannot: the copies are counted as failed.
+// cannot (no bufs: the segments themselves are lost): the copies are
+// counted as failed.
 func (tb *tunnelBatches) make(pkt []byte, mss int, idx uint16, mtu int, bufs [][]byte, sizes []int, offset int) int {
 	n, segs := tb.build(pkt, mss, idx, mtu, bufs, sizes, offset)
 	if n == 0 && int(idx) < len(tb.failed) {

@@ -325,11 +325,14 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 	}
 	idx, marked := takeMark(pkt)
 	n, err := splitVXLAN(pkt, h, bufs, sizes, offset, csumPartial)
-	if marked && err == nil {
-		// A mirror session's copies of these segments, made here.
-		n += t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, bufs[n:], sizes[n:], offset)
-	} else if marked {
-		t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, nil, nil, offset) // counted as failed
+	if marked {
+		// A mirror session's copies of these segments, made here; none
+		// (counted) when the segments are lost.
+		room := bufs[n:]
+		if err != nil {
+			room = nil
+		}
+		n += t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, room, sizes[n:], offset)
 	}
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
