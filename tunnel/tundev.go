@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -85,6 +86,10 @@ type vxlanTUN struct {
 	// the next Read returns it first, in a batch of its own (see whole).
 	held  []byte
 	heldN int
+	// copies are the single mirror copies held (hold.go); deadline is
+	// set while the file has a read deadline.
+	copies   copyHolds
+	deadline bool
 
 	// Write runs on wireguard-go's one receive goroutine per peer; wmu
 	// guards the scratch space shared by the peers' writers.
@@ -108,6 +113,8 @@ type DeviceStats struct {
 	Reads, ReadPackets   atomic.Uint64
 	Writes, WritePackets atomic.Uint64
 	ReadErrors           atomic.Uint64
+	// CopiesHeld counts single mirror copies held to share a packet.
+	CopiesHeld atomic.Uint64
 }
 
 // openVXLANTUN creates the tunnel device with a virtio-net header and the
@@ -193,16 +200,59 @@ var errMalformed = errors.New("tunnel device: malformed frame")
 // the kernel refuses such a send whole (EMSGSIZE) when its segments do not
 // fit the path MTU: the fragments of one large datagram, read together,
 // were all lost. Alone, the message goes out as IP fragments.
+//
+// Single mirror copies are held a moment to travel together (hold.go): a
+// Read returns them when they are due, never an empty batch.
 func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.rmu.Lock()
 	defer t.rmu.Unlock()
+	for {
+		if n := t.copies.flushDue(time.Now(), bufs, sizes, offset); n > 0 {
+			t.stats.ReadPackets.Add(uint64(n))
+			return n, nil
+		}
+		count, err := t.readBatch(bufs, sizes, offset)
+		if err != nil {
+			return 0, err
+		}
+		if count > 0 {
+			if t.copies.n > 0 {
+				n := t.copies.flushDue(time.Now(), bufs[count:], sizes[count:], offset)
+				t.stats.ReadPackets.Add(uint64(n))
+				count += n
+			}
+			return count, nil
+		}
+	}
+}
+
+// readWait reads one frame, waiting no longer than the held copies may
+// (0 bytes when they are due first).
+func (t *vxlanTUN) readWait(b []byte) (int, error) {
+	if t.copies.n > 0 {
+		t.file.SetReadDeadline(t.copies.next())
+		t.deadline = true
+	} else if t.deadline {
+		t.file.SetReadDeadline(time.Time{})
+		t.deadline = false
+	}
+	n, err := t.file.Read(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, nil
+	}
+	return n, err
+}
+
+// readBatch reads a frame and whatever else is queued behind it; 0
+// packets when all it read is held.
+func (t *vxlanTUN) readBatch(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var n int
 	if t.heldN > 0 {
 		n, t.heldN = t.heldN, 0
 		t.rbuf, t.held = t.held, t.rbuf
 	} else {
 		var err error
-		if n, err = t.file.Read(t.rbuf); err != nil {
+		if n, err = t.readWait(t.rbuf); err != nil || n == 0 {
 			return 0, err
 		}
 	}
@@ -306,6 +356,12 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		}
 		if len(bufs[0])-offset < len(pkt) {
 			return 0, errMalformed
+		}
+		if payload, ok := holdable(pkt, t.mtu); ok && t.file != nil && len(bufs) >= 2 {
+			n := t.copies.add(pkt, payload, t.mtu, time.Now(), bufs, sizes, offset)
+			t.stats.CopiesHeld.Add(1)
+			t.stats.ReadPackets.Add(uint64(n))
+			return n, nil
 		}
 		sizes[0] = copy(bufs[0][offset:], pkt)
 		t.stats.ReadPackets.Add(1)

@@ -356,7 +356,10 @@ type DeviceCounters struct {
 	// MirrorBatches counts the batches of mirror copies the tunnel made
 	// from the super-packets it carried (tunbatch.go).
 	MirrorBatches uint64 `json:"mirror_batches"`
-	UDPTunnelGSO  bool   `json:"udp_tunnel_gso"`
+	// CopiesHeld counts single mirror copies the device held a moment
+	// to send several in one packet (hold.go).
+	CopiesHeld   uint64 `json:"copies_held"`
+	UDPTunnelGSO bool   `json:"udp_tunnel_gso"`
 	// QueueDrops are packets bound for the tunnel that the device's
 	// queue had no room for (the daemon did not read them in time);
 	// WriteDrops are packets the daemon wrote that the kernel dropped.
@@ -377,7 +380,7 @@ func (t *Tunnel) Counters() DeviceCounters {
 			Reads: vt.stats.Reads.Load(), ReadPackets: vt.stats.ReadPackets.Load(),
 			Writes: vt.stats.Writes.Load(), WritePackets: vt.stats.WritePackets.Load(),
 			ReadErrors: vt.stats.ReadErrors.Load(), UDPTunnelGSO: vt.tunnelGSO,
-			MirrorBatches: vt.batches.made.Load(),
+			MirrorBatches: vt.batches.made.Load(), CopiesHeld: vt.stats.CopiesHeld.Load(),
 		}
 	}
 	if l, err := netlink.LinkByIndex(t.ifindex); err == nil && l.Attrs().Statistics != nil {

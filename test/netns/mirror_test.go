@@ -594,6 +594,11 @@ func TestMirrorFullPath(t *testing.T) {
 	if st.Tunnel.Counters.MirrorBatches == 0 {
 		t.Errorf("mf1's tunnel made no batch of copies (%+v)", st.Tunnel.Counters)
 	}
+	// The copies of dst's ACKs, single packets, were held to share tunnel
+	// packets, and every one arrived all the same (received == sent).
+	if st.Tunnel.Counters.CopiesHeld == 0 {
+		t.Errorf("mf1's tunnel held no single copy (%+v)", st.Tunnel.Counters)
+	}
 	if r := snmpTCP(t, l, "src", "RetransSegs") + snmpTCP(t, l, "dst", "RetransSegs"); r != 0 {
 		t.Logf("note: %d TCP retransmissions (the lab's own queues, not the mirror path)", r)
 	}
