@@ -321,7 +321,7 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 	target := MirrorTarget{VNI: batchVNI, Snap: batchSnap, Source: netip.MustParseAddr("10.0.1.10"),
 		Target: netip.MustParseAddr("10.0.1.13"), TargetMAC: [6]byte{2, 0, 10, 0, 1, 13}, TargetHost: netip.MustParseAddr("198.18.0.13")}
 
-	read := func(targets mirrorTargets) (*vxlanTUN, [][]byte) {
+	read := func(targets mirrorTargets, mtu int) (*vxlanTUN, [][]byte) {
 		vt, kernel := seqpacketTUN(t, mtu)
 		vt.batches.targets.Store(&targets)
 		if _, err := unix.Write(kernel, append(append([]byte(nil), hdr...), marked...)); err != nil {
@@ -351,7 +351,7 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, got := read(mirrorTargets{idx: target})
+	_, got := read(mirrorTargets{idx: target}, mtu)
 	if len(got) <= segs {
 		t.Fatalf("%d packets read: the %d segments and no copies", len(got), segs)
 	}
@@ -379,7 +379,27 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 		t.Fatalf("the batch rebuilds %d bytes of copies; want the %d bytes segmentation makes", len(copies), len(want))
 	}
 
-	vt, got := read(mirrorTargets{})
+	// With segments that fit the MTU, every batch packet but the last is
+	// padded to a segment's length, zeros past its IPv4 length, and reads
+	// the same.
+	_, got = read(mirrorTargets{idx: target}, sizes[0])
+	var padded []byte
+	for i, p := range got[segs:] {
+		n := int(binary.BigEndian.Uint16(p[2:]))
+		if last := i == len(got)-segs-1; !last && (len(p) != sizes[0] || !bytes.Equal(p[n:], make([]byte, len(p)-n))) {
+			t.Fatalf("batch packet %d: %d bytes (IPv4 %d), want %d with zeros after", i, len(p), n, sizes[0])
+		}
+		c, ok := parseCompact(p)
+		if !ok {
+			t.Fatalf("padded packet %d is not a compact batch", i)
+		}
+		padded = expandCompact(c, padded)
+	}
+	if !bytes.Equal(padded, want) {
+		t.Fatal("padded, the batch rebuilds other copies")
+	}
+
+	vt, got := read(mirrorTargets{}, mtu)
 	if len(got) != segs {
 		t.Fatalf("without the session's target: %d packets, want the %d segments alone", len(got), segs)
 	}

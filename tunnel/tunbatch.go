@@ -147,6 +147,27 @@ func (tb *tunnelBatches) build(pkt []byte, mss int, idx uint16, mtu int, bufs []
 	return n, d.segs
 }
 
+// padToSegment pads every packet of a batch of copies but the last to seg
+// bytes, the length of the segments they were made from, with zeros past
+// the IPv4 length (the receiving wireguard-go cuts a packet to its IPv4
+// length). wireguard-go sends a read's packets to a peer in UDP GSO sends
+// of equal-sized messages, a smaller one ending a send: padded, the
+// copies ride in the segments' send, instead of one send of their own per
+// super-packet, and likewise through the peer's UDP GRO. It costs a few
+// dozen bytes a packet; wireguard-go pads every message to 16 bytes
+// anyway.
+func padToSegment(bufs [][]byte, sizes []int, offset, seg, mtu int) {
+	if seg > mtu {
+		return
+	}
+	for i := 0; i < len(bufs)-1; i++ {
+		if sizes[i] < seg && offset+seg <= len(bufs[i]) {
+			clear(bufs[i][offset+sizes[i] : offset+seg])
+			sizes[i] = seg
+		}
+	}
+}
+
 // MakesBatches reports whether the tunnel makes the copies of super-packets
 // the ENI program marks (the offloading device; the plain one gets every
 // packet cut by the kernel first).

@@ -388,7 +388,11 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		if err != nil {
 			room = nil
 		}
-		n += t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, room, sizes[n:], offset)
+		k := t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, room, sizes[n:], offset)
+		if n > 0 {
+			padToSegment(bufs[n:n+k], sizes[n:n+k], offset, sizes[0], t.mtu)
+		}
+		n += k
 	}
 	t.stats.ReadPackets.Add(uint64(n))
 	return n, err
