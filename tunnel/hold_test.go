@@ -172,3 +172,35 @@ func (c *testClock) tick() time.Time {
 	c.t = c.t.Add(time.Microsecond)
 	return c.t
 }
+
+// TestWriteTrafficBeforeCopies: copies received between a flow's segments
+// do not cut the flow's run: its segments still go to the kernel as one
+// super-packet, and the copies after it.
+func TestWriteTrafficBeforeCopies(t *testing.T) {
+	vt, r := pipeTUN(t)
+	var bufs [][]byte
+	var payload []byte
+	for i := 0; i < 4; i++ {
+		pl := bytes.Repeat([]byte{byte(i + 1)}, testMSS)
+		payload = append(payload, pl...)
+		bufs = append(bufs, append(make([]byte, 16), vxlanTCP(pl, uint32(9000+i*testMSS), tcpFlagACK, false)...))
+		if i == 1 {
+			bufs = append(bufs, append(make([]byte, 16), singleCopy(74, 9)[vnetHdrLen:]...))
+		}
+	}
+	if n, err := vt.Write(bufs, 16); err != nil || n != 5 {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	if w := vt.stats.Writes.Load(); w != 2 {
+		t.Fatalf("%d writes for 4 segments of one flow and a copy between them, want 2", w)
+	}
+	frame := make([]byte, vnetHdrLen+encap.InnerL4At+32+len(payload))
+	if _, err := io.ReadFull(r, frame); err != nil {
+		t.Fatal(err)
+	}
+	var h vnetHdr
+	h.decode(frame)
+	if h.gsoType != vnetGSOTCPv4 || !bytes.Equal(frame[vnetHdrLen+encap.InnerL4At+32:], payload) {
+		t.Fatalf("the first write is not the 4 segments as one super-packet (%+v)", h)
+	}
+}

@@ -97,8 +97,10 @@ type vxlanTUN struct {
 	gsoHdr []byte
 	cbuf   []byte // a compact batch's copies (writeCompact)
 	iov    [][]byte
-	log    *slog.Logger
-	stats  DeviceStats
+	// order and later are Write's scratch for putting traffic first.
+	order, later [][]byte
+	log          *slog.Logger
+	stats        DeviceStats
 	// groOff is set once the kernel refused a coalesced packet.
 	groOff atomic.Bool
 	// batches makes the copies of mirrored super-packets (tunbatch.go).
@@ -406,6 +408,7 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	t.stats.WritePackets.Add(uint64(len(bufs)))
+	bufs = t.trafficFirst(bufs, offset)
 	for i := 0; i < len(bufs); {
 		t.stats.Writes.Add(1)
 		n, err := t.writeRun(bufs[i:], offset)
@@ -415,6 +418,43 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 		i += n
 	}
 	return len(bufs), nil
+}
+
+// trafficFirst returns bufs with the mirror copies among them moved after
+// the traffic, each in its order. A batch's copies come between the
+// segments of consecutive super-packets: left there, they would cut the
+// runs that writeRun hands the kernel as one super-packet, and the
+// receiving workload's stack would take a third more packets.
+func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) [][]byte {
+	first := -1
+	for i, b := range bufs {
+		if isCopy(b[offset:]) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return bufs
+	}
+	out, copies := append(t.order[:0], bufs[:first]...), t.later[:0]
+	for _, b := range bufs[first:] {
+		if isCopy(b[offset:]) {
+			copies = append(copies, b)
+		} else {
+			out = append(out, b)
+		}
+	}
+	if len(copies) == len(bufs)-first {
+		return bufs // nothing to move
+	}
+	t.order, t.later = append(out, copies...), copies
+	return t.order
+}
+
+// isCopy reports whether pkt carries mirror copies: the mirror mark in
+// its VPC VXLAN header.
+func isCopy(pkt []byte) bool {
+	return len(pkt) > encap.VXLANAt+7 && pkt[0] == 0x45 && pkt[9] == encap.ProtoUDP && pkt[encap.VXLANAt+7] == mirrorMark
 }
 
 // writeRun writes bufs[0] and as many following packets as coalesce with
