@@ -369,6 +369,9 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 		if len(p) > mtu || encap.Checksum(p[:20]) != 0 || encap.Checksum(p[encap.InnerIPAt:encap.InnerL4At]) != 0 {
 			t.Fatalf("batch packet %d: %d bytes, or a bad IPv4 checksum", i, len(p))
 		}
+		if int(binary.BigEndian.Uint16(p[2:])) != len(p) {
+			t.Fatalf("batch packet %d to another host than the segments' is padded", i)
+		}
 		if netip.AddrFrom4([4]byte(p[16:20])) != target.TargetHost || netip.AddrFrom4([4]byte(p[encap.InnerIPAt+12:encap.InnerIPAt+16])) != target.Source ||
 			netip.AddrFrom4([4]byte(p[encap.InnerIPAt+16:encap.InnerIPAt+20])) != target.Target || !bytes.Equal(p[encap.InnerEthAt:encap.InnerEthAt+6], target.TargetMAC[:]) {
 			t.Fatalf("batch packet %d is not addressed to the target", i)
@@ -382,7 +385,9 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 	// With segments that fit the MTU, every batch packet but the last is
 	// padded to a segment's length, zeros past its IPv4 length, and reads
 	// the same.
-	_, got = read(mirrorTargets{idx: target}, sizes[0])
+	same := target
+	same.TargetHost = netip.AddrFrom4([4]byte(super[16:20]))
+	_, got = read(mirrorTargets{idx: same}, sizes[0])
 	var padded []byte
 	for i, p := range got[segs:] {
 		n := int(binary.BigEndian.Uint16(p[2:]))

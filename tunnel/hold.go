@@ -40,14 +40,15 @@ type copyHolds struct {
 }
 
 // holdable reports whether pkt, a single packet read from the kernel with
-// its checksums complete, is a single mirror copy the device may hold,
-// and its UDP payload length.
+// its checksums complete, is a single mirror copy the device may hold (one
+// that another of its size could join in a packet of the MTU), and its
+// UDP payload length.
 func holdable(pkt []byte, mtu int) (int, bool) {
 	if mtu <= 0 || len(pkt) > mtu {
 		return 0, false
 	}
 	payload, g, ok := mirrorUnit(pkt)
-	return payload, ok && g == 0
+	return payload, ok && g == 0 && len(pkt)+payload <= mtu
 }
 
 // joins reports whether a copy pkt of payload bytes can go in the run:

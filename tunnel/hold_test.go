@@ -74,11 +74,12 @@ func written(t *testing.T, pkts [][]byte) []byte {
 // it would have written the copies sent one by one. Traffic is never
 // held, and a copy of another size does not end a run.
 func TestReadHoldsSingleCopies(t *testing.T) {
-	const mtu, a, b = 1440, 74, 90
+	const mtu, a, b, c = 1440, 74, 90, 110
 	frames := [][]byte{
 		singleCopy(a, 1), singleCopy(b, 1), singleCopy(a, 2),
 		append(make([]byte, vnetHdrLen), vxlanTCP(nil, 7, tcpFlagACK, false)...),
 		singleCopy(a, 3), singleCopy(b, 2), singleCopy(a, 4), singleCopy(a, 5),
+		singleCopy(c, 1),
 	}
 	send := func(kernel int) {
 		for _, f := range frames {
@@ -97,15 +98,20 @@ func TestReadHoldsSingleCopies(t *testing.T) {
 
 	vt, kernel := seqpacketTUN(t, mtu)
 	send(kernel)
-	got := readAll(t, vt, 3)
+	got := readAll(t, vt, 4)
 	if !bytes.Equal(got[0], singles[3]) {
 		t.Fatal("the first packet read is not the traffic, unchanged")
 	}
-	if h := vt.stats.CopiesHeld.Load(); h != 7 {
-		t.Fatalf("%d copies held, want 7", h)
+	if h := vt.stats.CopiesHeld.Load(); h != 8 {
+		t.Fatalf("%d copies held, want 8", h)
 	}
 	runs := map[int][][]byte{a: {singles[0], singles[2], singles[4], singles[6], singles[7]}, b: {singles[1], singles[5]}}
+	lone := false
 	for _, p := range got[1:] {
+		if bytes.Equal(p, singles[8]) {
+			lone = true // a copy alone leaves as it came
+			continue
+		}
 		payload, g, ok := mirrorUnit(p)
 		if !ok || g == 0 {
 			t.Fatalf("a held run left as %d bytes, not as a batch of copies", len(p))
@@ -122,8 +128,16 @@ func TestReadHoldsSingleCopies(t *testing.T) {
 			t.Fatalf("the batch of %d-byte copies is written unlike the copies themselves", g)
 		}
 	}
+	if !lone || len(runs) != 0 {
+		t.Fatalf("the lone copy left unchanged: %v; runs never read: %d", lone, len(runs))
+	}
 	if vt.copies.n != 0 {
 		t.Fatalf("%d runs still held", vt.copies.n)
+	}
+	// A copy too long for another of its size to share its packet is not
+	// held.
+	if _, ok := holdable(singleCopy(700, 0)[vnetHdrLen:], mtu); ok {
+		t.Fatal("a 700-byte copy is held at MTU 1440")
 	}
 }
 
@@ -202,5 +216,13 @@ func TestWriteTrafficBeforeCopies(t *testing.T) {
 	h.decode(frame)
 	if h.gsoType != vnetGSOTCPv4 || !bytes.Equal(frame[vnetHdrLen+encap.InnerL4At+32:], payload) {
 		t.Fatalf("the first write is not the 4 segments as one super-packet (%+v)", h)
+	}
+	cp := bufs[2][16:]
+	frame = make([]byte, vnetHdrLen+len(cp))
+	if _, err := io.ReadFull(r, frame); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(frame[vnetHdrLen+encap.InnerL4At+encap.UDPLen:], cp[encap.InnerL4At+encap.UDPLen:]) {
+		t.Fatal("the second write is not the copy")
 	}
 }

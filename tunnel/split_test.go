@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -240,7 +241,8 @@ func seqpacketTUN(t *testing.T, mtu int) (vt *vxlanTUN, kernel int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, mtu: mtu, rbuf: make([]byte, vnetHdrLen+65536)}, fds[1]
+	return &vxlanTUN{file: f, raw: sc, rawRead: sc, draining: true, mtu: mtu, rbuf: make([]byte, vnetHdrLen+65536),
+		canHold: f.SetReadDeadline(time.Time{}) == nil}, fds[1]
 }
 
 // TestReadDrainsQueuedFrames: one Read returns every frame already queued
@@ -376,7 +378,7 @@ func TestReadSurvivesMalformedFrame(t *testing.T) {
 	sizes := make([]int, len(bufs))
 	go func() {
 		// After Read has taken the bad frame: it must wait for this one.
-		for vt.stats.ReadErrors.Load() == 0 {
+		for end := time.Now().Add(10 * time.Second); vt.stats.ReadErrors.Load() == 0 && time.Now().Before(end); {
 			runtime.Gosched()
 		}
 		unix.Write(kernel, append(make([]byte, vnetHdrLen), good...))

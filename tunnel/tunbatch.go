@@ -156,14 +156,15 @@ func (tb *tunnelBatches) build(pkt []byte, mss int, idx uint16, mtu int, bufs []
 // super-packet, and likewise through the peer's UDP GRO. It costs a few
 // dozen bytes a packet; wireguard-go pads every message to 16 bytes
 // anyway.
-func padToSegment(bufs [][]byte, sizes []int, offset, seg, mtu int) {
-	if seg > mtu {
+func padToSegment(bufs [][]byte, sizes []int, offset int, seg []byte, mtu int) {
+	if len(seg) > mtu || len(seg) < 20 {
 		return
 	}
 	for i := 0; i < len(bufs)-1; i++ {
-		if sizes[i] < seg && offset+seg <= len(bufs[i]) {
-			clear(bufs[i][offset+sizes[i] : offset+seg])
-			sizes[i] = seg
+		// Only messages to the segments' peer go in their send.
+		if b := bufs[i][offset:]; sizes[i] < len(seg) && len(b) >= len(seg) && string(b[16:20]) == string(seg[16:20]) {
+			clear(b[sizes[i]:len(seg)])
+			sizes[i] = len(seg)
 		}
 	}
 }

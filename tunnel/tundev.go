@@ -90,6 +90,9 @@ type vxlanTUN struct {
 	// set while the file has a read deadline.
 	copies   copyHolds
 	deadline bool
+	// canHold is set when the file takes read deadlines (Read must wake
+	// for held copies).
+	canHold bool
 
 	// Write runs on wireguard-go's one receive goroutine per peer; wmu
 	// guards the scratch space shared by the peers' writers.
@@ -169,6 +172,7 @@ func openVXLANTUN(name string, mtu int) (*vxlanTUN, error) {
 	t.raw = sc
 	t.rawRead = sc
 	t.draining = true
+	t.canHold = t.file.SetReadDeadline(time.Time{}) == nil
 	t.events <- tun.EventUp
 	return t, nil
 }
@@ -269,7 +273,12 @@ func (t *vxlanTUN) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 	}
 	// Take what else is queued without waiting (ACKs come one frame
 	// each), while a whole super-packet's segments would still fit.
-	for t.draining && len(bufs)-count >= maxSegments+maxBatchPackets {
+	// Every frame counts against the budget, held copies too, and held
+	// copies that fall due end the drain.
+	for frames := 1; t.draining && len(bufs)-count >= maxSegments+maxBatchPackets && frames < len(bufs); frames++ {
+		if t.copies.n > 0 && !time.Now().Before(t.copies.next()) {
+			break
+		}
 		n, ok := t.tryRead(t.rbuf)
 		if !ok {
 			break
@@ -359,7 +368,7 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		if len(bufs[0])-offset < len(pkt) {
 			return 0, errMalformed
 		}
-		if payload, ok := holdable(pkt, t.mtu); ok && t.file != nil && len(bufs) >= 2 {
+		if payload, ok := holdable(pkt, t.mtu); ok && t.canHold && len(bufs) >= 2 {
 			n := t.copies.add(pkt, payload, t.mtu, time.Now(), bufs, sizes, offset)
 			t.stats.CopiesHeld.Add(1)
 			t.stats.ReadPackets.Add(uint64(n))
@@ -392,7 +401,7 @@ func (t *vxlanTUN) unpack(frame []byte, bufs [][]byte, sizes []int, offset int) 
 		}
 		k := t.batches.make(pkt, int(h.gsoSize), idx, t.mtu, room, sizes[n:], offset)
 		if n > 0 {
-			padToSegment(bufs[n:n+k], sizes[n:n+k], offset, sizes[0], t.mtu)
+			padToSegment(bufs[n:n+k], sizes[n:n+k], offset, bufs[0][offset:offset+sizes[0]], t.mtu)
 		}
 		n += k
 	}
@@ -408,11 +417,16 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	t.stats.WritePackets.Add(uint64(len(bufs)))
+	in := bufs
 	bufs = t.trafficFirst(bufs, offset)
+	reordered := len(bufs) > 0 && len(in) > 0 && &bufs[0] != &in[0]
 	for i := 0; i < len(bufs); {
 		t.stats.Writes.Add(1)
 		n, err := t.writeRun(bufs[i:], offset)
 		if err != nil {
+			if reordered {
+				return 0, err // i counts the reordered packets
+			}
 			return i, err
 		}
 		i += n
