@@ -125,11 +125,7 @@ func TestCompactBatchRoundTrip(t *testing.T) {
 			if _, err := unix.Write(kernel, frame); err != nil {
 				t.Fatal(err)
 			}
-			bufs := make([][]byte, 128)
-			for i := range bufs {
-				bufs[i] = make([]byte, 2000)
-			}
-			sizes := make([]int, len(bufs))
+			bufs, sizes := readBufs()
 			n, err := vt.Read(bufs, sizes, 16)
 			if err != nil {
 				t.Fatal(err)
@@ -262,11 +258,7 @@ func TestReadCopyBatchReportedAsTCP(t *testing.T) {
 		if _, err := unix.Write(kernel, copyBatchFrame(n, unit, gsoType)); err != nil {
 			t.Fatal(err)
 		}
-		bufs := make([][]byte, 128)
-		for i := range bufs {
-			bufs[i] = make([]byte, 2000)
-		}
-		sizes := make([]int, len(bufs))
+		bufs, sizes := readBufs()
 		got, err := vt.Read(bufs, sizes, 16)
 		if err != nil {
 			t.Fatalf("GSO type %#x: %v", gsoType, err)
@@ -327,11 +319,7 @@ func TestTunnelMakesMarkedBatch(t *testing.T) {
 		if _, err := unix.Write(kernel, append(append([]byte(nil), hdr...), marked...)); err != nil {
 			t.Fatal(err)
 		}
-		bufs := make([][]byte, 128)
-		for i := range bufs {
-			bufs[i] = make([]byte, 2000)
-		}
-		sizes := make([]int, len(bufs))
+		bufs, sizes := readBufs()
 		n, err := vt.Read(bufs, sizes, 16)
 		if err != nil {
 			t.Fatal(err)

@@ -22,11 +22,7 @@ func singleCopy(unit int, k byte) []byte {
 // readAll reads from vt until it has returned want packets.
 func readAll(t *testing.T, vt *vxlanTUN, want int) [][]byte {
 	t.Helper()
-	bufs := make([][]byte, 128)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2000)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := readBufs()
 	var out [][]byte
 	for len(out) < want {
 		n, err := vt.Read(bufs, sizes, 16)

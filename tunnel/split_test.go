@@ -224,6 +224,16 @@ func TestWriteDoesNotCoalesceAcrossGaps(t *testing.T) {
 	}
 }
 
+// readBufs is room for a Read: wireguard-go's 128 buffers, each at offset
+// 16, and their sizes.
+func readBufs() ([][]byte, []int) {
+	bufs := make([][]byte, 128)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2000)
+	}
+	return bufs, make([]int, len(bufs))
+}
+
 // seqpacketTUN is a draining vxlanTUN with the given MTU that reads its
 // frames (virtio-net header first) from a socket pair, as from a TUN's
 // queue; kernel is the other end, for the test to write frames to.
@@ -257,11 +267,7 @@ func TestReadDrainsQueuedFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bufs := make([][]byte, 128)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2000)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := readBufs()
 	n, err := vt.Read(bufs, sizes, 16)
 	if err != nil {
 		t.Fatal(err)
@@ -371,11 +377,7 @@ func TestReadSurvivesMalformedFrame(t *testing.T) {
 	if _, err := unix.Write(kernel, bad); err != nil {
 		t.Fatal(err)
 	}
-	bufs := make([][]byte, 128)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2000)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := readBufs()
 	go func() {
 		// After Read has taken the bad frame: it must wait for this one.
 		for end := time.Now().Add(10 * time.Second); vt.stats.ReadErrors.Load() == 0 && time.Now().Before(end); {

@@ -25,11 +25,7 @@ func TestReadOversizeAlone(t *testing.T) {
 		}
 	}
 	wantBatches := [][][]byte{{queue[0], queue[1]}, {queue[2]}, {queue[3]}, {queue[4]}, {queue[5]}}
-	bufs := make([][]byte, 128)
-	for i := range bufs {
-		bufs[i] = make([]byte, 2000)
-	}
-	sizes := make([]int, len(bufs))
+	bufs, sizes := readBufs()
 	for b, want := range wantBatches {
 		n, err := vt.Read(bufs, sizes, 16)
 		if err != nil {
