@@ -276,16 +276,11 @@ func buildHost(rackNS, ns string, t *topology.Topology, host *topology.Host) err
 		return err
 	}
 
-	rh, rns, err := nsHandle(rackNS)
+	rh, br, done, err := rackBridge(rackNS)
 	if err != nil {
 		return err
 	}
-	defer rns.Close()
-	defer rh.Close()
-	br, err := rh.LinkByName(bridgeName)
-	if err != nil {
-		return fmt.Errorf("bridge %s in netns %s: %w", bridgeName, rackNS, err)
-	}
+	defer done()
 
 	port, under, mtu := rackPort(host.Name), underlayIf(host), hostMTU(host)
 	la := netlink.NewLinkAttrs()

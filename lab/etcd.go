@@ -96,16 +96,11 @@ func (e *etcdState) config() controlplane.Config {
 // plumbEtcd gives the rack bridge etcd's address and a route to every
 // host, and every host a route to etcd: link scope, as between hosts.
 func plumbEtcd(rackNS string, st *state, t *topology.Topology, addr netip.Addr) error {
-	rh, rns, err := nsHandle(rackNS)
+	rh, br, done, err := rackBridge(rackNS)
 	if err != nil {
 		return err
 	}
-	defer rns.Close()
-	defer rh.Close()
-	br, err := rh.LinkByName(bridgeName)
-	if err != nil {
-		return fmt.Errorf("bridge %s in netns %s: %w", bridgeName, rackNS, err)
-	}
+	defer done()
 	if err := rh.AddrAdd(br, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(addr, 32))}); err != nil {
 		return fmt.Errorf("add %s to %s in netns %s: %w", addr, bridgeName, rackNS, err)
 	}

@@ -215,3 +215,18 @@ func nsHandle(name string) (*netlink.Handle, netns.NsHandle, error) {
 	}
 	return h, ns, nil
 }
+
+// rackBridge opens a netlink handle in the rack's netns and finds its
+// bridge; done closes the handle and the netns.
+func rackBridge(rackNS string) (h *netlink.Handle, br netlink.Link, done func(), err error) {
+	h, ns, err := nsHandle(rackNS)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	done = func() { h.Close(); ns.Close() }
+	if br, err = h.LinkByName(bridgeName); err != nil {
+		done()
+		return nil, nil, nil, fmt.Errorf("bridge %s in netns %s: %w", bridgeName, rackNS, err)
+	}
+	return h, br, done, nil
+}
