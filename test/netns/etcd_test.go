@@ -21,26 +21,7 @@ func upEtcdLab(t testing.TB, name, topo string) *lab.Lab {
 	t.Helper()
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "etcd")
-	lab.Down(name)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: filepath.Join("testdata", topo), Binary: vpcdBinary, Etcd: true})
-	if err != nil {
-		t.Fatalf("lab up --etcd: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, h := range l.Topology().Hosts {
-				if b, err := os.ReadFile(l.LogPath(h.Name)); err == nil {
-					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 40))
-				}
-			}
-		}
-		if err := lab.Down(name); err != nil {
-			t.Errorf("lab down: %v", err)
-		}
-	})
-	return l
+	return startLab(t, lab.Options{Name: name, TopologyPath: filepath.Join("testdata", topo), Binary: vpcdBinary, Etcd: true}, 90*time.Second, 40)
 }
 
 // waitPing waits until one ping from eni to dst is answered.

@@ -59,25 +59,33 @@ func upLab(t testing.TB, name, topo string) *lab.Lab {
 func upLabWith(t testing.TB, name, topo string, daemonFlags ...string) *lab.Lab {
 	t.Helper()
 	testkit.NeedRoot(t, labNeeds)
-	lab.Down(name) // a lab a killed earlier run left behind
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	if !filepath.IsAbs(topo) {
 		topo = filepath.Join("testdata", topo)
 	}
-	l, err := lab.Up(ctx, lab.Options{Name: name, TopologyPath: topo, Binary: vpcdBinary, DaemonFlags: daemonFlags})
+	return startLab(t, lab.Options{Name: name, TopologyPath: topo, Binary: vpcdBinary, DaemonFlags: daemonFlags}, 60*time.Second, 30)
+}
+
+// startLab brings up the lab o describes, within the given time, and tears
+// it down when the test ends, on every path; a failed test shows each
+// daemon's last logLines lines.
+func startLab(t testing.TB, o lab.Options, within time.Duration, logLines int) *lab.Lab {
+	t.Helper()
+	lab.Down(o.Name) // a lab a killed earlier run left behind
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	l, err := lab.Up(ctx, o)
 	if err != nil {
-		t.Fatalf("lab up: %v", err)
+		t.Fatalf("lab up (etcd %v): %v", o.Etcd, err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, h := range l.Topology().Hosts {
 				if b, err := os.ReadFile(l.LogPath(h.Name)); err == nil {
-					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), 30))
+					t.Logf("log of %s:\n%s", h.Name, lastLines(string(b), logLines))
 				}
 			}
 		}
-		if err := lab.Down(name); err != nil {
+		if err := lab.Down(o.Name); err != nil {
 			t.Errorf("lab down: %v", err)
 		}
 	})
