@@ -179,10 +179,14 @@ func (a *Agent) mirrorStatuses() []control.MirrorStatus {
 }
 
 // queueLoss finds the copies a session's mirror device lost in its queue:
-// every wire packet cloned into it is wrapped (sent) or fails within far
-// less than a second, so what was queued a second ago and is neither sent
-// nor failed now was dropped on the way (a full backlog). The count only
-// grows; it is kept per session index and reset with it.
+// every wire packet cloned into it is wrapped (sent) or fails as soon as
+// the CPU gets to it, so what was queued lossSettle ago and is neither
+// sent nor failed now was dropped on the way (a full backlog). The count
+// only grows (a counter); it is kept per session index and reset with it.
+// lossSettle is far longer than a backlog waits on a busy host, so that
+// a stall never counts copies still on their way.
+const lossSettle = 3 * time.Second
+
 type queueLoss struct {
 	mu sync.Mutex
 	by map[uint32]*lossState
@@ -212,10 +216,10 @@ func (q *queueLoss) lost(idx uint32, c dataplane.MirrorCounter, now time.Time) u
 	}
 	st.last = c
 	st.samples = append(st.samples, lossSample{at: now, queued: c.Queued})
-	// The newest sample at least a second old decides; older ones go.
+	// The newest sample at least lossSettle old decides; older ones go.
 	ref := -1
 	for i, s := range st.samples {
-		if now.Sub(s.at) >= time.Second {
+		if now.Sub(s.at) >= lossSettle {
 			ref = i
 		}
 	}
