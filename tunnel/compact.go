@@ -145,13 +145,20 @@ func splitCompact(c compact, mtu int, bufs [][]byte, sizes []int, offset int) (i
 		copy(out[head:], c.prefixes[pos:pos+size])
 		pos += size
 		binary.BigEndian.PutUint16(out[4:], oID+uint16(n))
-		setGSOLengths(out, len(out))
-		binary.BigEndian.PutUint16(out[encap.InnerL4At+4:], uint16(len(out)-encap.InnerL4At))
-		out[encap.OuterUDPAt+6], out[encap.OuterUDPAt+7] = 0, 0
-		out[encap.InnerL4At+6], out[encap.InnerL4At+7] = 0, 0
+		setCopiesLengths(out)
 		sizes[n] = len(out)
 	}
 	return n, nil
+}
+
+// setCopiesLengths fixes the lengths and header checksums of out, a
+// tunnel packet of several copies, and clears both UDP checksums: the
+// copies' own are the receiving kernel's to compute when it cuts them.
+func setCopiesLengths(out []byte) {
+	setGSOLengths(out, len(out))
+	binary.BigEndian.PutUint16(out[encap.InnerL4At+4:], uint16(len(out)-encap.InnerL4At))
+	out[encap.OuterUDPAt+6], out[encap.OuterUDPAt+7] = 0, 0
+	out[encap.InnerL4At+6], out[encap.InnerL4At+7] = 0, 0
 }
 
 // expandCompact appends to out the copies a compact batch stands for:

@@ -1,7 +1,6 @@
 package tunnel
 
 import (
-	"encoding/binary"
 	"time"
 
 	"github.com/vpcd/vpcd/encap"
@@ -36,7 +35,16 @@ type copyHold struct {
 // copyHolds are the runs held.
 type copyHolds struct {
 	runs [holdSlots]copyHold
-	n    int // runs with copies in them
+}
+
+// held reports whether any run holds copies.
+func (c *copyHolds) held() bool {
+	for i := range c.runs {
+		if c.runs[i].n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // holdable reports whether pkt, a single packet read from the kernel with
@@ -68,12 +76,7 @@ func (h *copyHold) flush(b []byte) int {
 	out := b[:len(h.pkt)]
 	copy(out, h.pkt)
 	if h.n > 1 {
-		// The copies' own checksums are the receiving kernel's to
-		// compute, when it cuts the batch.
-		setGSOLengths(out, len(out))
-		binary.BigEndian.PutUint16(out[encap.InnerL4At+4:], uint16(len(out)-encap.InnerL4At))
-		out[encap.OuterUDPAt+6], out[encap.OuterUDPAt+7] = 0, 0
-		out[encap.InnerL4At+6], out[encap.InnerL4At+7] = 0, 0
+		setCopiesLengths(out)
 		markBatch(out, h.g)
 	}
 	h.n = 0
@@ -107,12 +110,10 @@ func (c *copyHolds) add(pkt []byte, payload, mtu int, now time.Time, bufs [][]by
 		if run == nil {
 			sizes[n] = oldest.flush(bufs[n][offset:])
 			n++
-			c.n--
 			run = oldest
 		}
 		run.pkt = append(run.pkt[:0], pkt...)
 		run.g, run.since, run.n = payload, now, 1
-		c.n++
 	} else {
 		run.pkt = append(run.pkt, pkt[encap.InnerL4At+encap.UDPLen:]...)
 		run.n++
@@ -120,7 +121,6 @@ func (c *copyHolds) add(pkt []byte, payload, mtu int, now time.Time, bufs [][]by
 	if run.full(mtu) {
 		sizes[n] = run.flush(bufs[n][offset:])
 		n++
-		c.n--
 	}
 	return n
 }
@@ -128,15 +128,22 @@ func (c *copyHolds) add(pkt []byte, payload, mtu int, now time.Time, bufs [][]by
 // next is when the oldest run held is due (zero when none is held).
 func (c *copyHolds) next() time.Time {
 	var t time.Time
-	if c.n == 0 {
-		return t
-	}
 	for i := range c.runs {
 		if r := &c.runs[i]; r.n > 0 && (t.IsZero() || r.since.Before(t)) {
 			t = r.since
 		}
 	}
+	if t.IsZero() {
+		return t
+	}
 	return t.Add(holdFor)
+}
+
+// due reports whether a run held has waited holdFor (the clock is read
+// only when one is held).
+func (c *copyHolds) due() bool {
+	next := c.next()
+	return !next.IsZero() && !time.Now().Before(next)
 }
 
 // flushDue writes to bufs the runs that have waited holdFor, as many as
@@ -147,7 +154,6 @@ func (c *copyHolds) flushDue(now time.Time, bufs [][]byte, sizes []int, offset i
 		if r := &c.runs[i]; r.n > 0 && n < len(bufs) && now.Sub(r.since) >= holdFor {
 			sizes[n] = r.flush(bufs[n][offset:])
 			n++
-			c.n--
 		}
 	}
 	return n

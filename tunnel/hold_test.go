@@ -127,8 +127,8 @@ func TestReadHoldsSingleCopies(t *testing.T) {
 	if !lone || len(runs) != 0 {
 		t.Fatalf("the lone copy left unchanged: %v; runs never read: %d", lone, len(runs))
 	}
-	if vt.copies.n != 0 {
-		t.Fatalf("%d runs still held", vt.copies.n)
+	if vt.copies.held() {
+		t.Fatal("runs still held")
 	}
 	// A copy too long for another of its size to share its packet is not
 	// held.
@@ -167,8 +167,8 @@ func TestHoldFillsToMTU(t *testing.T) {
 	if n := c.add(p, unit+9, mtu, now.tick(), bufs, sizes, 0); n != 1 || sizes[0] != head+unit+1 {
 		t.Fatalf("a fifth size: %d packets out (%d bytes), want the oldest run's one copy of %d", n, sizes[0], unit+1)
 	}
-	if c.n != holdSlots {
-		t.Fatalf("%d runs held, want %d", c.n, holdSlots)
+	if n := heldRuns(&c); n != holdSlots {
+		t.Fatalf("%d runs held, want %d", n, holdSlots)
 	}
 	if n := c.flushDue(now.tick().Add(holdFor), bufs, sizes, 0); n != 2 {
 		t.Fatalf("%d runs due written into room for 2", n)
@@ -221,4 +221,15 @@ func TestWriteTrafficBeforeCopies(t *testing.T) {
 	if !bytes.Equal(frame[vnetHdrLen+encap.InnerL4At+encap.UDPLen:], cp[encap.InnerL4At+encap.UDPLen:]) {
 		t.Fatal("the second write is not the copy")
 	}
+}
+
+// heldRuns counts the runs holding copies.
+func heldRuns(c *copyHolds) int {
+	n := 0
+	for i := range c.runs {
+		if c.runs[i].n > 0 {
+			n++
+		}
+	}
+	return n
 }

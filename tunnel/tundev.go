@@ -222,7 +222,7 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			return 0, err
 		}
 		if count > 0 {
-			if t.copies.n > 0 {
+			if t.copies.held() {
 				n := t.copies.flushDue(time.Now(), bufs[count:], sizes[count:], offset)
 				t.stats.ReadPackets.Add(uint64(n))
 				count += n
@@ -235,8 +235,8 @@ func (t *vxlanTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // readWait reads one frame, waiting no longer than the held copies may
 // (0 bytes when they are due first).
 func (t *vxlanTUN) readWait(b []byte) (int, error) {
-	if t.copies.n > 0 {
-		t.file.SetReadDeadline(t.copies.next())
+	if next := t.copies.next(); !next.IsZero() {
+		t.file.SetReadDeadline(next)
 		t.deadline = true
 	} else if t.deadline {
 		t.file.SetReadDeadline(time.Time{})
@@ -276,7 +276,7 @@ func (t *vxlanTUN) readBatch(bufs [][]byte, sizes []int, offset int) (int, error
 	// Every frame counts against the budget, held copies too, and held
 	// copies that fall due end the drain.
 	for frames := 1; t.draining && len(bufs)-count >= maxSegments+maxBatchPackets && frames < len(bufs); frames++ {
-		if t.copies.n > 0 && !time.Now().Before(t.copies.next()) {
+		if t.copies.due() {
 			break
 		}
 		n, ok := t.tryRead(t.rbuf)
@@ -417,9 +417,7 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	t.stats.WritePackets.Add(uint64(len(bufs)))
-	in := bufs
-	bufs = t.trafficFirst(bufs, offset)
-	reordered := len(bufs) > 0 && len(in) > 0 && &bufs[0] != &in[0]
+	bufs, reordered := t.trafficFirst(bufs, offset)
 	for i := 0; i < len(bufs); {
 		t.stats.Writes.Add(1)
 		n, err := t.writeRun(bufs[i:], offset)
@@ -435,11 +433,11 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 // trafficFirst returns bufs with the mirror copies among them moved after
-// the traffic, each in its order. A batch's copies come between the
+// the traffic, each in its order, and whether it moved any. A batch's copies come between the
 // segments of consecutive super-packets: left there, they would cut the
 // runs that writeRun hands the kernel as one super-packet, and the
 // receiving workload's stack would take a third more packets.
-func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) [][]byte {
+func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) ([][]byte, bool) {
 	first := -1
 	for i, b := range bufs {
 		if isCopy(b[offset:]) {
@@ -448,7 +446,7 @@ func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) [][]byte {
 		}
 	}
 	if first < 0 {
-		return bufs
+		return bufs, false
 	}
 	out, copies := append(t.order[:0], bufs[:first]...), t.later[:0]
 	for _, b := range bufs[first:] {
@@ -459,10 +457,10 @@ func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) [][]byte {
 		}
 	}
 	if len(copies) == len(bufs)-first {
-		return bufs // nothing to move
+		return bufs, false // nothing to move
 	}
 	t.order, t.later = append(out, copies...), copies
-	return t.order
+	return t.order, true
 }
 
 // isCopy reports whether pkt carries mirror copies: the mirror mark in
