@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -100,6 +101,10 @@ type vxlanTUN struct {
 	gsoHdr []byte
 	cbuf   []byte // a compact batch's copies (writeCompact)
 	iov    [][]byte
+	one    [2][]byte // writeOne's iov
+	oneHdr [vnetHdrLen]byte
+	// wcall and rcall are the writers' and the reader's system calls.
+	wcall, rcall devCall
 	// order and later are Write's scratch for putting traffic first.
 	order, later [][]byte
 	log          *slog.Logger
@@ -326,13 +331,60 @@ func (t *vxlanTUN) tryRead(b []byte) (int, bool) {
 	if t.rawRead == nil {
 		return 0, false
 	}
-	var n int
-	var rerr error
-	err := t.rawRead.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), b)
-		return true // never wait
-	})
-	return n, err == nil && rerr == nil && n > 0
+	c := &t.rcall
+	c.buf = b
+	err := t.rawRead.Read(c.readFn())
+	c.buf = nil
+	return c.n, err == nil && c.err == nil && c.n > 0
+}
+
+// devCall is one read or writev on the device, made through the file's
+// RawConn without allocating: a closure per call escapes to the heap, and
+// at tens of thousands of calls a second that garbage (and the fresh
+// pages the heap then faults in) cost a receiving daemon several percent
+// of its CPU. Each devCall belongs to one goroutine at a time (rmu, wmu).
+type devCall struct {
+	buf         []byte       // read's buffer
+	iov         []unix.Iovec // writev's
+	n           int
+	err         error
+	read, write func(uintptr) bool // the method values, made once
+}
+
+func (c *devCall) readFn() func(uintptr) bool {
+	if c.read == nil {
+		c.read = c.doRead
+	}
+	return c.read
+}
+
+func (c *devCall) writeFn() func(uintptr) bool {
+	if c.write == nil {
+		c.write = c.doWritev
+	}
+	return c.write
+}
+
+// doRead never waits: it reports done whatever the read says.
+func (c *devCall) doRead(fd uintptr) bool {
+	c.n, c.err = unix.Read(int(fd), c.buf)
+	return true
+}
+
+// doWritev waits for the device to take the packet when its queue is
+// full.
+func (c *devCall) doWritev(fd uintptr) bool {
+	c.n, c.err = 0, nil
+	if len(c.iov) == 0 {
+		return true
+	}
+	r, _, e := unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&c.iov[0])), uintptr(len(c.iov)))
+	if e != 0 {
+		c.err = e
+		return e != unix.EAGAIN
+	}
+	c.n = int(r)
+	return true
 }
 
 // unpack turns one frame from the kernel into packets in bufs: the packet
@@ -521,15 +573,21 @@ func (t *vxlanTUN) writeRun(bufs [][]byte, offset int) (int, error) {
 }
 
 func (t *vxlanTUN) writev(iov [][]byte) error {
-	var werr error
-	err := t.raw.Write(func(fd uintptr) bool {
-		_, werr = unix.Writev(int(fd), iov)
-		return werr != unix.EAGAIN
-	})
+	c := &t.wcall
+	c.iov = c.iov[:0]
+	for _, b := range iov {
+		if len(b) > 0 {
+			v := unix.Iovec{Base: &b[0]}
+			v.SetLen(len(b))
+			c.iov = append(c.iov, v)
+		}
+	}
+	err := t.raw.Write(c.writeFn())
+	clear(c.iov) // keep no packet alive
 	if err != nil {
 		return err
 	}
-	return werr
+	return c.err
 }
 
 // writeOne writes one packet. An inner TCP segment goes as
@@ -539,7 +597,8 @@ func (t *vxlanTUN) writev(iov [][]byte) error {
 // out. Anything else is marked checksum-valid: WireGuard has just
 // authenticated every byte.
 func (t *vxlanTUN) writeOne(pkt []byte) error {
-	var hdr [vnetHdrLen]byte
+	hdr := &t.oneHdr
+	clear(hdr[:])
 	if at, ok := innerTCP(pkt); ok {
 		ip := pkt[encap.InnerIPAt:]
 		binary.BigEndian.PutUint16(pkt[at+16:], encap.PseudoPartial(encap.PseudoBase(ip[12:16], ip[16:20], encap.ProtoTCP), len(pkt)-at))
@@ -549,7 +608,10 @@ func (t *vxlanTUN) writeOne(pkt []byte) error {
 	} else {
 		hdr[0] = vnetFlagDataValid
 	}
-	return t.writev([][]byte{hdr[:], pkt})
+	t.one[0], t.one[1] = hdr[:], pkt
+	err := t.writev(t.one[:])
+	t.one[1] = nil
+	return err
 }
 
 // wholeVXLAN reports whether pkt (at least encap.InnerL4At bytes) is a
