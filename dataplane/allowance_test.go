@@ -387,3 +387,35 @@ sweeping:
 		t.Errorf("the sweeps took %d connections for LRU evictions; the table never filled", evicted)
 	}
 }
+
+// TestReadUsageStopsAtGivenIndexes: the usage read covers every index this
+// daemon gave, and no further (the rest of the 32,768 slots was most of an
+// idle daemon's CPU).
+func TestReadUsageStopsAtGivenIndexes(t *testing.T) {
+	d := testDatapath(t)
+	if err := d.Reconcile(testState(), testIfindex); err != nil {
+		t.Fatal(err)
+	}
+	top := uint32(0)
+	for _, id := range d.eniIDs {
+		top = max(top, id+1)
+	}
+	if top == 0 || d.usageTop != top {
+		t.Fatalf("usageTop %d, want %d (one past the highest index given)", d.usageTop, top)
+	}
+	id, _ := d.ENIID("a")
+	if err := d.eni.EniUsage.Put(id*usageSlots+usageCTRefused, uint64(7)); err != nil {
+		t.Fatal(err)
+	}
+	// A slot of an index never given: not read.
+	if err := d.eni.EniUsage.Put((top+5)*usageSlots+usageCTRefused, uint64(9)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.readUsage(usageCTRefused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != int(top) || got[id] != 7 {
+		t.Fatalf("readUsage = %v, want %d indexes with a's 7", got, top)
+	}
+}

@@ -39,6 +39,9 @@ type Datapath struct {
 	attached   map[string]Attachment // by pin name
 	// eniIDs remembers the dense counter index given to each ENI name.
 	eniIDs map[string]uint32
+	// usageTop bounds the ENI indexes this daemon has given (one past
+	// the highest): readUsage reads eni_usage no further.
+	usageTop uint32
 	// mirrorIDs remembers the index given to each mirror session name;
 	// mirrorFresh lists indexes given since the last reconcile, whose
 	// counters start from zero.

@@ -165,6 +165,9 @@ func (d *Datapath) assignENIIDs(enis []ENI, ifindexes map[string]int) (map[strin
 		}
 	}
 	d.eniIDs = maps.Clone(ids)
+	for _, id := range ids {
+		d.usageTop = max(d.usageTop, id+1)
+	}
 	return ids, errs
 }
 

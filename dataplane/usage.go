@@ -135,26 +135,39 @@ func (d *Datapath) ENIUsage(name string) (ENIUsage, error) {
 	return u, nil
 }
 
-// readUsage reads one slot of every ENI index.
+// readUsage reads one slot of every ENI index this daemon has given, in
+// one batch per 4,096 slots. The indexes above were never given here, or
+// are zeroed before they are (flushENIIndex): reading the whole table
+// (32,768 slots, several times a second) was most of an idle daemon's CPU.
 func (d *Datapath) readUsage(slot uint32) ([]uint64, error) {
-	out := make([]uint64, d.eni.EniUsage.MaxEntries()/usageSlots)
-	keys := make([]uint32, 4096)
+	out := make([]uint64, d.usageTop)
+	want := int(d.usageTop) * usageSlots
+	if want == 0 {
+		return out, nil
+	}
+	keys := make([]uint32, min(want, 4096))
 	vals := make([]uint64, len(keys))
 	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := d.eni.EniUsage.BatchLookup(&cursor, keys, vals, nil)
+	for read := 0; read < want; {
+		k := min(len(keys), want-read)
+		n, err := d.eni.EniUsage.BatchLookup(&cursor, keys[:k], vals[:k], nil)
 		for i := 0; i < n; i++ {
 			if keys[i]%usageSlots == slot && int(keys[i]/usageSlots) < len(out) {
 				out[keys[i]/usageSlots] = vals[i]
 			}
 		}
+		read += n
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return out, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read ENI usage: %w", err)
 		}
+		if n == 0 {
+			break
+		}
 	}
+	return out, nil
 }
 
 // settleUsage writes an ENI's GONE slot so that MADE - GONE is the count
