@@ -7,12 +7,16 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/bpf"
 	"github.com/vpcd/vpcd/bpf/limits"
@@ -377,7 +381,46 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 	if err := setFeatures(MirrorInjectName, noOffload); err != nil {
 		return 0, fmt.Errorf("mirror injection interface: %w", err)
 	}
+	// GRO holds what it merges until the poll ends, and copies of single
+	// packets (a stream's ACKs) come one per poll: merged with nothing,
+	// each left on its own, one tunnel device read each. Held up to
+	// mirrorGROHold, they leave in batches. Without it (an old kernel)
+	// they still leave, one by one.
+	if err := writeNetSysfs(MirrorInjectName, "gro_flush_timeout", strconv.FormatInt(mirrorGROHold.Nanoseconds(), 10)); err != nil {
+		d.log.Warn("mirror copies of single packets leave one by one", "interface", MirrorInjectName, "err", err)
+	}
 	return l.Attrs().Index, nil
+}
+
+// mirrorGROHold is how long the mirror pair's GRO may hold copies: copies
+// are not traffic, and an appliance takes a millisecond's delay in its
+// stride.
+const mirrorGROHold = time.Millisecond
+
+// writeNetSysfs writes value to the attribute attr of interface ifname
+// in /sys/class/net as this network namespace sees it. The daemon may have
+// entered its namespace with setns, keeping the root namespace's /sys
+// (the lab does: remounting it would hide bpffs), so the write runs on a
+// thread of its own, in a mount namespace of its own with sysfs mounted
+// anew; the thread ends with it.
+func writeNetSysfs(ifname, attr, value string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the runtime ends the thread
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("unshare mount namespace: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("make mounts private: %w", err)
+			}
+			if err := unix.Mount("sysfs", "/sys", "sysfs", 0, ""); err != nil {
+				return fmt.Errorf("mount sysfs: %w", err)
+			}
+			return os.WriteFile(filepath.Join("/sys/class/net", ifname, attr), []byte(value), 0o644)
+		}()
+	}()
+	return <-errc
 }
 
 // mirrorDevice returns the ifindex of the interface the datapath clones

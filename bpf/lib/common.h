@@ -178,12 +178,10 @@ struct mirror_bucket {
 };
 
 /* A frame cloned into the mirror device carries its session in skb->mark:
- * MIRROR_CLONE_TAG | index (the index fits the low 15 bits), and
- * MIRROR_CLONE_SINGLE when it is one wire packet, not a super-packet. */
+ * MIRROR_CLONE_TAG | index (the index fits the low 16 bits). */
 #define MIRROR_CLONE_TAG 0x6d4d0000u
 #define MIRROR_CLONE_MASK 0xffff0000u
-#define MIRROR_CLONE_SINGLE 0x8000u
-#define MIRROR_CLONE_INDEX 0x7fffu
+#define MIRROR_CLONE_INDEX 0xffffu
 
 /* A batch of copies (tc hook, ENI target on another host): a TCP
  * super-packet is cloned into the mirror device's ingress whole, and

@@ -700,8 +700,6 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	if ((skb->mark & MIRROR_CLONE_MASK) == MIRROR_CLONE_TAG) {
 		/* A frame the ENI program cloned here: make it a copy. */
-		__u32 single = skb->mark & MIRROR_CLONE_SINGLE;
-
 		idx = skb->mark & MIRROR_CLONE_INDEX;
 		skb->mark = 0;
 		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
@@ -743,18 +741,11 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		}
 		/* Back out of this device to its peer, whose GRO makes one UDP
 		 * super-packet of a session's copies: the route, the policy
-		 * and the tunnel then run once per batch. */
-		if (!single || !(cfg->flags & CFG_TUNNEL_BATCHES))
-			return bpf_redirect(skb->ifindex, 0);
-		/* The copy of one wire packet (an ACK, a request): GRO has
-		 * nothing to batch it with, and the tunnel device holds single
-		 * copies to share tunnel packets anyway. Routed from here: one
-		 * hop and one pass of this program fewer. Sent from here on,
-		 * as below. */
-		if (mc)
-			mc->sent++;
-		c.pos = ctx_data(skb);
-		c.end = ctx_data_end(skb);
+		 * and the tunnel then run once per batch. The peer's GRO holds
+		 * copies up to a millisecond (EnsureMirrorInject), so that
+		 * copies of single packets (a stream's ACKs) that come one by
+		 * one still leave in batches. */
+		return bpf_redirect(skb->ifindex, 0);
 	}
 	eth = parse_eth(&c);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP) || eth->h_source[0] != MIRROR_INJECT_MAC0 ||

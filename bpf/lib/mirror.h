@@ -228,7 +228,7 @@ __attribute__((noinline)) int mirror_copy(struct ctx_buff *ctx, __u64 key, __u32
 			mc->batches++;
 			return (int)idx + 1;
 		}
-		ctx->mark = MIRROR_CLONE_TAG | idx | (segs == 1 && !batch ? MIRROR_CLONE_SINGLE : 0);
+		ctx->mark = MIRROR_CLONE_TAG | idx;
 		/* A batch enters the mirror device whole (its ingress: no
 		 * segmentation); the rest leaves it, to be cut into segments. */
 		ret = bpf_clone_redirect(ctx, ms->out_ifindex, batch ? BPF_F_INGRESS : 0);
