@@ -42,6 +42,9 @@ type Datapath struct {
 	// usageTop bounds the ENI indexes this daemon has given (one past
 	// the highest): readUsage reads eni_usage no further.
 	usageTop uint32
+	// groHeld is the mirror pair's ifindex once its GRO holds copies
+	// (EnsureMirrorInject).
+	groHeld int
 	// mirrorIDs remembers the index given to each mirror session name;
 	// mirrorFresh lists indexes given since the last reconcile, whose
 	// counters start from zero.

@@ -386,8 +386,12 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 	// each left on its own, one tunnel device read each. Held up to
 	// mirrorGROHold, they leave in batches. Without it (an old kernel)
 	// they still leave, one by one.
-	if err := writeNetSysfs(MirrorInjectName, "gro_flush_timeout", strconv.FormatInt(mirrorGROHold.Nanoseconds(), 10)); err != nil {
-		d.log.Warn("mirror copies of single packets leave one by one", "interface", MirrorInjectName, "err", err)
+	if d.groHeld != l.Attrs().Index {
+		if err := writeNetSysfs(MirrorInjectName, "gro_flush_timeout", strconv.FormatInt(mirrorGROHold.Nanoseconds(), 10)); err != nil {
+			d.log.Warn("mirror copies of single packets leave one by one", "interface", MirrorInjectName, "err", err)
+		} else {
+			d.groHeld = l.Attrs().Index
+		}
 	}
 	return l.Attrs().Index, nil
 }
@@ -398,16 +402,25 @@ func (d *Datapath) EnsureMirrorInject() (int, error) {
 const mirrorGROHold = time.Millisecond
 
 // writeNetSysfs writes value to the attribute attr of interface ifname
-// in /sys/class/net as this network namespace sees it. The daemon may have
-// entered its namespace with setns, keeping the root namespace's /sys
-// (the lab does: remounting it would hide bpffs), so the write runs on a
-// thread of its own, in a mount namespace of its own with sysfs mounted
-// anew; the thread ends with it.
+// in /sys/class/net as the calling thread's network namespace sees it. The
+// daemon may have entered its namespace with setns, keeping the root
+// namespace's /sys (the lab does: remounting it would hide bpffs), so the
+// write runs on a thread of its own, in the caller's network namespace and
+// a mount namespace of its own with sysfs mounted anew; the thread ends
+// with it.
 func writeNetSysfs(ifname, attr, value string) error {
+	netns, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return err
+	}
+	defer netns.Close()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the runtime ends the thread
 		errc <- func() error {
+			if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+				return fmt.Errorf("enter the network namespace: %w", err)
+			}
 			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
 				return fmt.Errorf("unshare mount namespace: %w", err)
 			}
