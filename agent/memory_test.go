@@ -53,8 +53,10 @@ func TestHeapHeld(t *testing.T) {
 		buf[i] = byte(i)
 	}
 	held := heapHeld()
-	if held < base+size {
-		t.Fatalf("heapHeld() = %d with a %d-byte object live, up from %d: want at least %d more", held, size, base, size)
+	// base counts free pages too, which the scavenger may return in the
+	// meantime: allow it a MiB.
+	if held+1<<20 < base+size {
+		t.Fatalf("heapHeld() = %d with a %d-byte object live, up from %d: want about %d more", held, size, base, size)
 	}
 	runtime.KeepAlive(buf) // dead from here on
 	runtime.GC()
