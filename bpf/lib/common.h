@@ -181,7 +181,6 @@ struct mirror_bucket {
  * MIRROR_CLONE_TAG | index (the index fits the low 16 bits). */
 #define MIRROR_CLONE_TAG 0x6d4d0000u
 #define MIRROR_CLONE_MASK 0xffff0000u
-#define MIRROR_CLONE_INDEX 0xffffu
 
 /* A batch of copies (tc hook, ENI target on another host): a TCP
  * super-packet is cloned into the mirror device's ingress whole, and

@@ -700,7 +700,7 @@ static __always_inline int mirror_inject_frame(struct __sk_buff *skb)
 		return drop_packet(skb, DROP_UNKNOWN_ENI, DIR_EGRESS, HOOK_ENI);
 	if ((skb->mark & MIRROR_CLONE_MASK) == MIRROR_CLONE_TAG) {
 		/* A frame the ENI program cloned here: make it a copy. */
-		idx = skb->mark & MIRROR_CLONE_INDEX;
+		idx = skb->mark & ~MIRROR_CLONE_MASK;
 		skb->mark = 0;
 		struct mirror_counter *mc = bpf_map_lookup_elem(&mirror_stats, &idx);
 
