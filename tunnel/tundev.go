@@ -485,10 +485,11 @@ func (t *vxlanTUN) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 // trafficFirst returns bufs with the mirror copies among them moved after
-// the traffic, each in its order, and whether it moved any. A batch's copies come between the
-// segments of consecutive super-packets: left there, they would cut the
-// runs that writeRun hands the kernel as one super-packet, and the
-// receiving workload's stack would take a third more packets.
+// the traffic, each in its order, and whether it moved any. A batch's
+// copies come between the segments of consecutive super-packets: left
+// there, they would cut the runs that writeRun hands the kernel as one
+// super-packet, and the receiving workload's stack would take a third
+// more packets.
 func (t *vxlanTUN) trafficFirst(bufs [][]byte, offset int) ([][]byte, bool) {
 	first := -1
 	for i, b := range bufs {
