@@ -45,6 +45,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/vm"
 )
 
 // DefaultHandshakeTimeout bounds how long Up and Start wait for handshakes.
@@ -161,6 +162,16 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	}
 	if err := checkLabTopology(t); err != nil {
 		return nil, err
+	}
+	if len(t.VMs) > 0 {
+		// Fail before building anything: the taps are the daemons', and
+		// QEMU and busybox must be there.
+		if o.NoDaemons {
+			return nil, fmt.Errorf("lab up: vms needs the daemons (they create the taps the VMs use)")
+		}
+		if miss := vm.Missing(); miss != "" {
+			return nil, fmt.Errorf("lab up: vms needs %s (apt-get install qemu-system-x86 busybox-static)", miss)
+		}
 	}
 	if !o.NoDaemons {
 		for i := range t.Hosts {
@@ -311,6 +322,13 @@ func up(ctx context.Context, o Options, src, dir string, t *topology.Topology) (
 		}
 		if err := waitHandshakes(wctx, t, hosts); err != nil {
 			return nil, err
+		}
+		// The VMs of the topology, once the daemons made their taps;
+		// Down (also of this half-built lab) stops them.
+		for _, v := range t.VMs {
+			if _, err := l.VMUp(ctx, v.ENI); err != nil {
+				return nil, err
+			}
 		}
 	}
 	l.summary(o.Out)

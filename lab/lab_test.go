@@ -421,6 +421,19 @@ func TestUpInvalidTopologyChangesNothing(t *testing.T) {
 	assertGone(t, name)
 }
 
+// TestUpVMsWithoutDaemons: a topology with vms needs the daemons (their
+// taps); without them Up says so and builds nothing.
+func TestUpVMsWithoutDaemons(t *testing.T) {
+	testkit.NeedRoot(t, "builds network namespaces")
+	name, ha, hb := testLab(t, "vmn")
+	topo := writeFile(t, "topo.yaml", topoYAML(ha, hb, "  - {name: t1, host: "+ha+", subnet: blue-1, ip: 10.0.1.30, interface_type: tap}\nvms: [t1]\n"))
+	_, err := Up(context.Background(), Options{Name: name, TopologyPath: topo, NoDaemons: true})
+	if err == nil || !strings.Contains(err.Error(), "vms needs the daemons") {
+		t.Fatalf("Up without daemons of a topology with vms: %v", err)
+	}
+	assertGone(t, name)
+}
+
 func TestApply(t *testing.T) {
 	testkit.NeedRoot(t, "builds network namespaces")
 	name, ha, hb := testLab(t, "apply")

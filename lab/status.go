@@ -3,10 +3,13 @@ package lab
 import (
 	"fmt"
 	"io"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/tunnel"
 )
 
@@ -63,6 +66,11 @@ func (l *Lab) summary(w io.Writer) {
 			fmt.Fprintf(w, "mirror %s -> eni %s\n", m.Name, m.Target.ENI)
 		}
 	}
+	for _, v := range t.VMs {
+		if pid := l.VMPID(v.ENI); pid > 0 {
+			fmt.Fprintf(w, "vm on %s: qemu pid %d, console log %s\n", v.ENI, pid, filepath.Join(l.vmDir(v.ENI), "console.log"))
+		}
+	}
 	fmt.Fprintf(w, "\nbpffs     %s/%s/HOST\n", BPFFSRoot, st.Name)
 	var flag string
 	if st.Name != DefaultName() {
@@ -70,6 +78,9 @@ func (l *Lab) summary(w io.Writer) {
 	}
 	if len(t.ENIs) > 0 {
 		fmt.Fprintf(w, "try       vpcd lab exec%s %s -- ip addr\n", flag, t.ENIs[0].Name)
+	}
+	if len(t.VMs) > 0 {
+		fmt.Fprintf(w, "try       vpcd lab vm exec%s %s -- ip addr\n", flag, t.VMs[0].ENI)
 	}
 	fmt.Fprintf(w, "remove    vpcd lab down%s\n", flag)
 }
@@ -106,6 +117,29 @@ func (l *Lab) Status(w io.Writer) error {
 	}
 	for _, es := range st.ENIs {
 		nsLine(es.NS, "eni "+es.Name)
+	}
+	tw.Flush()
+
+	// The VMs: those the topology lists (running or not) and those
+	// started since with vpcd lab vm up.
+	tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+	header := false
+	for i := range t.ENIs {
+		e := &t.ENIs[i]
+		listed := slices.ContainsFunc(t.VMs, func(v topology.VM) bool { return v.ENI == e.Name })
+		pid := l.VMPID(e.Name)
+		if !e.IsTap() || (pid == 0 && !listed) {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw, "\nVM ON\tQEMU\tCONSOLE LOG")
+			header = true
+		}
+		state := "STOPPED"
+		if pid > 0 {
+			state = fmt.Sprintf("running pid %d", pid)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Name, state, filepath.Join(l.vmDir(e.Name), "console.log"))
 	}
 	tw.Flush()
 

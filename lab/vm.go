@@ -55,7 +55,7 @@ func (l *Lab) VMUp(ctx context.Context, eni string) (*VM, error) {
 	if sub == nil {
 		return nil, fmt.Errorf("ENI %s: unknown subnet %s", eni, e.Subnet)
 	}
-	if pid := l.vmPID(eni); pid > 0 {
+	if pid := l.VMPID(eni); pid > 0 {
 		return nil, fmt.Errorf("ENI %s already has a VM (PID %d)", eni, pid)
 	}
 	k, err := vm.FetchKernel(vm.CacheDir())
@@ -99,7 +99,7 @@ func (l *Lab) VMUp(ctx context.Context, eni string) (*VM, error) {
 // VMExec runs one line of sh in the VM on ENI eni and returns its output
 // and exit status.
 func (l *Lab) VMExec(ctx context.Context, eni, command string) (string, int, error) {
-	if l.vmPID(eni) <= 0 {
+	if l.VMPID(eni) <= 0 {
 		return "", -1, fmt.Errorf("ENI %s has no VM (vpcd lab vm up %s)", eni, eni)
 	}
 	c, err := vm.DialConsole(ctx, filepath.Join(l.vmDir(eni), "console.sock"))
@@ -115,8 +115,8 @@ func (l *Lab) VMDown(eni string) error {
 	return stopVM(l.vmDir(eni))
 }
 
-// vmPID is the PID of the running QEMU of ENI eni's VM, or 0.
-func (l *Lab) vmPID(eni string) int {
+// VMPID is the PID of the running QEMU of ENI eni's VM, or 0.
+func (l *Lab) VMPID(eni string) int {
 	dir := l.vmDir(eni)
 	b, err := os.ReadFile(filepath.Join(dir, "qemu.pid"))
 	if err != nil {

@@ -39,7 +39,7 @@ const MinDefaultConnections = limits.MinDefaultConnections
 func (d *decoder) topology(root *yaml.Node) *Topology {
 	t := &Topology{}
 	m := d.mapping(root, "", "version", "account_id", "tunnel", "hosts", "vpcs",
-		"security_groups", "network_acls", "enis", "flow_logs", "mirror_filters", "mirror_sessions")
+		"security_groups", "network_acls", "enis", "flow_logs", "mirror_filters", "mirror_sessions", "vms")
 	if m == nil {
 		return t
 	}
@@ -84,7 +84,27 @@ func (d *decoder) topology(root *yaml.Node) *Topology {
 	if v := m.opt("mirror_sessions"); v != nil {
 		t.MirrorSessions = decodeList(d, v, m.at("mirror_sessions"), d.mirrorSession)
 	}
+	if v := m.opt("vms"); v != nil {
+		t.VMs = decodeList(d, v, m.at("vms"), d.vm)
+	}
 	return t
+}
+
+// vm decodes one entry of vms: an ENI's name, or a mapping naming it.
+func (d *decoder) vm(n *yaml.Node, path string) VM {
+	var v VM
+	if resolve(n).Kind == yaml.ScalarNode {
+		v.ENI, _ = d.name(n, path)
+		return v
+	}
+	m := d.mapping(n, path, "eni")
+	if m == nil {
+		return v
+	}
+	if e := m.req("eni"); e != nil {
+		v.ENI, _ = d.name(e, m.at("eni"))
+	}
+	return v
 }
 
 func (d *decoder) tunnel(n *yaml.Node, path string) Tunnel {

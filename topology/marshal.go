@@ -36,6 +36,7 @@ func Marshal(t *Topology) ([]byte, error) {
 	putList(root, "flow_logs", false, t.FlowLogs, flowLogNode)
 	putList(root, "mirror_filters", false, t.MirrorFilters, mirrorFilterNode)
 	putList(root, "mirror_sessions", false, t.MirrorSessions, mirrorSessionNode)
+	putList(root, "vms", true, t.VMs, func(v *VM) *yaml.Node { return str(v.ENI) })
 
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

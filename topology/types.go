@@ -28,6 +28,15 @@ type Topology struct {
 	FlowLogs       []FlowLog
 	MirrorFilters  []MirrorFilter
 	MirrorSessions []MirrorSession
+	// VMs are the Linux guests `vpcd lab up` boots on tap ENIs (SPEC §12);
+	// a daemon ignores them.
+	VMs []VM
+}
+
+// VM is a guest the lab boots on a tap ENI, one per ENI: in the file an
+// ENI's name ("vms: [m1]") or a mapping ("vms: [{eni: m1}]").
+type VM struct {
+	ENI string
 }
 
 // Tunnel holds settings shared by every host pair.

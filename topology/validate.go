@@ -31,6 +31,31 @@ func (d *decoder) validate(t *Topology) {
 	c.checkENIs()
 	c.checkFlowLogs()
 	c.checkMirrorSessions()
+	c.checkVMs()
+}
+
+// checkVMs checks that each VM's ENI is a tap ENI and has no other VM.
+func (c *checker) checkVMs() {
+	seen := make(map[string]int)
+	for i, v := range c.t.VMs {
+		path := elem("vms", i)
+		if v.ENI == "" {
+			continue
+		}
+		if _, isMap := c.nodes[field(path, "eni")]; isMap {
+			path = field(path, "eni")
+		}
+		e, ok := c.enis[v.ENI]
+		switch {
+		case !ok:
+			c.errorAt(path, "unknown eni %q", v.ENI)
+		case !c.t.ENIs[e].IsTap():
+			c.errorAt(path, "eni %s is no tap ENI (interface_type: tap): a VM needs a tap", v.ENI)
+		}
+		if j, dup := claim(seen, v.ENI, i); dup {
+			c.errorAt(path, "eni %s already has a VM, at %s", v.ENI, elem("vms", j))
+		}
+	}
 }
 
 // names maps each name of one kind to the index of its first definition and

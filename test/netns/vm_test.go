@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -57,11 +58,21 @@ func TestVMs(t *testing.T) {
 	needVMM(t)
 	testkit.NeedTools(t, "tcpdump", "tshark")
 	l := upLab(t, "vgv", "vms.yaml")
-	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
-	for _, eni := range []string{"m1", "m2"} {
-		v := vmUp(t, l, eni)
-		t.Logf("VM on %s at its shell %v after QEMU started", eni, v.Boot.Round(time.Millisecond))
+	// m2's VM is in the topology (vms: [m2]): lab up booted it.
+	m2 := l.VMPID("m2")
+	if m2 == 0 {
+		t.Fatal("lab up did not boot the VM its topology lists on m2")
 	}
+	var status strings.Builder
+	if err := l.Status(&status); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`(?m)^m2 +running pid %d `, m2); !regexp.MustCompile(want).MatchString(status.String()) {
+		t.Errorf("lab status lacks a line %q:\n%s", want, status.String())
+	}
+	rack, rackPcap := capture(t, l, lab.Rack, "", "rack0")
+	v := vmUp(t, l, "m1")
+	t.Logf("VM on m1 at its shell %v after QEMU started", v.Boot.Round(time.Millisecond))
 	listen(t, l, "c2", "10.74.1.20:8080")
 	listen(t, l, "c2", "10.74.1.20:9090")
 	listen(t, l, "c3", "10.74.2.20:7070")
@@ -172,6 +183,33 @@ func TestVMs(t *testing.T) {
 		rack.stop()
 		checkRackCapture(t, rackPcap)
 	})
+	t.Run("lab down stops both VMs, the topology's and the one started after", func(t *testing.T) {
+		m1 := l.VMPID("m1")
+		if m1 == 0 {
+			t.Fatal("m1's VM is not running before lab down")
+		}
+		if err := lab.Down(l.Name()); err != nil {
+			t.Fatal(err)
+		}
+		for eni, pid := range map[string]int{"m1": m1, "m2": m2} {
+			if running(pid) {
+				t.Errorf("%s's QEMU (pid %d) still runs after lab down", eni, pid)
+			}
+		}
+	})
+}
+
+// running reports whether process pid exists and is not a zombie (a
+// killed QEMU this test process started stays one until reaped).
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	rest := string(b)[strings.LastIndexByte(string(b), ')')+1:]
+	f := strings.Fields(rest)
+	return len(f) > 0 && f[0] != "Z"
 }
 
 // BenchmarkVMBootToPing measures a VM on a tap ENI from starting QEMU
