@@ -129,6 +129,9 @@ type Agent struct {
 		agg   *flowlogs.Aggregator
 		specs []flowlogs.LogSpec
 		plans map[string]plan.FlowLog // by name: the destination as written
+		// retired counts, by log name, what the sinks a reload
+		// replaced had lost and failed, for the metrics.
+		retired map[string]sinkCounts
 	}
 	// sinkErrLogged is when a sink failure was last logged (Run's loop
 	// only).
@@ -560,8 +563,7 @@ func (a *Agent) applySnapshot(s source.Snapshot) {
 		err = a.apply(p)
 	}
 	if err == nil {
-		a.stopFlowLogs()
-		err = a.startFlowLogs(p)
+		err = a.reloadFlowLogs(p)
 	}
 	if err != nil {
 		a.reloads.WithLabelValues("error").Inc()

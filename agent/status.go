@@ -69,8 +69,9 @@ func (a *Agent) flowLogStatuses() []control.FlowLogStatus {
 	out := make([]control.FlowLogStatus, 0, len(fl.specs))
 	for _, sp := range fl.specs {
 		st := stats[sp.Name]
+		r := fl.retired[sp.Name]
 		out = append(out, control.FlowLogStatus{Name: sp.Name, Destination: fl.plans[sp.Name].Destination, ENIs: len(sp.ENIs),
-			Records: st.Records, Lost: st.Lost + sp.Sink.Lost(), Errors: sp.Sink.Errors()})
+			Records: st.Records, Lost: st.Lost + sp.Sink.Lost() + r.lost, Errors: sp.Sink.Errors() + r.errors})
 	}
 	return out
 }

@@ -115,6 +115,10 @@ func (l *logState) add(s dataplane.FlowSample, meta ENIMeta) {
 		}
 		if s.Direction == dataplane.Ingress {
 			r.FlowDirection = DirectionIngress
+		} else {
+			// AWS gives egress traffic its path; a vpcd VPC has
+			// neither gateways nor peering: every path is 1.
+			r.TrafficPath = TrafficPathSameVPC
 		}
 		r.EncryptionStatus = 0
 		if s.Protocol == ProtoICMP { // the datapath keys ICMP by type and code
@@ -163,6 +167,48 @@ func (a *Aggregator) Flush(now time.Time) []error {
 		errs = append(errs, l.emit(now)...)
 		l.window = now
 	}
+	return errs
+}
+
+// Reconfigure makes specs the logs at now (a reload). A log whose name and
+// Sink are those of a running log continues it: its interval, the flows
+// counted so far in it and its counters carry on, with the spec's ENIs
+// and their details from now on (a reload that changes nothing about a
+// log, or only which ENIs it covers, cuts no interval short). Every other
+// running log ends its interval at now, handing its records to its sink,
+// which is closed; a new log of the same name keeps its counters. It
+// returns the sink errors it met.
+func (a *Aggregator) Reconfigure(specs []LogSpec, now time.Time) []error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := map[string]*logState{}
+	for _, l := range a.logs {
+		old[l.spec.Name] = l
+	}
+	var errs []error
+	logs := make([]*logState, 0, len(specs))
+	for _, s := range specs {
+		l, ok := old[s.Name]
+		switch {
+		case ok && l.spec.Sink == s.Sink && l.spec.Interval == s.Interval:
+			l.spec = s
+			delete(old, s.Name)
+		case ok:
+			errs = append(errs, l.emit(now)...)
+			l.spec.Sink.Close()
+			delete(old, s.Name)
+			l = &logState{spec: s, window: now.Truncate(s.Interval), flows: map[recKey]*Record{},
+				lost: map[string]uint64{}, stats: l.stats}
+		default:
+			l = &logState{spec: s, window: now.Truncate(s.Interval), flows: map[recKey]*Record{}, lost: map[string]uint64{}}
+		}
+		logs = append(logs, l)
+	}
+	for _, l := range old {
+		errs = append(errs, l.emit(now)...)
+		l.spec.Sink.Close()
+	}
+	a.logs = logs
 	return errs
 }
 

@@ -71,7 +71,7 @@ type Record struct {
 	PktSrcAddr, PktDstAddr netip.Addr // packet-level addresses; invalid means SrcAddr/DstAddr
 
 	FlowDirection    string // DirectionIngress or DirectionEgress
-	TrafficPath      int    // AWS traffic-path code; 0 prints "-"
+	TrafficPath      int    // AWS traffic-path code (egress only); 0 prints "-"
 	EncryptionStatus int    // 1 crossed hosts in the tunnel, 0 stayed on one host, EncryptionUnknown prints "-"
 	VNI              uint32 // the VPC's VXLAN network identifier
 
@@ -139,3 +139,7 @@ func (r *Record) pktDst() netip.Addr {
 	}
 	return r.DstAddr
 }
+
+// TrafficPathSameVPC is AWS's traffic-path 1: egress "through another
+// resource in the same VPC", the only path a vpcd VPC has.
+const TrafficPathSameVPC = 1

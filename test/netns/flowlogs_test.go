@@ -186,6 +186,38 @@ func TestFlowLogs(t *testing.T) {
 			t.Error("the idle ENI f4 has flow records")
 		}
 	})
+	t.Run("a reload that adds an ENI to the log goes on with its counters", func(t *testing.T) {
+		// The log's counters are Prometheus counters: a reload (here one
+		// that adds f5 to the VPC the log covers) must not start them
+		// over, as restarting the log at every reload did.
+		records := func() (uint64, int) {
+			st, err := control.QueryStatus(l.SocketPath("q"))
+			if err != nil || len(st.FlowLogs) != 1 {
+				t.Fatalf("status of q: %v %+v", err, st)
+			}
+			return st.FlowLogs[0].Records, st.FlowLogs[0].ENIs
+		}
+		before, _ := records()
+		src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		grown := strings.Replace(string(src), "  - {name: f4,", "  - {name: f5, host: q, subnet: l1, ip: 10.7.1.22, security_groups: [web]}\n  - {name: f4,", 1)
+		p := filepath.Join(t.TempDir(), "grown.yaml")
+		if err := os.WriteFile(p, []byte(grown), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Apply(t.Context(), p); err != nil {
+			t.Fatalf("apply: %v", err)
+		}
+		testkit.WaitFor(t, 10*time.Second, "q's flow log covering f5", func() bool {
+			_, enis := records()
+			return enis == 3
+		})
+		if after, _ := records(); after < before {
+			t.Errorf("the flow log's records went %d → %d across the reload", before, after)
+		}
+	})
 }
 
 // TestFlowLogCapacity sends more flows than the datapath's flow table holds
