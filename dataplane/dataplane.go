@@ -78,12 +78,12 @@ type Datapath struct {
 
 // Attachment describes one program attached by vpcd.
 type Attachment struct {
-	Interface string
-	Ifindex   int
-	Program   string
-	Hook      string // "tcx-ingress" or "xdp"
-	ProgramID ebpf.ProgramID
-	Pinned    string
+	Interface string         `json:"interface"`
+	Ifindex   int            `json:"ifindex"`
+	Program   string         `json:"program"`
+	Hook      string         `json:"hook"` // "tcx-ingress" or "xdp"
+	ProgramID ebpf.ProgramID `json:"program_id"`
+	Pinned    string         `json:"pinned"`
 }
 
 // EnsureBPFFS mounts bpffs at /sys/fs/bpf when nothing is mounted there and
