@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/control"
+	"github.com/vpcd/vpcd/dataplane"
 )
 
 // DynamicENIs is the part of a ControlPlane that keeps dynamic ENIs
@@ -276,6 +277,10 @@ func makeVeth(hostIf, peer string) (bool, error) {
 	veth := &netlink.Veth{LinkAttrs: la, PeerName: peer, PeerMTU: dynamicMTU}
 	if err := netlink.LinkAdd(veth); err != nil {
 		return false, fmt.Errorf("add veth %s/%s: %w", hostIf, peer, err)
+	}
+	if err := dataplane.MarkOwned(hostIf, "veth of a container's ENI"); err != nil {
+		deleteLink(hostIf)
+		return false, err
 	}
 	// Before it is ever up: the host side gets no IPv6 address.
 	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+hostIf+"/disable_ipv6", []byte("1\n"), 0o644)

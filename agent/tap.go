@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vpcd/vpcd/dataplane"
@@ -40,7 +41,10 @@ func ensureTap(ifname string, owner uint32, multiQueue bool) error {
 		}
 		same := t.Flags&netlink.TUNTAP_VNET_HDR != 0 && (t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0) == multiQueue && t.Owner == owner
 		if same {
-			return nil
+			if strings.HasPrefix(l.Attrs().Alias, dataplane.OwnedAlias) {
+				return nil
+			}
+			return dataplane.MarkOwned(ifname, "tap of an ENI") // one made before the marks
 		}
 		// Made for other settings (the topology changed, or someone else
 		// made it): made again while no VMM holds it, else left alone.
@@ -79,6 +83,9 @@ func ensureTap(ifname string, owner uint32, multiQueue bool) error {
 	}
 	for _, f := range tap.Fds {
 		f.Close() // persistent: the tap stays for a VMM to open
+	}
+	if err := dataplane.MarkOwned(ifname, "tap of an ENI"); err != nil {
+		return err
 	}
 	// netlink.LinkAdd sets the MTU only through attributes a tuntap add
 	// does not send.

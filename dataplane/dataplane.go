@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -189,15 +190,42 @@ func (d *Datapath) Close() error {
 	return errors.Join(d.underlayXDP.Close(), d.underlay.Close(), d.tunnel.Close(), d.eniXDP.Close(), d.eni.Close())
 }
 
+// OwnedAlias starts the alias (IFLA_IFALIAS) of every interface the daemon
+// creates for a workload: a tap ENI's tap, a container's veth. Teardown
+// removes the interfaces that carry it.
+const OwnedAlias = "vpcd-owned: "
+
+// MarkOwned gives the interface name the alias that makes it the daemon's,
+// with what it is for (e.g. "tap of ENI web-1").
+func MarkOwned(name, what string) error {
+	l, err := netlink.LinkByName(name)
+	if err == nil {
+		err = netlink.LinkSetAlias(l, OwnedAlias+what)
+	}
+	if err != nil {
+		return fmt.Errorf("mark %s as vpcd's: %w", name, err)
+	}
+	return nil
+}
+
 // Teardown removes every pin under dir: links (which detaches their
-// programs) and maps. It is the uninstall; it works without a daemon.
+// programs) and maps; and the interfaces the daemon created (MarkOwned,
+// the mirror injection pair). It is the uninstall; it works without a
+// daemon.
 func Teardown(dir string) error {
-	var err error
-	if l, lerr := netlink.LinkByName(MirrorInjectName); lerr == nil {
-		err = netlink.LinkDel(l) // the mirror injection pair
+	var errs []error
+	links, err := netlink.LinkList()
+	errs = append(errs, err)
+	for _, l := range links {
+		if a := l.Attrs(); a.Name == MirrorInjectName || strings.HasPrefix(a.Alias, OwnedAlias) {
+			// A veth whose peer went first is gone already.
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+				errs = append(errs, fmt.Errorf("delete %s: %w", a.Name, err))
+			}
+		}
 	}
-	if _, serr := os.Stat(dir); errors.Is(serr, os.ErrNotExist) {
-		return err
+	if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+		errs = append(errs, os.RemoveAll(dir))
 	}
-	return errors.Join(err, os.RemoveAll(dir))
+	return errors.Join(errs...)
 }

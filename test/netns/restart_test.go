@@ -3,8 +3,10 @@ package netns
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,11 +80,27 @@ func TestRestartAndCrash(t *testing.T) {
 }
 
 // TestTeardown: SIGTERM leaves the datapath forwarding; vpcd teardown then
-// removes every pin and detaches every program.
+// removes every pin, detaches every program and deletes the tap the
+// daemon made for a tap ENI (t1).
 func TestTeardown(t *testing.T) {
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "ping")
-	l := upLab(t, "vd", "three-hosts.yaml")
+	src, err := os.ReadFile(filepath.Join("testdata", "three-hosts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withTap := strings.Replace(string(src), "enis:\n", "enis:\n  - {name: t1, host: h1, subnet: blue-a, ip: 10.0.1.30, security_groups: [blue-open], interface_type: tap}\n", 1)
+	topo := filepath.Join(t.TempDir(), "three-hosts-tap.yaml")
+	if err := os.WriteFile(topo, []byte(withTap), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := upLab(t, "vd", topo)
+	tapOf := func() error {
+		return l.Do(lab.Host, "h1", func() error { _, err := net.InterfaceByName("vpc-t1"); return err })
+	}
+	if err := tapOf(); err != nil {
+		t.Fatalf("the daemon made no tap for t1: %v", err)
+	}
 	if err := l.Stop("h1"); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +133,13 @@ func TestTeardown(t *testing.T) {
 	}
 	if !pingNone(t, l, "b1", "10.0.1.11", 1) {
 		t.Error("traffic still forwarded after teardown")
+	}
+	if tapOf() == nil {
+		t.Error("teardown left t1's tap vpc-t1")
+	}
+	// What the daemon did not make stays: the ENIs' veths are the lab's.
+	if err := l.Do(lab.Host, "h1", func() error { _, err := net.InterfaceByName("vpc-b1"); return err }); err != nil {
+		t.Errorf("teardown removed a veth vpcd did not make: %v", err)
 	}
 }
 
