@@ -57,9 +57,14 @@ func cmdApply(args []string) error {
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	// Exactly as validate: same lines, exit 1, etcd never contacted
-	// (unless the file refers to containers' ENIs: withDynamicENIs).
+	// Exactly as validate: same lines, exit 1, etcd never contacted.
+	// Only a file whose every error is a reference to an unknown ENI
+	// may name containers' ENIs, which etcd holds (withDynamicENIs).
 	top, err := topology.Load(*file)
+	if err != nil && !onlyUnknownENIs(err) {
+		printTopologyErrors(*file, err)
+		return exitError{1}
+	}
 	cli, cerr := cfg.Client()
 	if cerr != nil {
 		return fmt.Errorf("apply: %w", cerr)

@@ -39,6 +39,13 @@ func TestApplyGet(t *testing.T) {
 	if rev() != before {
 		t.Fatal("apply of a broken file touched etcd")
 	}
+	// Validated before anything of etcd is used: an etcd that is not
+	// there, with a CA file that is not there either, changes nothing.
+	_, gotErr, code = vpcd(t, "apply", "--etcd", "http://127.0.0.1:1", "--etcd-ca", "/nonexistent/ca.pem", "--timeout", "1m",
+		"-f", "../../topology/testdata/broken.yaml")
+	if code != 1 || gotErr != wantErr {
+		t.Fatalf("apply of a broken file without etcd: exit %d, stderr\n%s\nwant exit 1 and validate's\n%s", code, gotErr, wantErr)
+	}
 
 	out, errOut, code := vpcd(t, "apply", "--etcd", ep, "-f", "../../topology/testdata/example.yaml", "--dry-run")
 	if code != 0 || !strings.Contains(out, "created enis/") || !strings.Contains(out, "nothing written") || rev() != before {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -74,6 +75,22 @@ func eniError(err error) error {
 		code = control.CodeNotReady
 	}
 	return &control.ENIError{Code: code, Msg: err.Error()}
+}
+
+// onlyUnknownENIs reports whether every error of a topology is a
+// reference to an ENI the file does not define: the only errors that the
+// dynamic ENIs etcd holds can mend.
+func onlyUnknownENIs(err error) bool {
+	var list topology.ErrorList
+	if !errors.As(err, &list) || len(list) == 0 {
+		return false
+	}
+	for _, e := range list {
+		if !strings.HasPrefix(e.Msg, "unknown eni ") {
+			return false
+		}
+	}
+	return true
 }
 
 // withDynamicENIs parses the topology file with the dynamic ENIs etcd
