@@ -23,11 +23,12 @@ const labSynopsis = `lab up --topology FILE [--name LAB] [--etcd]
        vpcd lab vm exec [--name LAB] ENI -- CMD...`
 
 func cmdLab(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "vpcd: lab: missing subcommand: up, down, status, exec, host, rack, apply, restart, kill, start or vm (see vpcd lab --help)")
+		return exitError{2}
+	}
+	if args[0] == "-h" || args[0] == "--help" {
 		fmt.Println("usage: vpcd " + labSynopsis)
-		if len(args) == 0 {
-			return exitError{2}
-		}
 		return nil
 	}
 	sub, args := args[0], args[1:]

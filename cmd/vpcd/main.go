@@ -54,7 +54,7 @@ func main() {
 
 func run(args []string) int {
 	if len(args) == 0 {
-		usage(os.Stderr)
+		fmt.Fprintln(os.Stderr, "vpcd: missing command (see vpcd --help)")
 		return 2
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

@@ -172,6 +172,17 @@ func TestHelpEverywhere(t *testing.T) {
 	}
 }
 
+// TestMissingCommandFails: vpcd and vpcd lab without what to do exit 2
+// with one line on stderr that says so.
+func TestMissingCommandFails(t *testing.T) {
+	for _, args := range [][]string{nil, {"lab"}} {
+		stdout, stderr, code := vpcd(t, args...)
+		if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "missing") {
+			t.Errorf("vpcd %s: exit %d, stdout %q, stderr %q; want exit 2 and one line on stderr", strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
+}
+
 func TestUnknownCommandFails(t *testing.T) {
 	_, stderr, code := vpcd(t, "frobnicate")
 	if code == 0 || !strings.Contains(stderr, "frobnicate") {
