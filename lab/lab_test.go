@@ -180,6 +180,11 @@ func TestUpNoDaemons(t *testing.T) {
 	if !strings.Contains(out.String(), lt.MirrorSessions[0].Target.Pcap) {
 		t.Errorf("summary does not say where captures go")
 	}
+	for _, h := range []string{ha, hb} {
+		if p := filepath.Join(l.Dir(), "logs", h+"-blue.log"); !strings.Contains(out.String(), p) {
+			t.Errorf("summary does not give host %s's flow log path %s", h, p)
+		}
+	}
 	psk := filepath.Join(l.Dir(), "secret/psk")
 	if lt.Tunnel.PresharedKeyFile != psk {
 		t.Errorf("preshared key file %s, want %s", lt.Tunnel.PresharedKeyFile, psk)

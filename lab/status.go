@@ -57,7 +57,14 @@ func (l *Lab) summary(w io.Writer) {
 		fmt.Fprintf(w, "no flow logs or mirror sessions; relative paths in the topology resolve in %s\n", st.Dir)
 	}
 	for _, f := range t.FlowLogs {
-		fmt.Fprintf(w, "flow log %s -> %s\n", f.Name, f.Destination)
+		if !strings.Contains(f.Destination, "{host}") {
+			fmt.Fprintf(w, "flow log %s -> %s\n", f.Name, f.Destination)
+			continue
+		}
+		// Each host's daemon writes its own: the paths, not the pattern.
+		for _, h := range t.Hosts {
+			fmt.Fprintf(w, "flow log %s -> %s (host %s)\n", f.Name, strings.ReplaceAll(f.Destination, "{host}", h.Name), h.Name)
+		}
 	}
 	for _, m := range t.MirrorSessions {
 		if m.Target.Pcap != "" {
