@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -68,21 +69,36 @@ func (c *netConf) needSubnet() error {
 	return nil
 }
 
-// eniName names the dynamic ENI of one container interface: a readable
-// part of the container ID and a hash of the ID and the interface name,
-// so the same pair always gets the same name and no two pairs share one.
+// eniName names the dynamic ENI of one container interface after the
+// container (SPEC 12): the container ID itself for the usual interface,
+// eth0, when the ID is a name a topology could hold (containerd's and
+// CRI-O's 64 hex digits are). Otherwise the ID with what a name may not
+// hold left out, the interface, and a hash of both, so that the same pair
+// always gets the same name (DEL and CHECK find it again without state)
+// and no two pairs share one.
 func eniName(containerID, ifname string) string {
-	sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
-	short := strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
-			return r
-		}
-		return -1
-	}, containerID)
-	if len(short) > 12 {
-		short = short[:12]
+	if ifname == "eth0" && validName(containerID) {
+		return containerID
 	}
-	return "cni-" + short + "-" + hex.EncodeToString(sum[:4])
+	sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
+	keep := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
+				return r
+			}
+			return -1
+		}, s)
+	}
+	return "cni-" + keep(containerID) + "-" + keep(ifname) + "-" + hex.EncodeToString(sum[:4])
+}
+
+// validName reports whether s is a name as a topology's ENI may have one
+// (topology.Parse: no spaces, control characters, '/' or ':'), and one
+// eniName's other form cannot give (those start "cni-").
+func validName(s string) bool {
+	return s != "" && !strings.HasPrefix(s, "cni-") && !strings.ContainsFunc(s, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == ':'
+	})
 }
 
 // cniError turns a daemon error into a CNI error.

@@ -16,15 +16,27 @@ import (
 )
 
 func TestENIName(t *testing.T) {
-	a := eniName("0123456789abcdef0123", "eth0")
-	if a != eniName("0123456789abcdef0123", "eth0") || !strings.HasPrefix(a, "cni-0123456789ab-") || len(a) != len("cni-0123456789ab-")+8 {
-		t.Fatalf("eniName: %q", a)
+	id := "0123456789abcdef0123"
+	// The usual interface: the container ID itself.
+	if a := eniName(id, "eth0"); a != id {
+		t.Fatalf("eniName(%q, eth0) = %q, want the ID", id, a)
 	}
-	if a == eniName("0123456789abcdef0123", "eth1") || a == eniName("0123456789abcdef0124", "eth0") {
-		t.Fatal("two attachments share a name")
+	// Another interface of the same container: the ID, the interface
+	// and a hash, the same every time.
+	b := eniName(id, "net1")
+	if b != eniName(id, "net1") || !strings.HasPrefix(b, "cni-"+id+"-net1-") || len(b) != len("cni-"+id+"-net1-")+8 {
+		t.Fatalf("eniName(%q, net1) = %q", id, b)
+	}
+	names := map[string]bool{}
+	for _, p := range [][2]string{{id, "eth0"}, {id, "net1"}, {id, "eth1"}, {id + "4", "eth0"}, {"a/b", "eth0"}, {"a.b", "eth0"}, {"cni-x", "eth0"}, {"cni-x", "net1"}} {
+		n := eniName(p[0], p[1])
+		if names[n] {
+			t.Fatalf("two attachments share the name %q", n)
+		}
+		names[n] = true
 	}
 	// Characters a topology name may not hold are left out.
-	if n := eniName("a/b:c d", "eth0"); strings.ContainsAny(n, "/: ") {
+	if n := eniName("a/b:c d", "eth0"); strings.ContainsAny(n, "/: ") || !strings.HasPrefix(n, "cni-abcd-eth0-") {
 		t.Fatalf("eniName: %q", n)
 	}
 }

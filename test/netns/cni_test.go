@@ -261,7 +261,8 @@ func hostLinks(t testing.TB, l *lab.Lab, host, prefix string) []string {
 	return names
 }
 
-// dynamicENIs are a host's ENIs named cni-… in its daemon's status.
+// dynamicENIs are a host's ENIs in its daemon's status that the lab's
+// topology does not name: the containers'.
 func dynamicENIs(t testing.TB, l *lab.Lab, host string) map[string]control.ENIStatus {
 	t.Helper()
 	st, err := control.QueryStatus(l.SocketPath(host))
@@ -270,7 +271,7 @@ func dynamicENIs(t testing.TB, l *lab.Lab, host string) map[string]control.ENISt
 	}
 	m := map[string]control.ENIStatus{}
 	for _, e := range st.ENIs {
-		if strings.HasPrefix(e.Name, "cni-") {
+		if l.Topology().ENIByName(e.Name) == nil {
 			m[e.Name] = e
 		}
 	}
@@ -614,8 +615,13 @@ func TestCNI(t *testing.T) {
 		if err != nil || code != 0 {
 			t.Fatalf("GC: exit %d, %v: %s", code, err, out.String())
 		}
-		if d := dynamicENIs(t, l, "cf1"); len(d) != 1 {
+		d := dynamicENIs(t, l, "cf1")
+		if len(d) != 1 {
 			t.Fatalf("after GC: %d dynamic ENIs, want 1", len(d))
+		}
+		// Named after the container (SPEC 12): its ID, as cnitool gave it.
+		if id := fmt.Sprintf("cnitool-%x", sum[:10]); d[id].Name != id {
+			t.Errorf("the kept container's ENI is not named %s: %v", id, d)
 		}
 		h1.must(t, "check", "blue-web", keep)
 		h1.must(t, "del", "blue-web", keep)
