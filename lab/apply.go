@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -80,6 +82,7 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 	if err := writeTopology(l.st.Topology, nt); err != nil {
 		return err
 	}
+	ot := l.topo
 	l.topo = nt
 	l.st.Source = src
 	if err := l.st.save(); err != nil {
@@ -101,12 +104,60 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 			}
 		}
 	}
+	// The VMs follow the vms list: those it no longer names (or whose ENI
+	// is gone) stop, those it names anew boot once their daemon has made
+	// the tap. A VM started with vpcd lab vm up and never listed stays.
+	for _, v := range ot.VMs {
+		if !slices.ContainsFunc(nt.VMs, func(n topology.VM) bool { return n.ENI == v.ENI }) {
+			errs = append(errs, l.VMDown(v.ENI))
+		}
+	}
 	for _, es := range gone {
+		errs = append(errs, l.VMDown(es.Name))
 		if err := l.dropENI(es); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	for _, v := range nt.VMs {
+		if l.VMPID(v.ENI) > 0 || l.st.NoDaemons {
+			continue
+		}
+		if err := l.waitTap(ctx, v.ENI); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := l.VMUp(ctx, v.ENI); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// waitTap waits until the daemon of tap ENI eni's host has made its tap
+// (a reload is asynchronous), for at most DefaultHandshakeTimeout.
+func (l *Lab) waitTap(ctx context.Context, eni string) error {
+	e := l.topo.ENIByName(eni)
+	if e == nil {
+		return fmt.Errorf("no ENI %s", eni)
+	}
+	ctx, cancel := context.WithTimeout(ctx, DefaultHandshakeTimeout)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		err := inNS(hostNSName(l.st.Name, e.Host), func() error {
+			_, err := net.InterfaceByName(eniIf(e))
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("VM on ENI %s: its daemon made no tap %s: %w", eni, eniIf(e), ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // dropENI deletes an ENI's namespace and veth pair and forgets it.

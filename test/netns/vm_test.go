@@ -183,6 +183,38 @@ func TestVMs(t *testing.T) {
 		rack.stop()
 		checkRackCapture(t, rackPcap)
 	})
+	t.Run("lab apply follows the vms list", func(t *testing.T) {
+		src, err := os.ReadFile(filepath.Join("testdata", "vms.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply := func(vms string) {
+			t.Helper()
+			p := filepath.Join(t.TempDir(), "vms.yaml")
+			if err := os.WriteFile(p, []byte(strings.Replace(string(src), "vms: [m2]", "vms: "+vms, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+			defer cancel()
+			if err := l.Apply(ctx, p); err != nil {
+				t.Fatalf("apply with vms: %s: %v", vms, err)
+			}
+		}
+		apply("[]")
+		if running(m2) || l.VMPID("m2") != 0 {
+			t.Errorf("m2's VM (pid %d) still runs after an apply without it", m2)
+		}
+		if l.VMPID("m1") == 0 {
+			t.Error("an apply stopped m1's VM, which no list named")
+		}
+		apply("[m2]")
+		if m2 = l.VMPID("m2"); m2 == 0 {
+			t.Fatal("an apply naming m2 again did not boot its VM")
+		}
+		if out, code := vmRun(t, l, "m2", "ping -c 1 -W 2 10.74.1.20"); code != 0 {
+			t.Errorf("m2's new VM → c2: status %d\n%s", code, out)
+		}
+	})
 	t.Run("lab down stops both VMs, the topology's and the one started after", func(t *testing.T) {
 		m1 := l.VMPID("m1")
 		if m1 == 0 {
