@@ -107,6 +107,21 @@ func TestUnderlayAllowList(t *testing.T) {
 	if ret, _ := xdp.Run(&ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)+64)}); ret != xdpDrop {
 		t.Fatalf("telnet: verdict %d, want drop", ret)
 	}
+
+	// protocol: all (the plan's protocol 0, port 0) lets every protocol
+	// and port in.
+	st.UnderlayAllow = []AllowRule{{Protocol: 0, Port: 0}}
+	if err := d.Reconcile(st, func(string) (int, error) { return 0, nil }); err != nil {
+		t.Fatal(err)
+	}
+	for name, pkt := range map[string][]byte{
+		"telnet":    tcpPacket(netip.MustParseAddr("203.0.113.9"), hostA, 23),
+		"ICMP echo": ipv4Packet(macR, GatewayMAC, netip.MustParseAddr("203.0.113.9"), hostA, 1, false, icmpEcho(8)),
+	} {
+		if ret, err := xdp.Run(&ebpf.RunOptions{Data: pkt, DataOut: make([]byte, len(pkt)+64)}); err != nil || ret != xdpPass {
+			t.Errorf("%s with protocol all allowed: verdict %d (%v), want pass", name, ret, err)
+		}
+	}
 }
 
 // vxlanFrame builds what wireguard-go writes to the tunnel device: outer

@@ -43,6 +43,10 @@ __u64 last_invalidation;
 #define ICMPV6_ROUTER_ADVERT 134
 #define ICMPV6_REDIRECT 137
 
+/* allowed reports whether underlay_allow lets a packet of IP protocol
+ * proto to port in: a rule for the protocol and port, for the protocol
+ * and any port (0), or for every protocol ("all": protocol 0, port 0; IP
+ * protocol 0 itself never reaches here). */
 static __always_inline int allowed(__u8 proto, __be16 port)
 {
 	struct underlay_allow_key k = { .protocol = proto, .port = port };
@@ -50,6 +54,9 @@ static __always_inline int allowed(__u8 proto, __be16 port)
 	if (bpf_map_lookup_elem(&underlay_allow, &k))
 		return 1;
 	k.port = 0;
+	if (bpf_map_lookup_elem(&underlay_allow, &k))
+		return 1;
+	k.protocol = 0;
 	return bpf_map_lookup_elem(&underlay_allow, &k) != NULL;
 }
 
