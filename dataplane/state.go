@@ -113,7 +113,20 @@ type State struct {
 	UnderlayReplies []netip.AddrPort
 	// Mirror holds the mirror sessions whose source ENI is on this host.
 	Mirror []MirrorSession
+	// UncheckedFrom are the other hosts' VPCs (VNI and underlay address)
+	// where that host has an ENI without the source/destination check:
+	// their packets may carry any source of the VPC (ROUTE_UNCHECKED_FROM).
+	UncheckedFrom []HostVNI
 }
+
+// HostVNI is one VPC (by VNI) on one host (by underlay address).
+type HostVNI struct {
+	VNI  uint32
+	Host netip.Addr
+}
+
+// routeUncheckedFrom marks a routes key as a HostVNI (ROUTE_UNCHECKED_FROM).
+const routeUncheckedFrom = 0x80000000
 
 func be32(a netip.Addr) uint32 {
 	b := a.As4()
@@ -246,6 +259,9 @@ func (d *Datapath) Reconcile(s *State, ifindexOf func(string) (int, error)) erro
 			v.RemoteIp = be32(r.Remote)
 		}
 		routes[bpf.EniRouteKey{Vni: r.VNI, Ip: be32(r.IP)}] = v
+	}
+	for _, u := range s.UncheckedFrom {
+		routes[bpf.EniRouteKey{Vni: u.VNI | routeUncheckedFrom, Ip: be32(u.Host)}] = bpf.EniRoute{RemoteIp: be32(u.Host)}
 	}
 
 	peers := map[uint32]bpf.EniPeerInfo{}

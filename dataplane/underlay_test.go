@@ -235,6 +235,47 @@ func TestTunnelProgram(t *testing.T) {
 	})
 }
 
+// TestTunnelUncheckedFrom: a peer host with an ENI of the VPC whose
+// source/destination check is off may send that VPC's packets from any
+// source (a NAT or router instance forwarding others' packets); without
+// such an ENI, or for another VPC, the inner source must be the host's.
+func TestTunnelUncheckedFrom(t *testing.T) {
+	d := testDatapath(t)
+	_, tun, _ := d.Programs()
+	foreign := netip.MustParseAddr("10.0.7.7") // no ENI has it
+	inTUNNamespace(t, tun, func(write func([]byte)) {
+		delivered := func(pkt []byte) bool {
+			before, _ := d.ENICounters("a")
+			write(pkt)
+			after, _ := d.ENICounters("a")
+			return after[Ingress].Packets == before[Ingress].Packets+1
+		}
+		if delivered(vxlanFrame(hostB, hostA, vniRed, foreign, ipA)) {
+			t.Fatal("a foreign inner source was delivered from a host without an unchecked ENI")
+		}
+		st := testState()
+		st.UncheckedFrom = []HostVNI{{VNI: vniRed, Host: hostB}}
+		if err := d.Reconcile(st, testIfindex); err != nil {
+			t.Fatal(err)
+		}
+		if !delivered(vxlanFrame(hostB, hostA, vniRed, foreign, ipA)) {
+			m, _ := d.Drops()
+			t.Errorf("a foreign inner source from the host with an unchecked ENI was not delivered (drops %v)", m)
+		}
+		before := dropCount(t, d, "source_check")
+		write(vxlanFrame(netip.MustParseAddr("203.0.113.9"), hostA, vniRed, foreign, ipA))
+		if dropCount(t, d, "source_check") != before+1 {
+			t.Error("a foreign inner source from a host that is no peer was not dropped as source_check")
+		}
+		if err := d.Reconcile(testState(), testIfindex); err != nil {
+			t.Fatal(err)
+		}
+		if delivered(vxlanFrame(hostB, hostA, vniRed, foreign, ipA)) {
+			t.Error("a foreign inner source was delivered after the unchecked ENI went")
+		}
+	})
+}
+
 // icmpError builds an ICMPv4 error from src to dst whose body quotes
 // quote (an IPv4 packet, or a part of one).
 func icmpError(src, dst netip.Addr, typ, code uint8, quote []byte) []byte {

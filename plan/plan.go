@@ -250,6 +250,12 @@ func datapath(t *topology.Topology, host string, o Options) (*dataplane.State, e
 			s.ENIs = append(s.ENIs, de)
 		} else {
 			r.Remote = hostIP[e.Host]
+			if !e.SourceDestCheck {
+				u := dataplane.HostVNI{VNI: vpc.VNI, Host: r.Remote}
+				if !slices.Contains(s.UncheckedFrom, u) {
+					s.UncheckedFrom = append(s.UncheckedFrom, u)
+				}
+			}
 		}
 		s.Routes = append(s.Routes, r)
 	}

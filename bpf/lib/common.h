@@ -325,6 +325,12 @@ struct route_key {
 	__u32 ip; /* network order */
 };
 
+/* A routes key whose vni carries this bit (no VNI does: they have 24
+ * bits) and whose ip is a peer host's underlay address says that host has
+ * an ENI of the VPC without the source/destination check: packets of that
+ * VPC from that host may carry any inner source. */
+#define ROUTE_UNCHECKED_FROM 0x80000000u
+
 /* Where an address of a VPC lives. Exactly one of ifindex (local ENI) and
  * remote_ip (the underlay address of the host that has it) is non-zero. */
 struct route {

@@ -80,12 +80,20 @@ static __always_inline int tunnel_to_workload(struct ctx_buff *ctx)
 	if (pkt_info_fill(&pi, inner, &c) < 0)
 		return tunnel_drop(ctx, ip_first_fragment(inner) ? DROP_FRAGMENT : DROP_MALFORMED);
 
-	/* The inner source must be an ENI of this VPC on the sending host. */
+	/* The inner source must be an ENI of this VPC on the sending host,
+	 * unless that host has an ENI of this VPC whose source/destination
+	 * check is off (a NAT or router instance sends others' packets; its
+	 * host's ENI program let them out). */
 	rk.vni = vni;
 	rk.ip = inner->saddr;
 	src = bpf_map_lookup_elem(&routes, &rk);
-	if (!src || src->remote_ip != outer->saddr)
-		return tunnel_drop(ctx, DROP_SOURCE_CHECK);
+	if (!src || src->remote_ip != outer->saddr) {
+		rk.vni = vni | ROUTE_UNCHECKED_FROM;
+		rk.ip = outer->saddr;
+		if (!bpf_map_lookup_elem(&routes, &rk))
+			return tunnel_drop(ctx, DROP_SOURCE_CHECK);
+		rk.vni = vni;
+	}
 
 	rk.ip = inner->daddr;
 	dst = bpf_map_lookup_elem(&routes, &rk);
