@@ -129,9 +129,9 @@ type Agent struct {
 		agg   *flowlogs.Aggregator
 		specs []flowlogs.LogSpec
 		plans map[string]plan.FlowLog // by name: the destination as written
-		// retired counts, by log name, what the sinks a reload
-		// replaced had lost and failed, for the metrics.
-		retired map[string]sinkCounts
+		// retired counts, by log name, what the runs of a log that a
+		// reload ended had written, lost and failed, for the metrics.
+		retired map[string]logCounts
 	}
 	// sinkErrLogged is when a sink failure was last logged (Run's loop
 	// only).

@@ -2,38 +2,39 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/vpcd/vpcd/flowlogs"
 	"github.com/vpcd/vpcd/plan"
 )
 
-// flowLogSpecs opens the sinks of the plan's flow logs. A log that runs
-// (in running, by name) with the same account, traffic type, interval,
-// format and destination keeps its sink (so Reconfigure continues it).
-func (a *Agent) flowLogSpecs(p *plan.Host, running map[string]runningLog) ([]flowlogs.LogSpec, error) {
+// flowLogSpecs are the plan's flow logs as the aggregator takes them. A
+// log that runs (in running, by name) with the same account, traffic
+// type, interval, format and destination keeps its sink (so Reconfigure
+// continues it); the others have none yet (openSink gives them one).
+func flowLogSpecs(p *plan.Host, running map[string]runningLog) []flowlogs.LogSpec {
 	var specs []flowlogs.LogSpec
-	var errs []error
 	for _, f := range p.FlowLogs {
 		var sink flowlogs.Sink
 		if r, ok := running[f.Name]; ok && sameOutput(r.plan, f) {
 			sink = r.sink
-		} else {
-			format, err := flowlogs.ParseFormat(f.Format)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("flow log %s: %w", f.Name, err))
-				continue
-			}
-			if sink, err = flowlogs.OpenSink(f.Destination, a.opts.Host, format); err != nil {
-				errs = append(errs, fmt.Errorf("flow log %s: %w", f.Name, err))
-				continue
-			}
 		}
 		specs = append(specs, flowlogs.LogSpec{Name: f.Name, AccountID: f.AccountID, ENIs: f.ENIs,
 			TrafficType: f.TrafficType, Interval: f.Interval, Sink: sink})
 	}
-	return specs, errors.Join(errs...)
+	return specs
+}
+
+// openSink opens the destination of the plan's flow log that sp is.
+func (a *Agent) openSink(plans map[string]plan.FlowLog) func(flowlogs.LogSpec) (flowlogs.Sink, error) {
+	return func(sp flowlogs.LogSpec) (flowlogs.Sink, error) {
+		f := plans[sp.Name]
+		format, err := flowlogs.ParseFormat(f.Format)
+		if err != nil {
+			return nil, err
+		}
+		return flowlogs.OpenSink(f.Destination, a.opts.Host, format)
+	}
 }
 
 // runningLog is a flow log that runs: its plan and its sink.
@@ -49,74 +50,76 @@ func sameOutput(a, b plan.FlowLog) bool {
 		a.Format == b.Format && a.Destination == b.Destination
 }
 
-// running returns the flow logs that run, by name. The caller holds
-// a.flowLogs.
-func (a *Agent) running() map[string]runningLog {
+// startFlowLogs opens the plan's flow logs. The caller holds no lock.
+func (a *Agent) startFlowLogs(p *plan.Host) error {
 	fl := &a.flowLogs
-	out := make(map[string]runningLog, len(fl.specs))
-	for _, sp := range fl.specs {
-		out[sp.Name] = runningLog{plan: fl.plans[sp.Name], sink: sp.Sink}
-	}
-	return out
+	fl.Lock()
+	fl.agg = flowlogs.NewAggregator(nil, time.Now())
+	fl.specs, fl.plans = nil, nil
+	fl.retired = map[string]logCounts{}
+	fl.Unlock()
+	// No drain first: what the datapath counted before (while no daemon
+	// ran, say) goes to the logs about to start.
+	return a.applyFlowLogs(p, false)
 }
 
 // reloadFlowLogs makes the plan's flow logs the running ones (a reload):
 // a log that does not change, or changes only the ENIs it covers, goes on
-// with its interval and sink; the others end their interval now. The
-// counters of the sinks closed are kept, so the metrics never go back.
+// with its interval and sink; the others end their interval now and
+// write anew. The counters of the logs ended are kept (retired), so the
+// metrics of a log name never go back.
 func (a *Agent) reloadFlowLogs(p *plan.Host) error {
+	return a.applyFlowLogs(p, true)
+}
+
+// applyFlowLogs is reloadFlowLogs; drain takes the datapath's counters
+// first, for the logs that run.
+func (a *Agent) applyFlowLogs(p *plan.Host, drain bool) error {
 	fl := &a.flowLogs
 	fl.Lock()
-	agg, running := fl.agg, a.running()
+	agg := fl.agg
+	running := make(map[string]runningLog, len(fl.specs))
+	for _, sp := range fl.specs {
+		running[sp.Name] = runningLog{plan: fl.plans[sp.Name], sink: sp.Sink}
+	}
 	fl.Unlock()
 	if agg == nil {
 		return a.startFlowLogs(p)
 	}
-	specs, err := a.flowLogSpecs(p, running)
 	plans := map[string]plan.FlowLog{}
 	for _, f := range p.FlowLogs {
 		plans[f.Name] = f
-	}
-	kept := map[flowlogs.Sink]bool{}
-	for _, sp := range specs {
-		kept[sp.Sink] = true
 	}
 	// What the datapath counted so far goes to the ENIs' old logs.
-	a.drainFlows(time.Now())
+	if drain {
+		a.drainFlows(time.Now())
+	}
 	fl.Lock()
-	errs := agg.Reconfigure(specs, time.Now())
-	for name, r := range running {
-		if !kept[r.sink] {
-			c := fl.retired[name]
+	specs, ended, errs := agg.Reconfigure(flowLogSpecs(p, running), a.openSink(plans), time.Now())
+	for name, st := range ended {
+		c := fl.retired[name]
+		c.records += st.Records
+		c.lost += st.Lost
+		if r, ok := running[name]; ok {
 			c.lost += r.sink.Lost()
 			c.errors += r.sink.Errors()
-			fl.retired[name] = c
+		}
+		fl.retired[name] = c
+	}
+	fl.specs, fl.plans = specs, plans
+	fl.Unlock()
+	// Failures to open are the reload's errors; the others (an ended
+	// log's last write) are logged.
+	var openErrs []error
+	for _, e := range errs {
+		var fe *flowlogs.OpenError
+		if errors.As(e, &fe) {
+			openErrs = append(openErrs, e)
+		} else {
+			a.log.Warn("flow log destination at reload", "err", e)
 		}
 	}
-	fl.specs, fl.plans = specs, plans
-	fl.Unlock()
-	for _, e := range errs {
-		a.log.Warn("flow log destination at reload", "err", e)
-	}
-	return err
-}
-
-// startFlowLogs opens the plan's flow logs. The caller holds no lock.
-func (a *Agent) startFlowLogs(p *plan.Host) error {
-	specs, err := a.flowLogSpecs(p, nil)
-	plans := map[string]plan.FlowLog{}
-	for _, f := range p.FlowLogs {
-		plans[f.Name] = f
-	}
-	fl := &a.flowLogs
-	fl.Lock()
-	fl.specs, fl.plans = specs, plans
-	if fl.retired == nil {
-		fl.retired = map[string]sinkCounts{}
-	}
-	fl.agg = flowlogs.NewAggregator(specs, time.Now())
-	fl.Unlock()
-	return err
+	return errors.Join(openErrs...)
 }
 
 // drainFlows takes the datapath's counters and ends the intervals that are
@@ -152,7 +155,7 @@ func (a *Agent) logSinkErrors(errs []error, now time.Time) {
 }
 
 // stopFlowLogs flushes every flow log (a last drain first) and closes
-// their sinks: at shutdown and before a reload replaces them.
+// their sinks: at shutdown.
 func (a *Agent) stopFlowLogs() {
 	a.flowLogs.Lock()
 	agg := a.flowLogs.agg
@@ -170,5 +173,5 @@ func (a *Agent) stopFlowLogs() {
 	a.flowLogs.Unlock()
 }
 
-// sinkCounts are a replaced sink's counters.
-type sinkCounts struct{ lost, errors uint64 }
+// logCounts are the counters of a flow log's ended runs.
+type logCounts struct{ records, lost, errors uint64 }

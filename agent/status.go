@@ -71,7 +71,7 @@ func (a *Agent) flowLogStatuses() []control.FlowLogStatus {
 		st := stats[sp.Name]
 		r := fl.retired[sp.Name]
 		out = append(out, control.FlowLogStatus{Name: sp.Name, Destination: fl.plans[sp.Name].Destination, ENIs: len(sp.ENIs),
-			Records: st.Records, Lost: st.Lost + sp.Sink.Lost() + r.lost, Errors: sp.Sink.Errors() + r.errors})
+			Records: st.Records + r.records, Lost: st.Lost + sp.Sink.Lost() + r.lost, Errors: sp.Sink.Errors() + r.errors})
 	}
 	return out
 }

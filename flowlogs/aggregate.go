@@ -170,47 +170,77 @@ func (a *Aggregator) Flush(now time.Time) []error {
 	return errs
 }
 
-// Reconfigure makes specs the logs at now (a reload). A log whose name and
-// Sink are those of a running log continues it: its interval, the flows
-// counted so far in it and its counters carry on, with the spec's ENIs
-// and their details from now on (a reload that changes nothing about a
-// log, or only which ENIs it covers, cuts no interval short). Every other
-// running log ends its interval at now, handing its records to its sink,
-// which is closed; a new log of the same name keeps its counters. It
-// returns the sink errors it met.
-func (a *Aggregator) Reconfigure(specs []LogSpec, now time.Time) []error {
+// Reconfigure makes specs the logs at now (a reload). A log whose name,
+// Sink and interval are those of a running log continues it: its
+// interval, the flows counted so far in it and its counters carry on, with
+// the spec's ENIs and their details from now on (a reload that changes
+// nothing about a log, or only which ENIs it covers, cuts no interval
+// short). Every other running log ends its interval at now, handing its
+// records to its sink, which is closed; its counters are returned in
+// ended, by name. Only then are the specs without a Sink given one by
+// open (a new log may write where an ended one did); one that open fails
+// for is left out. It returns the specs that run, with their sinks, and
+// the errors met.
+func (a *Aggregator) Reconfigure(specs []LogSpec, open func(LogSpec) (Sink, error), now time.Time) (running []LogSpec, ended map[string]LogStats, errs []error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := map[string]*logState{}
 	for _, l := range a.logs {
 		old[l.spec.Name] = l
 	}
-	var errs []error
+	continues := func(s LogSpec) *logState {
+		if l, ok := old[s.Name]; ok && s.Sink != nil && l.spec.Sink == s.Sink && l.spec.Interval == s.Interval {
+			return l
+		}
+		return nil
+	}
+	kept := map[string]bool{}
+	for _, s := range specs {
+		if continues(s) != nil {
+			kept[s.Name] = true
+		}
+	}
+	ended = map[string]LogStats{}
+	for _, l := range a.logs {
+		if !kept[l.spec.Name] {
+			errs = append(errs, l.emit(now)...)
+			if err := l.spec.Sink.Close(); err != nil {
+				errs = append(errs, err)
+			}
+			ended[l.spec.Name] = l.stats
+		}
+	}
 	logs := make([]*logState, 0, len(specs))
 	for _, s := range specs {
-		l, ok := old[s.Name]
-		switch {
-		case ok && l.spec.Sink == s.Sink && l.spec.Interval == s.Interval:
+		if l := continues(s); l != nil {
 			l.spec = s
-			delete(old, s.Name)
-		case ok:
-			errs = append(errs, l.emit(now)...)
-			l.spec.Sink.Close()
-			delete(old, s.Name)
-			l = &logState{spec: s, window: now.Truncate(s.Interval), flows: map[recKey]*Record{},
-				lost: map[string]uint64{}, stats: l.stats}
-		default:
-			l = &logState{spec: s, window: now.Truncate(s.Interval), flows: map[recKey]*Record{}, lost: map[string]uint64{}}
+			logs = append(logs, l)
+			running = append(running, s)
+			continue
 		}
-		logs = append(logs, l)
-	}
-	for _, l := range old {
-		errs = append(errs, l.emit(now)...)
-		l.spec.Sink.Close()
+		if s.Sink == nil {
+			sink, err := open(s)
+			if err != nil {
+				errs = append(errs, &OpenError{Log: s.Name, Err: err})
+				continue
+			}
+			s.Sink = sink
+		}
+		logs = append(logs, &logState{spec: s, window: now.Truncate(s.Interval), flows: map[recKey]*Record{}, lost: map[string]uint64{}})
+		running = append(running, s)
 	}
 	a.logs = logs
-	return errs
+	return running, ended, errs
 }
+
+// OpenError is a flow log whose sink Reconfigure could not open.
+type OpenError struct {
+	Log string
+	Err error
+}
+
+func (e *OpenError) Error() string { return "flow log " + e.Log + ": " + e.Err.Error() }
+func (e *OpenError) Unwrap() error { return e.Err }
 
 // Stats returns every log's counters by name.
 func (a *Aggregator) Stats() map[string]LogStats {

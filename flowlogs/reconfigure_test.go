@@ -1,6 +1,7 @@
 package flowlogs
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func statuses(recs []Record) map[string]string {
 
 // TestReconfigure: a reload keeps a log whose sink it keeps going (its
 // interval, flows and counters, with the new ENIs), ends a log whose sink
-// changed (keeping its counters) and ends a log that is gone.
+// changed before opening its new one, and ends a log that is gone.
 func TestReconfigure(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
 	meta := ENIMeta{VPC: "v", Subnet: "s"}
@@ -50,9 +51,29 @@ func TestReconfigure(t *testing.T) {
 	a := NewAggregator([]LogSpec{spec("kept", kept, "e1"), spec("changed", changed, "e1"), spec("gone", gone, "e1")}, t0)
 	a.Add(sample("e1", t0.Add(time.Second)))
 
-	// The reload: "kept" now covers e2 too, "changed" writes elsewhere.
-	if errs := a.Reconfigure([]LogSpec{spec("kept", kept, "e1", "e2"), spec("changed", fresh, "e1")}, t0.Add(10*time.Second)); len(errs) > 0 {
-		t.Fatal(errs)
+	// The reload: "kept" now covers e2 too, "changed" needs a new sink
+	// (nil: open makes it), "gone" is gone, "broken" cannot open.
+	opened := map[string]bool{}
+	open := func(s LogSpec) (Sink, error) {
+		if s.Name == "broken" {
+			return nil, errors.New("no such collector")
+		}
+		if !changed.closed || !gone.closed {
+			t.Errorf("%s opened before the ended logs' sinks were closed", s.Name)
+		}
+		opened[s.Name] = true
+		return fresh, nil
+	}
+	running, ended, errs := a.Reconfigure([]LogSpec{spec("kept", kept, "e1", "e2"), spec("changed", nil, "e1"), spec("broken", nil, "e1")}, open, t0.Add(10*time.Second))
+	var oe *OpenError
+	if len(errs) != 1 || !errors.As(errs[0], &oe) || oe.Log != "broken" {
+		t.Fatalf("errors %v, want the one of broken's open", errs)
+	}
+	if len(running) != 2 || running[0].Sink != kept || running[1].Sink != fresh || !opened["changed"] {
+		t.Fatalf("running %+v", running)
+	}
+	if ended["changed"].Records != 1 || ended["gone"].Records != 1 || len(ended) != 2 {
+		t.Errorf("ended %+v, want changed and gone with 1 record each", ended)
 	}
 	if len(kept.recs) != 0 || kept.closed {
 		t.Errorf("the kept log's interval was cut at the reload: %d records, closed %v", len(kept.recs), kept.closed)
@@ -82,8 +103,8 @@ func TestReconfigure(t *testing.T) {
 		t.Errorf("the changed log's new sink: %v, want e1's flow since the reload", st)
 	}
 	stats := a.Stats()
-	if got := stats["changed"].Records; got != 2 {
-		t.Errorf("the changed log counts %d records, want 2 (1 before the reload, 1 after)", got)
+	if stats["kept"].Records != 2 || stats["changed"].Records != 1 {
+		t.Errorf("counters %+v: want kept 2 (its run goes on), changed 1 (since the reload)", stats)
 	}
 	if _, ok := stats["gone"]; ok {
 		t.Error("the removed log still has counters")
