@@ -269,10 +269,29 @@ func cmdDel(args *skel.CmdArgs) error {
 	// too (the namespace may be gone already; it is not needed). Deleting
 	// the container's end first would pull the interface from under an
 	// ENI the daemon still runs.
-	if err := control.DeleteENI(conf.Socket, eniName(args.ContainerID, args.IfName)); err != nil {
+	name := eniName(args.ContainerID, args.IfName)
+	if l, err := control.ListENIs(conf.Socket, conf.Name); err == nil {
+		if i := findENI(l, args.ContainerID, args.IfName); i >= 0 {
+			name = l[i].Name // made under another name (an older plugin's)
+		}
+	}
+	if err := control.DeleteENI(conf.Socket, name); err != nil {
 		return cniError("delete ENI", err)
 	}
 	return nil
+}
+
+// findENI returns the index in l of the ENI of container interface
+// (id, ifname): by the attachment the daemon recorded, whatever name the
+// ENI got, else by the name eniName gives; -1 when there is none.
+func findENI(l []control.DynamicENI, id, ifname string) int {
+	if i := slices.IndexFunc(l, func(e control.DynamicENI) bool {
+		return e.Attachment.ContainerID == id && e.Attachment.IfName == ifname
+	}); i >= 0 {
+		return i
+	}
+	name := eniName(id, ifname)
+	return slices.IndexFunc(l, func(e control.DynamicENI) bool { return e.Name == name })
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
@@ -288,7 +307,7 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if err != nil {
 		return cniError("check", err)
 	}
-	i := slices.IndexFunc(l, func(e control.DynamicENI) bool { return e.Name == name })
+	i := findENI(l, args.ContainerID, args.IfName)
 	if i < 0 {
 		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("check: the daemon has no ENI %s for %s/%s", name, args.ContainerID, args.IfName), "")
 	}
@@ -362,9 +381,13 @@ func cmdGC(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	valid := map[string]bool{}
+	// An ENI is valid when its attachment is one the runtime lists, by
+	// the container and interface the daemon recorded for it (whatever
+	// name it was made under), or, without one, by name.
+	valid, validName := map[[2]string]bool{}, map[string]bool{}
 	for _, a := range conf.ValidAttachments {
-		valid[eniName(a.ContainerID, a.IfName)] = true
+		valid[[2]string{a.ContainerID, a.IfName}] = true
+		validName[eniName(a.ContainerID, a.IfName)] = true
 	}
 	l, err := control.ListENIs(conf.Socket, conf.Name)
 	if err != nil {
@@ -372,7 +395,7 @@ func cmdGC(args *skel.CmdArgs) error {
 	}
 	var errs []error
 	for _, e := range l {
-		if valid[e.Name] {
+		if at := e.Attachment; at.ContainerID != "" && valid[[2]string{at.ContainerID, at.IfName}] || at.ContainerID == "" && validName[e.Name] {
 			continue
 		}
 		if err := control.DeleteENI(conf.Socket, e.Name); err != nil {

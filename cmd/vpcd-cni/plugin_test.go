@@ -206,3 +206,29 @@ func TestGC(t *testing.T) {
 		t.Fatalf("GC deleted %v", d.deleted)
 	}
 }
+
+// TestOtherNames: an ENI made under another name than eniName gives (an
+// older plugin's cni-<12 characters>-<hash>) is found by the attachment
+// the daemon recorded: GC keeps it while its container lives, CHECK finds
+// it, DEL deletes it.
+func TestOtherNames(t *testing.T) {
+	d := &fakeDaemon{enis: map[string]control.DynamicENI{}}
+	old := "cni-c1-0123abcd"
+	d.enis[old] = control.DynamicENI{Name: old, Subnet: "s", Attached: true,
+		Attachment: control.ENIAttachment{Network: "net", ContainerID: "c1", IfName: "eth0"}}
+	sock := serve(t, d)
+	if err := cmdGC(args(sock, `, "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]`)); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.deleted) != 0 {
+		t.Fatalf("GC deleted %v, the ENI of a container it was told lives", d.deleted)
+	}
+	// (CHECK goes on to the container's interface, which the fake has
+	// not: only that it found the ENI is asked here.)
+	if err := cmdCheck(args(sock, "")); err != nil && code(t, err) == types.ErrUnknownContainer {
+		t.Errorf("CHECK did not find the ENI: %v", err)
+	}
+	if err := cmdDel(args(sock, "")); err != nil || !slices.Equal(d.deleted, []string{old}) {
+		t.Fatalf("DEL: %v, deleted %v; want %s", err, d.deleted, old)
+	}
+}
