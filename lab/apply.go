@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/topology"
+	"github.com/vpcd/vpcd/vm"
 )
 
 // Apply brings the lab to the topology in topologyPath. The file is loaded
@@ -39,6 +40,14 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 	if err := sameHosts(l.topo, nt); err != nil {
 		return err
 	}
+	if len(nt.VMs) > 0 {
+		if l.st.NoDaemons {
+			return fmt.Errorf("lab apply: vms needs the daemons (they create the taps the VMs use)")
+		}
+		if miss := vm.Missing(); miss != "" {
+			return fmt.Errorf("lab apply: vms needs %s (apt-get install qemu-system-x86 busybox-static)", miss)
+		}
+	}
 	if err := prepareKeys(nt, l.st.Dir); err != nil {
 		return err
 	}
@@ -58,6 +67,11 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 		}
 	}
 	for _, es := range changed {
+		// Its VM runs on what changed (address, host, tap): it stops,
+		// and boots again below if the list still names it.
+		if err := l.VMDown(es.Name); err != nil {
+			return err
+		}
 		if err := l.dropENI(es); err != nil {
 			return err
 		}
@@ -119,7 +133,7 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 		}
 	}
 	for _, v := range nt.VMs {
-		if l.VMPID(v.ENI) > 0 || l.st.NoDaemons {
+		if l.VMPID(v.ENI) > 0 {
 			continue
 		}
 		if err := l.waitTap(ctx, v.ENI); err != nil {

@@ -463,5 +463,5 @@ func sameENI(a, b *topology.ENI, ta, tb *topology.Topology) bool {
 		return false
 	}
 	return a.Host == b.Host && a.IP == b.IP && bytes.Equal(eniMAC(a), eniMAC(b)) &&
-		eniIf(a) == eniIf(b) && sa.CIDR == sb.CIDR
+		eniIf(a) == eniIf(b) && sa.CIDR == sb.CIDR && a.IsTap() == b.IsTap() && a.TapMultiQueue == b.TapMultiQueue
 }
