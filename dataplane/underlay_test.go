@@ -262,10 +262,11 @@ func TestTunnelUncheckedFrom(t *testing.T) {
 			m, _ := d.Drops()
 			t.Errorf("a foreign inner source from the host with an unchecked ENI was not delivered (drops %v)", m)
 		}
+		// The same host, another VPC (its unchecked ENI is in red only).
 		before := dropCount(t, d, "source_check")
-		write(vxlanFrame(netip.MustParseAddr("203.0.113.9"), hostA, vniRed, foreign, ipA))
+		write(vxlanFrame(hostB, hostA, 4242, foreign, ipA))
 		if dropCount(t, d, "source_check") != before+1 {
-			t.Error("a foreign inner source from a host that is no peer was not dropped as source_check")
+			t.Error("a foreign inner source of another VPC from the host with an unchecked ENI was not dropped as source_check")
 		}
 		if err := d.Reconcile(testState(), testIfindex); err != nil {
 			t.Fatal(err)
