@@ -69,18 +69,28 @@ func (c Config) TLS() (*tls.Config, error) {
 // Client opens an etcd client. It does not wait for a connection: the
 // first request does (and fails after DialTimeout when etcd is not there).
 func (c Config) Client() (*clientv3.Client, error) {
+	cfg, err := c.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(cfg)
+}
+
+// ClientConfig is the etcd client configuration Client uses, for a caller
+// that adds to it (fleetsim counts requests with dial options).
+func (c Config) ClientConfig() (clientv3.Config, error) {
 	if len(c.Endpoints) == 0 {
-		return nil, errors.New("etcd: no endpoint")
+		return clientv3.Config{}, errors.New("etcd: no endpoint")
 	}
 	tlsCfg, err := c.TLS()
 	if err != nil {
-		return nil, err
+		return clientv3.Config{}, err
 	}
 	timeout := c.DialTimeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	return clientv3.New(clientv3.Config{
+	return clientv3.Config{
 		Endpoints:   c.Endpoints,
 		TLS:         tlsCfg,
 		DialTimeout: timeout,
@@ -90,5 +100,5 @@ func (c Config) Client() (*clientv3.Client, error) {
 		// The client library's own logs would go to stderr as JSON;
 		// vpcd reports what matters through its own logger and metrics.
 		Logger: zap.NewNop(),
-	})
+	}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/vpcd/vpcd/controlplane"
@@ -57,23 +56,12 @@ func (s *countedStream) SendMsg(m any) error {
 // newClient opens an etcd client as controlplane.Config.Client does, with
 // c counting its requests.
 func newClient(cfg controlplane.Config, c *counter) (*clientv3.Client, error) {
-	tlsCfg, err := cfg.TLS()
+	cc, err := cfg.ClientConfig()
 	if err != nil {
 		return nil, err
 	}
-	timeout := cfg.DialTimeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
-	}
-	return clientv3.New(clientv3.Config{
-		Endpoints:            cfg.Endpoints,
-		TLS:                  tlsCfg,
-		DialTimeout:          timeout,
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 3 * time.Second,
-		DialOptions:          c.dialOptions(),
-		Logger:               zap.NewNop(),
-	})
+	cc.DialOptions = c.dialOptions()
+	return clientv3.New(cc)
 }
 
 // probe is a condition on a host's programmed plan whose first time
