@@ -294,11 +294,18 @@ func (d *decoder) word(n *yaml.Node, path string) (string, bool) {
 // references, so they may not hold spaces, control characters, '/' or ':'.
 func (d *decoder) name(n *yaml.Node, path string) (string, bool) {
 	s, ok := d.text(n, path)
-	if ok && strings.IndexFunc(s, func(r rune) bool { return isSpaceOrControl(r) || r == '/' || r == ':' }) >= 0 {
+	if ok && !ValidName(s) {
 		d.errorf(n, path, "name %q must not contain spaces, control characters, '/' or ':'", s)
 		return "", false
 	}
 	return s, ok
+}
+
+// ValidName reports whether s may name a host, VPC, ENI or other object
+// (see name): not empty, no spaces, control characters, '/' or ':'.
+// Whoever makes names outside a file (the CNI plugin) checks them here.
+func ValidName(s string) bool {
+	return s != "" && strings.IndexFunc(s, func(r rune) bool { return isSpaceOrControl(r) || r == '/' || r == ':' }) < 0
 }
 
 func isSpaceOrControl(r rune) bool {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"unicode"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -20,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vpcd/vpcd/control"
+	"github.com/vpcd/vpcd/topology"
 )
 
 // Error codes of this plugin (CNI reserves 0–99; see also the spec's
@@ -77,7 +77,9 @@ func (c *netConf) needSubnet() error {
 // always gets the same name (DEL and CHECK find it again without state)
 // and no two pairs share one.
 func eniName(containerID, ifname string) string {
-	if ifname == "eth0" && validName(containerID) {
+	// (An ID that starts "cni-" takes the other form, which such names
+	// are kept for.)
+	if ifname == "eth0" && topology.ValidName(containerID) && !strings.HasPrefix(containerID, "cni-") {
 		return containerID
 	}
 	sum := sha256.Sum256([]byte(containerID + "\x00" + ifname))
@@ -90,15 +92,6 @@ func eniName(containerID, ifname string) string {
 		}, s)
 	}
 	return "cni-" + keep(containerID) + "-" + keep(ifname) + "-" + hex.EncodeToString(sum[:4])
-}
-
-// validName reports whether s is a name as a topology's ENI may have one
-// (topology.Parse: no spaces, control characters, '/' or ':'), and one
-// eniName's other form cannot give (those start "cni-").
-func validName(s string) bool {
-	return s != "" && !strings.HasPrefix(s, "cni-") && !strings.ContainsFunc(s, func(r rune) bool {
-		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' || r == ':'
-	})
 }
 
 // cniError turns a daemon error into a CNI error.

@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/vpcd/vpcd/control"
+	"github.com/vpcd/vpcd/topology"
 )
 
 func TestENIName(t *testing.T) {
@@ -28,12 +29,17 @@ func TestENIName(t *testing.T) {
 		t.Fatalf("eniName(%q, net1) = %q", id, b)
 	}
 	names := map[string]bool{}
-	for _, p := range [][2]string{{id, "eth0"}, {id, "net1"}, {id, "eth1"}, {id + "4", "eth0"}, {"a/b", "eth0"}, {"a.b", "eth0"}, {"cni-x", "eth0"}, {"cni-x", "net1"}} {
+	for _, p := range [][2]string{{id, "eth0"}, {id, "net1"}, {id, "eth1"}, {id + "4", "eth0"}, {"a/b", "eth0"}, {"a.b", "eth0"}, {"cni-x", "eth0"}, {"cni-x", "net1"}, {"a\xffb", "eth0"}, {"ab", "eth0"}} {
 		n := eniName(p[0], p[1])
 		if names[n] {
 			t.Fatalf("two attachments share the name %q", n)
 		}
 		names[n] = true
+	}
+	// An ID a topology name could not be (invalid UTF-8 here) is not used
+	// as it is.
+	if n := eniName("a\xffb", "eth0"); !topology.ValidName(n) {
+		t.Fatalf("eniName gave %q, which no topology takes", n)
 	}
 	// Characters a topology name may not hold are left out.
 	if n := eniName("a/b:c d", "eth0"); strings.ContainsAny(n, "/: ") || !strings.HasPrefix(n, "cni-abcd-eth0-") {
