@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -269,10 +268,7 @@ func gateway(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
 // IPv6 off on the host side. It reports whether it created it (false: it
 // was there, from an earlier try).
 func makeVeth(hostIf, peer string) (bool, error) {
-	if l, err := netlink.LinkByName(hostIf); err == nil {
-		if strings.HasPrefix(l.Attrs().Alias, dataplane.OwnedAlias) {
-			return false, nil
-		}
+	if _, err := netlink.LinkByName(hostIf); err == nil {
 		// From an earlier try or an older daemon: ours all the same.
 		return false, dataplane.MarkOwned(hostIf, "veth of a container's ENI")
 	}

@@ -3,7 +3,6 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vpcd/vpcd/dataplane"
@@ -41,9 +40,6 @@ func ensureTap(ifname string, owner uint32, multiQueue bool) error {
 		}
 		same := t.Flags&netlink.TUNTAP_VNET_HDR != 0 && (t.Flags&netlink.TUNTAP_MULTI_QUEUE != 0) == multiQueue && t.Owner == owner
 		if same {
-			if strings.HasPrefix(l.Attrs().Alias, dataplane.OwnedAlias) {
-				return nil
-			}
 			return dataplane.MarkOwned(ifname, "tap of an ENI") // one made before the marks
 		}
 		// Made for other settings (the topology changed, or someone else

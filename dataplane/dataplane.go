@@ -196,9 +196,13 @@ func (d *Datapath) Close() error {
 const OwnedAlias = "vpcd-owned: "
 
 // MarkOwned gives the interface name the alias that makes it the daemon's,
-// with what it is for (e.g. "tap of ENI web-1").
+// with what it is for (e.g. "tap of an ENI"), unless it has it already
+// (one the daemon made before, or an earlier try).
 func MarkOwned(name, what string) error {
 	l, err := netlink.LinkByName(name)
+	if err == nil && strings.HasPrefix(l.Attrs().Alias, OwnedAlias) {
+		return nil
+	}
 	if err == nil {
 		err = netlink.LinkSetAlias(l, OwnedAlias+what)
 	}
