@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/topology"
-	"github.com/vpcd/vpcd/vm"
 )
 
 // Apply brings the lab to the topology in topologyPath. The file is loaded
@@ -40,13 +39,8 @@ func (l *Lab) Apply(ctx context.Context, topologyPath string) error {
 	if err := sameHosts(l.topo, nt); err != nil {
 		return err
 	}
-	if len(nt.VMs) > 0 {
-		if l.st.NoDaemons {
-			return fmt.Errorf("lab apply: vms needs the daemons (they create the taps the VMs use)")
-		}
-		if miss := vm.Missing(); miss != "" {
-			return fmt.Errorf("lab apply: vms needs %s (apt-get install qemu-system-x86 busybox-static)", miss)
-		}
+	if err := canBootVMs(nt, l.st.NoDaemons); err != nil {
+		return fmt.Errorf("lab apply: %w", err)
 	}
 	if err := prepareKeys(nt, l.st.Dir); err != nil {
 		return err

@@ -45,7 +45,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vpcd/vpcd/topology"
-	"github.com/vpcd/vpcd/vm"
 )
 
 // DefaultHandshakeTimeout bounds how long Up and Start wait for handshakes.
@@ -163,15 +162,9 @@ func Up(ctx context.Context, o Options) (*Lab, error) {
 	if err := checkLabTopology(t); err != nil {
 		return nil, err
 	}
-	if len(t.VMs) > 0 {
-		// Fail before building anything: the taps are the daemons', and
-		// QEMU and busybox must be there.
-		if o.NoDaemons {
-			return nil, fmt.Errorf("lab up: vms needs the daemons (they create the taps the VMs use)")
-		}
-		if miss := vm.Missing(); miss != "" {
-			return nil, fmt.Errorf("lab up: vms needs %s (apt-get install qemu-system-x86 busybox-static)", miss)
-		}
+	// Fail before building anything.
+	if err := canBootVMs(t, o.NoDaemons); err != nil {
+		return nil, fmt.Errorf("lab up: %w", err)
 	}
 	if !o.NoDaemons {
 		for i := range t.Hosts {

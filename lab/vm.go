@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vpcd/vpcd/topology"
 	"github.com/vpcd/vpcd/vm"
 )
 
@@ -33,6 +34,22 @@ type VM struct {
 }
 
 func (l *Lab) vmDir(eni string) string { return filepath.Join(l.st.Dir, vmsDir, eni) }
+
+// canBootVMs reports why the VMs topology t lists cannot boot in a lab
+// (without daemons when noDaemons): the taps are the daemons', and QEMU
+// and busybox must be there. nil when t lists none.
+func canBootVMs(t *topology.Topology, noDaemons bool) error {
+	if len(t.VMs) == 0 {
+		return nil
+	}
+	if noDaemons {
+		return errors.New("vms needs the daemons (they create the taps the VMs use)")
+	}
+	if miss := vm.Missing(); miss != "" {
+		return fmt.Errorf("vms needs %s (apt-get install qemu-system-x86 busybox-static)", miss)
+	}
+	return nil
+}
 
 // VMUp boots a VM on the tap of lab ENI eni, in its host's namespace: the
 // microvm machine under TCG, a Debian cloud kernel (fetched once into
