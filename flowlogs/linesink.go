@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/vpcd/vpcd/topology"
 )
 
 // chunkBytes bounds what a line sink renders before writing it out, so that
@@ -42,7 +44,7 @@ type lineSink struct {
 // a file would grow beyond maxBytes (≤ 0: never) it is renamed PATH.1, older
 // ones shift up to PATH.keep and the oldest is dropped. Flush fsyncs.
 func NewFileSink(path, host string, f Format, maxBytes int64, keep int) (Sink, error) {
-	out, err := openRotatingFile(expandHost(path, host), []byte(f.Header()+"\n"), maxBytes, keep)
+	out, err := openRotatingFile(topology.ExpandHost(path, host), []byte(f.Header()+"\n"), maxBytes, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +56,7 @@ func NewFileSink(path, host string, f Format, maxBytes int64, keep int) (Sink, e
 // creates, rotates and syncs files as NewFileSink does; the files have no
 // header.
 func NewJSONLinesSink(path, host string, f Format, maxBytes int64, keep int) (Sink, error) {
-	out, err := openRotatingFile(expandHost(path, host), nil, maxBytes, keep)
+	out, err := openRotatingFile(topology.ExpandHost(path, host), nil, maxBytes, keep)
 	if err != nil {
 		return nil, err
 	}

@@ -5,7 +5,6 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -110,11 +109,6 @@ func domainID(host string) uint32 {
 		return id
 	}
 	return 1
-}
-
-// expandHost replaces {host} in a path.
-func expandHost(path, host string) string {
-	return strings.ReplaceAll(path, "{host}", host)
 }
 
 // counters are the loss and error counts every sink keeps.

@@ -63,7 +63,7 @@ func (l *Lab) summary(w io.Writer) {
 		}
 		// Each host's daemon writes its own: the paths, not the pattern.
 		for _, h := range t.Hosts {
-			fmt.Fprintf(w, "flow log %s -> %s (host %s)\n", f.Name, strings.ReplaceAll(f.Destination, "{host}", h.Name), h.Name)
+			fmt.Fprintf(w, "flow log %s -> %s (host %s)\n", f.Name, topology.ExpandHost(f.Destination, h.Name), h.Name)
 		}
 	}
 	for _, m := range t.MirrorSessions {

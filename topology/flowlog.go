@@ -78,6 +78,12 @@ func (f *FlowLog) Fields() []string {
 	return fields
 }
 
+// ExpandHost replaces {host} in a flow-log destination (or its path) with
+// the name of the host whose daemon writes it.
+func ExpandHost(dest, host string) string {
+	return strings.ReplaceAll(dest, "{host}", host)
+}
+
 // SplitDestination splits a flow-log destination into its kind (DestFile,
 // DestJSONL, DestStdout or DestIPFIX) and target: the path for files (which
 // may hold {host}), "HOST:PORT" for IPFIX, "" for stdout.
