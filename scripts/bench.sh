@@ -243,12 +243,18 @@ if [ "$WARM" -gt 0 ]; then
 fi
 
 declare -A R
-for round in $(seq "$ROUNDS"); do
-	for c in $CASES; do
+# run_round LABEL CASE...: one run of each CASE, in order, added to R.
+run_round() {
+	local label=$1 c v
+	shift
+	for c in "$@"; do
 		v=$(run_case "$c")
 		R[$c]="${R[$c]:-} $v"
-		log "round $round/$ROUNDS $c: $v Gbit/s"
+		log "$label $c: $v Gbit/s"
 	done
+}
+for round in $(seq "$ROUNDS"); do
+	run_round "round $round/$ROUNDS" $CASES
 done
 
 # The mirroring goals are ratios between five of these paths (0.9x and
@@ -265,11 +271,7 @@ if [ -n "$CMP" ]; then
 	for round in $(seq "$COMPARE"); do
 		order=$CMP
 		[ $((round % 2)) = 1 ] && order=$(echo $CMP | tr ' ' '\n' | tac | tr '\n' ' ')
-		for c in $order; do
-			v=$(run_case "$c")
-			R[$c]="${R[$c]:-} $v"
-			log "compare round $round/$COMPARE $c: $v Gbit/s"
-		done
+		run_round "compare round $round/$COMPARE" $order
 	done
 fi
 
