@@ -198,15 +198,7 @@ func TestFlowLogs(t *testing.T) {
 			return st.FlowLogs[0].Records, st.FlowLogs[0].ENIs
 		}
 		before, _ := records()
-		src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		grown := strings.Replace(string(src), "  - {name: f4,", "  - {name: f5, host: q, subnet: l1, ip: 10.7.1.22, security_groups: [web]}\n  - {name: f4,", 1)
-		p := filepath.Join(t.TempDir(), "grown.yaml")
-		if err := os.WriteFile(p, []byte(grown), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		p := editedTopology(t, "flowlogs.yaml", "  - {name: f4,", "  - {name: f5, host: q, subnet: l1, ip: 10.7.1.22, security_groups: [web]}\n  - {name: f4,")
 		if err := l.Apply(t.Context(), p); err != nil {
 			t.Fatalf("apply: %v", err)
 		}
@@ -273,12 +265,7 @@ func TestFlowLogCapacity(t *testing.T) {
 func TestFlowLogIPFIX(t *testing.T) {
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "ping", "nfcapd", "nfdump")
-	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo := filepath.Join(t.TempDir(), "ipfix.yaml")
-	os.WriteFile(topo, []byte(strings.Replace(string(src), "destination: file://flows/{host}.log", "destination: ipfix+udp://127.0.0.1:9995", 1)), 0o600)
+	topo := editedTopology(t, "flowlogs.yaml", "destination: file://flows/{host}.log", "destination: ipfix+udp://127.0.0.1:9995")
 	l := upLab(t, "vi", topo)
 	dir := t.TempDir()
 	collector := startIn(t, l, lab.Host, "p", "nfcapd", "-w", dir, "-b", "127.0.0.1", "-p", "9995", "-t", "60")
@@ -313,12 +300,7 @@ func TestFlowLogIPFIX(t *testing.T) {
 func TestFlowLogFlushOnStop(t *testing.T) {
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "ping")
-	src, err := os.ReadFile(filepath.Join("testdata", "flowlogs.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	topo := filepath.Join(t.TempDir(), "long.yaml")
-	os.WriteFile(topo, []byte(strings.Replace(string(src), "aggregation_interval: 1s", "aggregation_interval: 600s", 1)), 0o600)
+	topo := editedTopology(t, "flowlogs.yaml", "aggregation_interval: 1s", "aggregation_interval: 600s")
 	l := upLab(t, "vt2", topo)
 	mustRun(t, l, lab.ENI, "f1", "ping", "-c", "4", "-s", "100", "-i", "0.2", "-W", "1", "10.7.1.11")
 	// Not a wait for a result: lets a periodic drain (every second) take

@@ -55,6 +55,25 @@ func upLab(t testing.TB, name, topo string) *lab.Lab {
 	return upLabWith(t, name, topo)
 }
 
+// editedTopology writes testdata/name with its first old replaced by
+// new to a file of the test's own and returns that file's path; the test
+// fails when old is not there (the test topology changed under it).
+func editedTopology(t testing.TB, name, old, new string) string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(src), old) {
+		t.Fatalf("testdata/%s has no %q to replace", name, old)
+	}
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(strings.Replace(string(src), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // upLabWith is upLab with extra flags for every daemon.
 func upLabWith(t testing.TB, name, topo string, daemonFlags ...string) *lab.Lab {
 	t.Helper()

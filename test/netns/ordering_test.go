@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -80,16 +79,8 @@ func TestOrderingAndRemoval(t *testing.T) {
 	})
 
 	t.Run("a new ENI's interface carries nothing until its program is attached", func(t *testing.T) {
-		src, err := os.ReadFile(filepath.Join("testdata", "ordering.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		grown := strings.Replace(string(src), "  - {name: o-x2,",
-			"  - {name: o-x3, host: a, subnet: o1, ip: 10.4.1.12, security_groups: [order-open]}\n  - {name: o-x2,", 1)
-		p := filepath.Join(t.TempDir(), "grown.yaml")
-		if err := os.WriteFile(p, []byte(grown), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		p := editedTopology(t, "ordering.yaml", "  - {name: o-x2,",
+			"  - {name: o-x3, host: a, subnet: o1, ip: 10.4.1.12, security_groups: [order-open]}\n  - {name: o-x2,")
 		// With the daemon stopped, the lab builds the new ENI and
 		// nobody attaches its program yet.
 		resume := pauseDaemon(t, l, "a")

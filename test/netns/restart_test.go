@@ -3,10 +3,8 @@ package netns
 import (
 	"net"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -85,15 +83,7 @@ func TestRestartAndCrash(t *testing.T) {
 func TestTeardown(t *testing.T) {
 	testkit.NeedRoot(t, labNeeds)
 	testkit.NeedTools(t, "ping")
-	src, err := os.ReadFile(filepath.Join("testdata", "three-hosts.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	withTap := strings.Replace(string(src), "enis:\n", "enis:\n  - {name: t1, host: h1, subnet: blue-a, ip: 10.0.1.30, security_groups: [blue-open], interface_type: tap}\n", 1)
-	topo := filepath.Join(t.TempDir(), "three-hosts-tap.yaml")
-	if err := os.WriteFile(topo, []byte(withTap), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	topo := editedTopology(t, "three-hosts.yaml", "enis:\n", "enis:\n  - {name: t1, host: h1, subnet: blue-a, ip: 10.0.1.30, security_groups: [blue-open], interface_type: tap}\n")
 	l := upLab(t, "vd", topo)
 	tapOf := func() error {
 		return l.Do(lab.Host, "h1", func() error { _, err := net.InterfaceByName("vpc-t1"); return err })

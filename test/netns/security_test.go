@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -178,13 +176,7 @@ func TestSecurity(t *testing.T) {
 		if err := echo(c, "before"); err != nil {
 			t.Fatal(err)
 		}
-		src, _ := os.ReadFile(filepath.Join("testdata", "security.yaml"))
-		cut := strings.Replace(string(src), "      - {protocol: tcp, from_port: 80, to_port: 80, cidr: 10.5.0.0/16}\n", "", 1)
-		if cut == string(src) {
-			t.Fatal("test topology changed: rule to remove not found")
-		}
-		p := filepath.Join(t.TempDir(), "cut.yaml")
-		os.WriteFile(p, []byte(cut), 0o600)
+		p := editedTopology(t, "security.yaml", "      - {protocol: tcp, from_port: 80, to_port: 80, cidr: 10.5.0.0/16}\n", "")
 		if err := l.Apply(t.Context(), p); err != nil {
 			t.Fatal(err)
 		}

@@ -184,16 +184,9 @@ func TestVMs(t *testing.T) {
 		checkRackCapture(t, rackPcap)
 	})
 	t.Run("lab apply follows the vms list", func(t *testing.T) {
-		src, err := os.ReadFile(filepath.Join("testdata", "vms.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		apply := func(vms string) {
 			t.Helper()
-			p := filepath.Join(t.TempDir(), "vms.yaml")
-			if err := os.WriteFile(p, []byte(strings.Replace(string(src), "vms: [m2]", "vms: "+vms, 1)), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			p := editedTopology(t, "vms.yaml", "vms: [m2]", "vms: "+vms)
 			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 			defer cancel()
 			if err := l.Apply(ctx, p); err != nil {
